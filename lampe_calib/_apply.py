@@ -1,0 +1,280 @@
+"""``apply_lampe``: run a transformers RoPE model under LaMPE, for prefill and ``generate()``.
+
+Stock attention rotates q and k before its attention function and caches rotated keys, and a
+LaMPE key needs two rotations (stock for the head and tail, α·j for the middle). So, inside the
+context manager and on this model instance only:
+
+- each decoder layer's ``self_attn`` is swapped for a ``LampeAttention`` that reuses the layer's
+  own projections (and q/k norms, biases) and caches both key rotations side by side in the last
+  dim of the cache's key tensor ``(B, Hkv, T, 2·D)``; with l fixed for a sequence, a cached key
+  never needs a new rotation (DESIGN §1 "Decoding");
+- the model's attention implementation is set to ``"lampe"``, registered through transformers'
+  ``AttentionInterface`` and ``AttentionMaskInterface`` so the model hands attention a 2D padding
+  mask instead of building an ``S × T`` one;
+- ``generate`` gets an instance-level wrapper that fixes l = prompt + max_new_tokens for the call.
+
+On exit every swapped module, the attention implementation and ``generate`` are restored.
+No transformers class attribute is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._config import LampeConfig
+from ._engine import dense_region_attention, lampe_prefill
+from ._positions import LampePlan
+from ._rope import Rope
+
+__all__ = ["SUPPORTED_MODEL_TYPES", "LampeAttention", "LampeSession", "apply_lampe"]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+ATTN_IMPLEMENTATION = "lampe"
+# RoPE types whose frequency table changes with the input (the engine needs a static one).
+_DYNAMIC_ROPE_TYPES = ("dynamic", "longrope")
+
+
+def _unused_attention(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError(
+        "the 'lampe' attention implementation only runs inside `with apply_lampe(model, ...)`"
+    )
+
+
+def _padding_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    mask_function: Any = None,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> torch.Tensor | None:
+    """Mask hook: the ``(B, T)`` bool padding mask of the keys, or None when nothing is padded."""
+    if attention_mask is None:
+        return None
+    attention_mask = attention_mask[:, -kv_length:]
+    return None if bool(attention_mask.all()) else attention_mask
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, _unused_attention)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, _padding_mask)
+
+
+class LampeSession:
+    """State of one ``apply_lampe`` context: the config, the RoPE table, and each live
+    sequence's plan, keyed by its cache object (so l stays fixed while the sequence decodes)."""
+
+    def __init__(self, config: LampeConfig, rope: Rope) -> None:
+        self.config = config
+        self.rope = rope
+        self.planned_length: int | None = None  # set by the generate() wrapper for one call
+        self._plans: weakref.WeakKeyDictionary[Any, LampePlan] = weakref.WeakKeyDictionary()
+
+    def plan_for(
+        self, cache: Any, key_valid: torch.Tensor | None, past: int, new: int, batch: int, layer: int
+    ) -> LampePlan:
+        """The plan of the sequence that ``cache`` holds; a new one at the start of a sequence."""
+        if cache is not None and not (past == 0 and layer == 0):
+            plan = self._plans.get(cache)
+            if plan is None:
+                raise ValueError(
+                    "past_key_values was not filled under apply_lampe: start the sequence inside the context"
+                )
+            if past + new > int(plan.length.max()) and layer == 0:
+                logger.warning(
+                    "sequence grew to %d tokens, past the planned length %d; use generate() under "
+                    "apply_lampe so l covers the new tokens", past + new, int(plan.length.max())
+                )
+            return plan
+        total = past + new
+        real = key_valid.sum(-1) if key_valid is not None else torch.full((batch,), total)
+        extra = max(0, (self.planned_length or 0) - total)
+        plan = LampePlan.from_config(self.config, real.cpu() + extra)
+        if cache is not None:
+            self._plans[cache] = plan
+        return plan
+
+
+class LampeAttention(nn.Module):
+    """A decoder layer's attention under LaMPE; holds the original module and reuses its weights."""
+
+    def __init__(self, inner: nn.Module, session: LampeSession) -> None:
+        super().__init__()
+        self.inner = inner
+        self.session = session
+        self.layer_idx = inner.layer_idx
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        attn, session = self.inner, self.session
+        B, S, _ = hidden_states.shape
+        shape = (B, S, -1, attn.head_dim)
+        q, k = attn.q_proj(hidden_states).view(shape), attn.k_proj(hidden_states).view(shape)
+        v = attn.v_proj(hidden_states).view(shape)
+        if hasattr(attn, "q_norm"):  # Qwen3 normalises q and k per head before rotation
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, S, D)
+
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError(
+                f"apply_lampe takes a 2D padding mask, got an attention mask of shape {tuple(attention_mask.shape)}"
+            )
+        past = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
+        T = past + S
+        key_valid = attention_mask.to(torch.bool) if attention_mask is not None else None
+        plan = session.plan_for(past_key_values, key_valid, past, S, B, self.layer_idx)
+        # Positions follow the padding exactly like generate() builds position_ids.
+        if key_valid is None:
+            positions = torch.arange(T, device=q.device).expand(B, T)
+        else:
+            positions = (key_valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        q_positions = positions[:, past:]  # (B, S)
+
+        rope = session.rope
+        queries = torch.stack([rope.rotate(q, p) for p in plan.query_positions(q_positions)])  # (R,B,H,S,D)
+        keys = torch.stack([rope.rotate(k, p) for p in plan.key_positions(q_positions)])  # (V,B,Hkv,S,D)
+        V, D = keys.shape[0], attn.head_dim
+        values = v
+        if past_key_values is not None:
+            # Both rotations side by side in the last dim: (B, Hkv, S, V·D).
+            packed = keys.permute(1, 2, 3, 0, 4).reshape(B, -1, S, V * D)
+            packed, values = past_key_values.update(packed, v, self.layer_idx)
+            if past:
+                keys = packed.view(B, -1, T, V, D).permute(3, 0, 1, 2, 4)
+
+        if past == 0 and key_valid is None:
+            out = lampe_prefill(queries, keys, values, plan, attn.scaling)
+        elif past == 0 and _left_padded(key_valid):
+            out = queries.new_zeros(queries.shape[1:])
+            for b in range(B):
+                pad = T - int(key_valid[b].sum())
+                out[b : b + 1, :, pad:] = lampe_prefill(
+                    queries[:, b : b + 1, :, pad:],
+                    keys[:, b : b + 1, :, pad:],
+                    values[b : b + 1, :, pad:],
+                    plan.row(b),
+                    attn.scaling,
+                )
+        else:
+            out, _ = dense_region_attention(
+                queries, keys, values, plan, q_positions, positions, key_valid, attn.scaling
+            )
+        out = out.transpose(1, 2).reshape(B, S, -1)  # (B, S, H·D)
+        return attn.o_proj(out), None
+
+
+def _left_padded(key_valid: torch.Tensor) -> bool:
+    """True when each row's real tokens are one block at the right end (left padding)."""
+    return bool((key_valid[:, 1:] >= key_valid[:, :-1]).all())
+
+
+def _decoder(model: nn.Module) -> nn.Module:
+    base = getattr(model, "model", model)
+    if not hasattr(base, "layers") or not hasattr(base, "rotary_emb"):
+        raise ValueError(
+            f"model {type(model).__name__} has no decoder layers with a rotary embedding; "
+            f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    return base
+
+
+def _check_model(model: nn.Module) -> None:
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    rope = getattr(config, "rope_parameters", None)
+    if config is None or (rope is None and getattr(config, "rope_theta", None) is None):
+        raise ValueError(f"model type {model_type!r} does not use rotary position embeddings (RoPE)")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ValueError(
+            f"model type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    rope_type = (rope or {}).get("rope_type", "default")
+    if rope_type in _DYNAMIC_ROPE_TYPES:
+        raise ValueError(f"rope_type {rope_type!r} changes its frequencies with the input; LaMPE needs a static one")
+
+
+def _as_config(config_or_profile: Any) -> LampeConfig:
+    if isinstance(config_or_profile, LampeConfig):
+        return config_or_profile
+    to_config = getattr(config_or_profile, "to_lampe_config", None)
+    if to_config is None:
+        raise ValueError(
+            f"apply_lampe takes a LampeConfig or a profile, got {type(config_or_profile).__name__}"
+        )
+    return to_config()
+
+
+@contextmanager
+def apply_lampe(model: nn.Module, config_or_profile: Any) -> Iterator[LampeSession]:
+    """Run ``model`` under LaMPE inside the ``with`` block; restore it exactly on exit.
+
+    Args:
+        model: a transformers causal LM of a supported family (Llama, Mistral, Qwen2, Qwen3).
+        config_or_profile: a ``LampeConfig`` (fixed m or a sigmoid m(L)) or a loaded profile
+            (anything with ``to_lampe_config()``).
+
+    Yields:
+        The session (its ``config`` and ``rope``), mostly for inspection.
+
+    The input length l is each row's number of real tokens for a plain forward, and prompt +
+    ``max_new_tokens`` in ``generate()``; rows with l <= m keep their positions.
+
+    Example::
+
+        with apply_lampe(model, LampeConfig(head=32, tail=16, mapping_length=192)):
+            logits = model(input_ids).logits
+    """
+    config = _as_config(config_or_profile)
+    _check_model(model)
+    decoder = _decoder(model)
+    session = LampeSession(config, Rope.from_rotary_module(decoder.rotary_emb, config.attention_factor))
+    _register()
+    original_impl = model.config._attn_implementation
+    swapped: list[tuple[nn.Module, nn.Module]] = []
+    original_generate = model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        gen_config = kwargs.get("generation_config") or model.generation_config
+        prompt = 0 if input_ids is None else input_ids.shape[-1]
+        new = kwargs.get("max_new_tokens", gen_config.max_new_tokens)
+        if new is None:
+            new = kwargs.get("max_length", gen_config.max_length) - prompt
+        session.planned_length = prompt + int(new)
+        try:
+            return original_generate(*args, **kwargs)
+        finally:
+            session.planned_length = None
+
+    try:
+        for layer in decoder.layers:
+            swapped.append((layer, layer.self_attn))
+            layer.self_attn = LampeAttention(layer.self_attn, session)
+        model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        model.generate = generate
+        yield session
+    finally:
+        model.__dict__.pop("generate", None)
+        model.set_attn_implementation(original_impl)
+        for layer, attn in swapped:
+            layer.self_attn = attn

@@ -1,0 +1,42 @@
+"""Exact merge of attentions over disjoint key sets through their log-sum-exp.
+
+If a query's keys are split into disjoint sets r with partial results ``out_r`` (softmax over
+set r only) and ``lse_r = logsumexp`` of set r's logits, then the softmax over all keys is
+
+    lse = logsumexp_r(lse_r),    out = Σ_r exp(lse_r - lse) · out_r
+
+(the identity behind flash-attention's split-KV decoding). A set with no key for a query has
+``lse_r = -inf`` and weight 0; a query with no key at all gets output 0 and lse -inf.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["merge_attention"]
+
+
+def merge_attention(
+    outputs: list[torch.Tensor], lses: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge partial attentions over disjoint key sets.
+
+    Args:
+        outputs: each ``(B, H, S, D)``, the softmax-weighted values of one key set (0 where empty).
+        lses: each ``(B, H, S)`` float32, that set's log-sum-exp of logits (-inf where empty).
+
+    Returns:
+        ``(out, lse)``: ``(B, H, S, D)`` in the outputs' dtype and ``(B, H, S)`` float32.
+
+    Example: two sets with lse 0 and 0 and outputs 1 and 3 -> lse ln 2, out 2.
+    """
+    assert len(outputs) == len(lses) and outputs
+    stacked = torch.stack([x.to(torch.float32) for x in lses])  # (R, B, H, S)
+    lse = torch.logsumexp(stacked, dim=0)  # (B, H, S)
+    finite = torch.isfinite(lse)
+    safe = torch.where(finite, lse, torch.zeros_like(lse))
+    weights = torch.exp(stacked - safe)  # (R, B, H, S); exp(-inf) = 0 for empty sets
+    out = torch.zeros_like(outputs[0], dtype=torch.float32)
+    for w, o in zip(weights, outputs):
+        out = out + w[..., None] * o.to(torch.float32)
+    return out.to(outputs[0].dtype), lse
