@@ -19,11 +19,12 @@ No transformers class attribute is touched.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -33,7 +34,14 @@ from ._engine import dense_region_attention, lampe_prefill
 from ._positions import LampePlan
 from ._rope import Rope
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "LampeAttention", "LampeSession", "apply_lampe"]
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "LampeAttention",
+    "LampeSession",
+    "PositionScheme",
+    "apply_lampe",
+    "apply_position_scheme",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +82,25 @@ def _register() -> None:
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, _padding_mask)
 
 
-class LampeSession:
-    """State of one ``apply_lampe`` context: the config, the RoPE table, and each live
-    sequence's plan, keyed by its cache object (so l stays fixed while the sequence decodes)."""
+class PositionScheme(Protocol):
+    """What the attention swap needs from a position scheme (LaMPE, or a baseline such as
+    SelfExtend): a temperature and a per-batch plan.
 
-    def __init__(self, config: LampeConfig, rope: Rope) -> None:
+    ``plan(lengths)`` takes each row's input length l, ``(B,)`` int64, and returns an object
+    with the interface of ``LampePlan``: ``identity``, ``region_key_version``, ``row(b)``,
+    ``query_positions``, ``key_positions`` and ``regions``.
+    """
+
+    attention_factor: float
+
+    def plan(self, lengths: torch.Tensor) -> Any: ...
+
+
+class LampeSession:
+    """State of one context: the scheme, the RoPE table, and each live sequence's plan, keyed
+    by its cache object (so l stays fixed while the sequence decodes)."""
+
+    def __init__(self, config: PositionScheme, rope: Rope) -> None:
         self.config = config
         self.rope = rope
         self.planned_length: int | None = None  # set by the generate() wrapper for one call
@@ -86,7 +108,7 @@ class LampeSession:
 
     def plan_for(
         self, cache: Any, key_valid: torch.Tensor | None, past: int, new: int, batch: int, layer: int
-    ) -> LampePlan:
+    ) -> Any:
         """The plan of the sequence that ``cache`` holds; a new one at the start of a sequence."""
         if cache is not None and not (past == 0 and layer == 0):
             plan = self._plans.get(cache)
@@ -103,7 +125,7 @@ class LampeSession:
         total = past + new
         real = key_valid.sum(-1) if key_valid is not None else torch.full((batch,), total)
         extra = max(0, (self.planned_length or 0) - total)
-        plan = LampePlan.from_config(self.config, real.cpu() + extra)
+        plan = self.config.plan(real.cpu() + extra)
         if cache is not None:
             self._plans[cache] = plan
         return plan
@@ -162,9 +184,10 @@ class LampeAttention(nn.Module):
             if past:
                 keys = packed.view(B, -1, T, V, D).permute(3, 0, 1, 2, 4)
 
-        if past == 0 and key_valid is None:
+        fast = isinstance(plan, LampePlan)
+        if fast and past == 0 and key_valid is None:
             out = lampe_prefill(queries, keys, values, plan, attn.scaling)
-        elif past == 0 and _left_padded(key_valid):
+        elif fast and past == 0 and _left_padded(key_valid):
             out = queries.new_zeros(queries.shape[1:])
             for b in range(B):
                 pad = T - int(key_valid[b].sum())
@@ -224,8 +247,7 @@ def _as_config(config_or_profile: Any) -> LampeConfig:
     return to_config()
 
 
-@contextmanager
-def apply_lampe(model: nn.Module, config_or_profile: Any) -> Iterator[LampeSession]:
+def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.AbstractContextManager[LampeSession]:
     """Run ``model`` under LaMPE inside the ``with`` block; restore it exactly on exit.
 
     Args:
@@ -244,7 +266,12 @@ def apply_lampe(model: nn.Module, config_or_profile: Any) -> Iterator[LampeSessi
         with apply_lampe(model, LampeConfig(head=32, tail=16, mapping_length=192)):
             logits = model(input_ids).logits
     """
-    config = _as_config(config_or_profile)
+    return apply_position_scheme(model, _as_config(config_or_profile))
+
+
+@contextmanager
+def apply_position_scheme(model: nn.Module, config: PositionScheme) -> Iterator[LampeSession]:
+    """Run ``model`` with the attention swap for any ``PositionScheme`` (see ``apply_lampe``)."""
     _check_model(model)
     decoder = _decoder(model)
     session = LampeSession(config, Rope.from_rotary_module(decoder.rotary_emb, config.attention_factor))

@@ -120,6 +120,12 @@ class LampeConfig:
         assert self.sigmoid is not None
         return max(self.sigmoid(length), float(self.head + self.tail + 1))
 
+    def plan(self, lengths: Any) -> Any:
+        """The ``LampePlan`` of a batch whose rows have ``lengths`` tokens (``(B,)``)."""
+        from ._positions import LampePlan
+
+        return LampePlan.from_config(self, lengths)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "head": self.head,

@@ -1,0 +1,46 @@
+"""Command-line entry points (``lampe-calibrate``, ``lampe-eval``); the UI layer of the package.
+
+Every user-facing error becomes one line on stderr and exit code 2 (DESIGN §4); a traceback
+means a bug. The commands themselves live in ``_cli_calibrate`` and ``_cli_eval``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["calibrate_main", "eval_main", "run_cli"]
+
+# Errors a user can cause by what they typed; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
+
+
+def _one_line(error: BaseException) -> str:
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(str(message).split()) or type(error).__name__
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, prog: str = "") -> int:
+    """Run ``main(argv)``; a user error prints ``prog: error: <one line>`` and returns 2."""
+    try:
+        return main(argv)
+    except USER_ERRORS as error:
+        print(f"{prog}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def calibrate_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lampe-calibrate``."""
+    from ._cli_calibrate import main
+
+    return run_cli(main, argv, "lampe-calibrate")
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lampe-eval``."""
+    from ._cli_eval import main
+
+    return run_cli(main, argv, "lampe-eval")
