@@ -12,12 +12,16 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
 from transformers import (
     GemmaConfig,
     GPT2Config,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
+    PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
 )
@@ -56,8 +60,8 @@ def _sample_text(chars: int = 600) -> str:
     return FALLBACK_TEXT
 
 
-def _loss(model: torch.nn.Module, tokenizer, text: str) -> float:
-    ids = tokenizer(text, return_tensors="pt").input_ids  # (1, S)
+def _loss(model: torch.nn.Module, tokenizer, text: str, max_tokens: int = 512) -> float:
+    ids = tokenizer(text, return_tensors="pt").input_ids[:, :max_tokens]  # (1, S)
     with torch.no_grad():
         return model(input_ids=ids, labels=ids).loss.item()
 
@@ -290,6 +294,19 @@ def test_model_info_rejects_bad_fields() -> None:
         ModelInfo.from_dict({**good, "alias": "nope"})
 
 
+def test_local_directory_loads_in_eval_mode(tmp_path: Path) -> None:
+    vocab = {word: i for i, word in enumerate(["<unk>", *"it was the best of times worst".split()])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>").save_pretrained(tmp_path)
+    LlamaForCausalLM(LlamaConfig(max_position_embeddings=64, **TINY)).save_pretrained(tmp_path)
+    model, tokenizer = load_model(tmp_path, dtype="bfloat16")
+    assert not model.training and model.dtype == torch.bfloat16
+    info = model_info(model)
+    assert (info.alias, info.source, info.window) == (None, str(tmp_path), 64)
+    assert math.isfinite(_loss(model, tokenizer, "it was the best of times it was the worst of times"))
+
+
 # --- models that run here ---------------------------------------------------------------------
 
 
@@ -304,9 +321,10 @@ def test_reference_loads_offline_with_its_window_and_a_finite_loss() -> None:
     shipped = json.loads((REFERENCE_DIR / "config.json").read_text())
     assert info.alias == "reference" and info.family == "llama"
     assert info.window == shipped["max_position_embeddings"]
-    assert info.rope_theta == model.config.rope_parameters["rope_theta"]
+    assert info.rope_theta == shipped["rope_parameters"]["rope_theta"]
+    assert info.rope_type == shipped["rope_parameters"].get("rope_type", "default")
     assert info.head_dim * info.num_heads == shipped["hidden_size"]
-    assert math.isfinite(_loss(model, tokenizer, _sample_text()))
+    assert math.isfinite(_loss(model, tokenizer, _sample_text(), max_tokens=info.window))
 
 
 @pytest.mark.slow
