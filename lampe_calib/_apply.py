@@ -52,9 +52,7 @@ _DYNAMIC_ROPE_TYPES = ("dynamic", "longrope")
 
 
 def _unused_attention(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError(
-        "the 'lampe' attention implementation only runs inside `with apply_lampe(model, ...)`"
-    )
+    raise RuntimeError("the 'lampe' attention implementation only runs inside `with apply_lampe(model, ...)`")
 
 
 def _padding_mask(
@@ -119,7 +117,9 @@ class LampeSession:
             if past + new > int(plan.length.max()) and layer == 0:
                 logger.warning(
                     "sequence grew to %d tokens, past the planned length %d; use generate() under "
-                    "apply_lampe so l covers the new tokens", past + new, int(plan.length.max())
+                    "apply_lampe so l covers the new tokens",
+                    past + new,
+                    int(plan.length.max()),
                 )
             return plan
         total = past + new
@@ -159,7 +159,8 @@ class LampeAttention(nn.Module):
 
         if attention_mask is not None and attention_mask.dim() != 2:
             raise ValueError(
-                f"apply_lampe takes a 2D padding mask, got an attention mask of shape {tuple(attention_mask.shape)}"
+                "apply_lampe takes a 2D padding mask, got an attention mask of shape "
+                f"{tuple(attention_mask.shape)}"
             )
         past = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
         T = past + S
@@ -233,7 +234,9 @@ def _check_model(model: nn.Module) -> None:
         )
     rope_type = (rope or {}).get("rope_type", "default")
     if rope_type in _DYNAMIC_ROPE_TYPES:
-        raise ValueError(f"rope_type {rope_type!r} changes its frequencies with the input; LaMPE needs a static one")
+        raise ValueError(
+            f"rope_type {rope_type!r} changes its frequencies with the input; LaMPE needs a static one"
+        )
 
 
 def _as_config(config_or_profile: Any) -> LampeConfig:

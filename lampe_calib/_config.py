@@ -18,7 +18,7 @@ MODES = ("exact", "floor")
 def sigmoid_mapping_length(length: float, a: float, b: float, c: float) -> float:
     """The length-aware mapping length ``m(L) = c / (1 + exp(-(a·L + b)))`` (paper §3.2).
 
-    Example: ``sigmoid_mapping_length(8192, 1.0493e-4, -2.4666, 6204.4)`` -> ``2346.9…``
+    Example: ``sigmoid_mapping_length(8192, 1.0493e-4, -2.4666, 6204.4)`` -> ``1036.1…``
     (the official llama3-8b fit at L = 8192).
     """
     z = a * length + b

@@ -49,9 +49,7 @@ def _torch_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: flo
 
 def _aten_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
     if q.device.type == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, True, scale=scale
-        )
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
         return out, lse.float()
     out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(
         q, k, v, None, True, 0.0, True, scale=scale
@@ -64,8 +62,12 @@ def _flash_attn_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
 
     # flash-attn's layout is (B, S, H, D); its LSE comes back as (B, H, S).
     out, lse, _ = flash_attn_func(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-        softmax_scale=scale, causal=True, return_attn_probs=True,
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        softmax_scale=scale,
+        causal=True,
+        return_attn_probs=True,
     )
     return out.transpose(1, 2), lse.float()
 

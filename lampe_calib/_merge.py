@@ -37,6 +37,6 @@ def merge_attention(
     safe = torch.where(finite, lse, torch.zeros_like(lse))
     weights = torch.exp(stacked - safe)  # (R, B, H, S); exp(-inf) = 0 for empty sets
     out = torch.zeros_like(outputs[0], dtype=torch.float32)
-    for w, o in zip(weights, outputs):
+    for w, o in zip(weights, outputs, strict=False):
         out = out + w[..., None] * o.to(torch.float32)
     return out.to(outputs[0].dtype), lse

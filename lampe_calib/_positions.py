@@ -117,7 +117,6 @@ class LampePlan:
     tail: int
     mode: str = "exact"
 
-
     @classmethod
     def from_config(cls, config: LampeConfig, lengths: torch.Tensor) -> LampePlan:
         """Plan for rows of ``lengths`` tokens (``(B,)``), with m from the config per row."""
@@ -145,7 +144,9 @@ class LampePlan:
             start = torch.tensor([n - self._floor(i)[1] for i, n in enumerate(self.length.tolist())])
         else:
             start = self.length - self.tail
-        return torch.where(self.compressed, start.to(torch.float64), torch.full_like(self.length, float("inf")))
+        return torch.where(
+            self.compressed, start.to(torch.float64), torch.full_like(self.length, float("inf"))
+        )
 
     def _floor(self, row: int) -> tuple[float, int, float, float]:
         """Row ``row``'s floor-mode constants (r, t, bias1, bias2); see ``floor_grouping``."""

@@ -41,7 +41,9 @@ class Rope:
     def from_rotary_module(cls, rotary: torch.nn.Module, attention_factor: float = 1.0) -> Rope:
         """The table of a transformers ``*RotaryEmbedding`` instance (``inv_freq``, ``attention_scaling``)."""
         inv_freq = rotary.inv_freq.detach().to(torch.float32)
-        return cls(inv_freq=inv_freq, scale=float(getattr(rotary, "attention_scaling", 1.0)) * attention_factor)
+        return cls(
+            inv_freq=inv_freq, scale=float(getattr(rotary, "attention_scaling", 1.0)) * attention_factor
+        )
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """``(..., S)`` float positions -> cos, sin of shape ``(..., S, D)`` in ``dtype``.

@@ -20,7 +20,9 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(message).split()) or type(error).__name__
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, prog: str = "") -> int:
+def run_cli(
+    main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None, prog: str = ""
+) -> int:
     """Run ``main(argv)``; a user error prints ``prog: error: <one line>`` and returns 2."""
     try:
         return main(argv)

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny random models of every supported family (built offline)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+# Pretraining window of the tiny models: lengths up to 4·W stay cheap for the dense reference.
+TINY_WINDOW = 32
+
+_COMMON = dict(
+    vocab_size=96,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=TINY_WINDOW,
+    # Larger than the usual 0.02 so that positions move the logits well above the test tolerance.
+    initializer_range=0.1,
+)
+
+TINY_FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM, {}),
+    "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),  # q/k/v biases
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"head_dim": 16}),  # q/k norms
+}
+
+
+def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    """A small random model of `family` in fp32 eval mode."""
+    config_cls, model_cls, extra = TINY_FAMILIES[family]
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**{**_COMMON, **extra, **overrides})).eval()
+    if family == "qwen2":  # random biases, so a wrong bias path cannot pass by accident
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    proj.bias.normal_(0, 0.5)
+    return model
+
+
+@pytest.fixture(params=list(TINY_FAMILIES))
+def family_model(request) -> torch.nn.Module:
+    return tiny_model(request.param)
