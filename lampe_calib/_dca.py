@@ -1,0 +1,167 @@
+"""Dual Chunk Attention (An et al. 2024, "Training-Free Long-Context Scaling of Large Language
+Models", arXiv 2402.17463) as a position scheme.
+
+The input is cut into chunks of s tokens; keys take their position inside their chunk, and the
+query's position depends on where the key lies (paper §3, with c = s + w the largest position
+and w the local window):
+
+    Intra        same chunk            P_q = i mod s                    P_k = j mod s
+    Successive   the previous chunk    P_q = min(s + i mod s, c − 1)    P_k = j mod s
+    Inter        any earlier chunk     P_q = c − 1                      P_k = j mod s
+
+Intra keeps the true distance i − j; successive keeps it for the first w queries of a chunk
+(so the closest tokens across a chunk boundary stay exact) and caps it at c − 1; inter only
+says "far". The three regions are disjoint key sets per query: the engine's general blocked
+path runs them as one exact attention.
+
+The official code (``chunkllama_attn_replace.py``) caps at c rather than c − 1 (its
+``qc_t.clamp(max=chunk_size)`` and inter position ``qc_t[chunk_len - 1]``); we follow the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._apply import apply_position_scheme
+
+__all__ = ["DualChunkConfig", "DualChunkPlan", "dual_chunk_attention"]
+
+INTRA, SUCCESSIVE, INTER = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class DualChunkPlan:
+    """DCA positions of one batch (the plan interface of ``LampePlan``).
+
+    ``length`` is each row's input length ``(B,)`` float64; a batch whose rows all fit in one
+    chunk (l <= s) is the stock model (``identity``).
+    """
+
+    length: torch.Tensor  # (B,)
+    chunk_size: int  # s
+    local_window: int  # w
+
+    @property
+    def max_position(self) -> int:
+        """c − 1 = s + w − 1, the largest query position (and relative position) DCA uses."""
+        return self.chunk_size + self.local_window - 1
+
+    @property
+    def identity(self) -> bool:
+        """True when every row fits in one chunk: only intra pairs, at their stock positions."""
+        return bool((self.length <= self.chunk_size).all())
+
+    @property
+    def region_key_version(self) -> tuple[int, ...]:
+        """All three regions attend to the one key rotation, j mod s."""
+        return (0,) if self.identity else (0, 0, 0)
+
+    def row(self, index: int) -> DualChunkPlan:
+        """The plan of one batch row, as a batch of one."""
+        return DualChunkPlan(self.length[index : index + 1], self.chunk_size, self.local_window)
+
+    def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` token positions -> ``(3, B, S)`` float32: intra, successive, inter.
+
+        Example (s=6, w=2, c−1=7): i = 9 -> intra 3, successive min(9, 7) = 7, inter 7;
+        i = 7 -> intra 1, successive 7, inter 7.
+        """
+        pos = positions.to(torch.float64)
+        if self.identity:
+            return pos[None].to(torch.float32)
+        intra = torch.remainder(pos, self.chunk_size)
+        successive = (intra + self.chunk_size).clamp(max=self.max_position)
+        inter = torch.full_like(pos, float(self.max_position))
+        return torch.stack([intra, successive, inter]).to(torch.float32)
+
+    def key_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> ``(1, B, T)`` float32: j mod s.
+
+        Example (s=6): j = 9 -> 3.
+        """
+        pos = positions.to(torch.float64)
+        if self.identity:
+            return pos[None].to(torch.float32)
+        return torch.remainder(pos, self.chunk_size)[None].to(torch.float32)
+
+    def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long: INTRA, SUCCESSIVE or
+        INTER by the distance between the query's and the key's chunk (0, 1, >= 2)."""
+        q_chunk = torch.div(query_positions, self.chunk_size, rounding_mode="floor")  # (B, S)
+        k_chunk = torch.div(key_positions, self.chunk_size, rounding_mode="floor")  # (B, T)
+        gap = (q_chunk[:, :, None] - k_chunk[:, None, :]).long()  # (B, S, T)
+        if self.identity:
+            return torch.zeros_like(gap)
+        # Keys after the query (gap < 0) are masked by causality; any region id will do.
+        return gap.clamp(min=INTRA, max=INTER)
+
+
+@dataclass(frozen=True)
+class DualChunkConfig:
+    """DCA's parameters, as a position scheme for ``apply_position_scheme``.
+
+    Args:
+        chunk_size: s, tokens per chunk (positions inside a chunk are exact).
+        local_window: w, queries at the start of a chunk that keep exact distances to the
+            previous chunk; c = s + w must not exceed the model's window.
+
+    Example: ``DualChunkConfig.recommended(4096)`` -> ``DualChunkConfig(chunk_size=2816,
+    local_window=256)`` (c = 3072 = 3/4 of the window).
+    """
+
+    chunk_size: int
+    local_window: int
+    # DCA changes no logit scale.
+    attention_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, low in (("chunk_size", 1), ("local_window", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.local_window > self.chunk_size:
+            raise ValueError(
+                f"local_window must not exceed chunk_size={self.chunk_size}, got {self.local_window!r}"
+            )
+        f = self.attention_factor
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
+            raise ValueError(f"attention_factor must be a finite number > 0, got {f!r}")
+
+    @classmethod
+    def recommended(cls, window: int) -> DualChunkConfig:
+        """The official settings for a model of window W (``replace_with_chunkllama``):
+        c = ⌊3W/4⌋, w = ⌊W/16⌋, s = c − w. They do not depend on the input length."""
+        local = window // 16
+        return cls(chunk_size=3 * window // 4 - local, local_window=local)
+
+    def plan(self, lengths: torch.Tensor) -> DualChunkPlan:
+        """The plan of a batch whose rows have ``lengths`` tokens, ``(B,)`` int64."""
+        return DualChunkPlan(lengths.to(torch.float64).cpu(), self.chunk_size, self.local_window)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chunk_size": self.chunk_size,
+            "local_window": self.local_window,
+            "attention_factor": self.attention_factor,
+        }
+
+
+@contextmanager
+def dual_chunk_attention(model: nn.Module, config: DualChunkConfig) -> Iterator[Any]:
+    """Run ``model`` under Dual Chunk Attention inside the ``with`` block (prefill and
+    ``generate()``); restored exactly on exit. Yields the attention session.
+
+    Example::
+
+        with dual_chunk_attention(model, DualChunkConfig.recommended(window=256)):
+            logits = model(input_ids).logits
+    """
+    with apply_position_scheme(model, config) as session:
+        yield session

@@ -1,0 +1,174 @@
+"""Context-extension methods behind one interface, so every evaluator treats them alike.
+
+Registry contract (``METHODS``, a plain dict like transformers' ``ROPE_INIT_FUNCTIONS``)::
+
+    METHODS[name](model, window, length, profile) -> context manager
+
+- ``model``: a transformers RoPE causal LM (Llama, Mistral, Qwen2, Qwen3 families);
+- ``window``: W, the model's pretraining window (``model_info(model).window``);
+- ``length``: L, the input length the method is set up for (a PPL window, or a passkey
+  prompt plus its generated tokens);
+- ``profile``: a calibrated profile (anything with ``to_lampe_config()``), or None; only the
+  LaMPE methods read it.
+
+Entering the context runs ``model`` under the method, for a plain forward and for
+``generate()``; leaving it restores the model exactly. Parameters default to each paper's
+recommended settings for (W, L), listed on each factory. Every method is the stock model when
+it has nothing to do (an input that fits the window), except DCA and LaMPE, whose own rules
+decide (DCA chunks anything longer than a chunk; LaMPE compresses whenever L > m(L)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from torch import nn
+
+from ._apply import apply_lampe
+from ._config import LampeConfig
+from ._dca import DualChunkConfig, dual_chunk_attention
+from ._rope_scaling import (
+    ntk_rope_parameters,
+    pi_rope_parameters,
+    rope_parameters_of,
+    rotary_dim,
+    swap_rope_parameters,
+    yarn_rope_parameters,
+)
+from ._selfextend import SelfExtendConfig, self_extend
+
+__all__ = ["FIXED_MAPPING_FRACTION", "METHODS", "MethodFactory", "method_context"]
+
+MethodFactory = Callable[[nn.Module, int, int, Any], AbstractContextManager[Any]]
+
+# The paper fixes the sigmoid's ceiling at c = 3/4·W (§3.2); the fixed-m ablation uses that m
+# for every input length.
+FIXED_MAPPING_FRACTION = 0.75
+
+
+def _check(window: int, length: int) -> None:
+    for name, value in (("window", window), ("length", length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def vanilla(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
+    """The stock model, unchanged (RoPE extrapolates past W)."""
+    _check(window, length)
+    return contextlib.nullcontext()
+
+
+def position_interpolation(
+    model: nn.Module, window: int, length: int, profile: Any = None
+) -> AbstractContextManager[Any]:
+    """PI (Chen et al. 2023, arXiv 2306.15595): positions divided by s = L/W, so every relative
+    position of the input lands inside the window (the paper's interpolation to W)."""
+    _check(window, length)
+    if length <= window:
+        return contextlib.nullcontext()
+    params = pi_rope_parameters(rope_parameters_of(model, "pi"), window, length)
+    return swap_rope_parameters(model, params, window)
+
+
+def ntk(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
+    """NTK-aware base scaling (bloc97 2023) with s = L/W, the base that dynamic NTK (emozilla
+    2023) uses for an input of L tokens: θ' = θ·s^(D/(D−2))."""
+    _check(window, length)
+    if length <= window:
+        return contextlib.nullcontext()
+    params = ntk_rope_parameters(rope_parameters_of(model, "ntk"), rotary_dim(model), window, length)
+    return swap_rope_parameters(model, params, window)
+
+
+def yarn(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
+    """YaRN (Peng et al. 2023, arXiv 2309.00071) with factor s = L/W, β_fast = 32, β_slow = 1
+    and temperature 0.1·ln s + 1 (the paper's settings for LLaMA models)."""
+    _check(window, length)
+    if length <= window:
+        return contextlib.nullcontext()
+    params = yarn_rope_parameters(rope_parameters_of(model, "yarn"), window, length)
+    return swap_rope_parameters(model, params, window)
+
+
+def selfextend(
+    model: nn.Module, window: int, length: int, profile: Any = None
+) -> AbstractContextManager[Any]:
+    """SelfExtend (Jin et al. 2024, arXiv 2401.01325): neighbour window w_n = W/4 and the
+    smallest group size G with (W − w_n)·G + w_n >= L (the authors' README, §4)."""
+    _check(window, length)
+    config = SelfExtendConfig.recommended(window, length)
+    if config.group == 1:
+        return contextlib.nullcontext()
+    return self_extend(model, config)
+
+
+def dca(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
+    """Dual Chunk Attention (An et al. 2024, arXiv 2402.17463) with the official settings:
+    c = 3W/4, local window w = W/16, chunk s = c − w (``replace_with_chunkllama``)."""
+    _check(window, length)
+    return dual_chunk_attention(model, DualChunkConfig.recommended(window))
+
+
+def _profile_config(profile: Any, method: str) -> LampeConfig:
+    if isinstance(profile, LampeConfig):
+        return profile
+    to_config = getattr(profile, "to_lampe_config", None)
+    if to_config is None:
+        raise ValueError(f"method {method!r} needs a LaMPE profile, got {type(profile).__name__}")
+    return to_config()
+
+
+def lampe_fixed(
+    model: nn.Module, window: int, length: int, profile: Any = None
+) -> AbstractContextManager[Any]:
+    """LaMPE with one mapping length for every L (the length-awareness ablation):
+    m = 3/4·W, the paper's sigmoid ceiling c; head, tail, mode and attention factor from the
+    profile when one is given, else ``LampeConfig``'s defaults."""
+    _check(window, length)
+    fixed_m = FIXED_MAPPING_FRACTION * window
+    if profile is None:
+        return apply_lampe(model, LampeConfig(mapping_length=fixed_m))
+    calibrated = _profile_config(profile, "lampe-fixed")
+    return apply_lampe(model, dataclasses.replace(calibrated, mapping_length=fixed_m, sigmoid=None))
+
+
+def lampe(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
+    """LaMPE (arXiv 2508.02308) with m(L) and every other setting from the calibrated profile."""
+    _check(window, length)
+    if profile is None:
+        raise ValueError("method 'lampe' needs a calibrated profile (m(L) comes from its sigmoid)")
+    return apply_lampe(model, _profile_config(profile, "lampe"))
+
+
+# name -> MethodFactory; the order is the order of evaluation tables.
+METHODS: dict[str, MethodFactory] = {
+    "vanilla": vanilla,
+    "pi": position_interpolation,
+    "ntk": ntk,
+    "yarn": yarn,
+    "selfextend": selfextend,
+    "dca": dca,
+    "lampe-fixed": lampe_fixed,
+    "lampe": lampe,
+}
+
+
+def method_context(
+    name: str, model: nn.Module, window: int, length: int, profile: Any = None
+) -> AbstractContextManager[Any]:
+    """``METHODS[name](model, window, length, profile)``, with a ``KeyError`` naming the known
+    methods for an unknown name.
+
+    Example::
+
+        with method_context("yarn", model, window=256, length=1024):
+            logits = model(input_ids).logits
+    """
+    factory = METHODS.get(name)
+    if factory is None:
+        raise KeyError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    return factory(model, window, length, profile)

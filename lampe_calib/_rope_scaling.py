@@ -1,0 +1,150 @@
+"""Frequency-scaling baselines: position interpolation, NTK-aware scaling and YaRN.
+
+All three change only RoPE's frequency table, so each is a new rotary module of the model's own
+class, built by transformers (``ROPE_INIT_FUNCTIONS``) from a modified copy of the config's RoPE
+parameters and swapped onto the instance (``model.model.rotary_emb``) inside a context manager.
+The scale factor is s = L / W for inputs of L tokens on a model of window W:
+
+- PI (Chen et al. 2023, arXiv 2306.15595): every position divided by s, ``rope_type="linear"``.
+- NTK (bloc97 2023, "NTK-aware scaled RoPE"; the base of dynamic NTK, emozilla 2023, at an input
+  of L tokens): base θ·s^(D/(D−2)), so the lowest frequency is interpolated by s and the highest
+  is kept. Static for the call (dynamic NTK would re-rotate with a new base as a cached sequence
+  grows, which a KV cache cannot follow).
+- YaRN (Peng et al. 2023, arXiv 2309.00071): ``rope_type="yarn"`` with factor s, the paper's
+  β_fast = 32, β_slow = 1 and its temperature 0.1·ln s + 1 (transformers' default).
+
+With s <= 1 there is nothing to extend and the factories leave the model as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from torch import nn
+
+__all__ = [
+    "ntk_base",
+    "ntk_rope_parameters",
+    "pi_rope_parameters",
+    "rope_parameters_of",
+    "rotary_dim",
+    "swap_rope_parameters",
+    "yarn_rope_parameters",
+]
+
+# YaRN paper §3.2 (and transformers' defaults): the ramp between interpolated and kept dims.
+YARN_BETA_FAST = 32.0
+YARN_BETA_SLOW = 1.0
+
+
+def rope_parameters_of(model: nn.Module, method: str) -> dict[str, Any]:
+    """The model's RoPE parameters; ``method`` names the baseline for the error message.
+
+    The baselines rescale a plain RoPE table; a model that already uses a scaled rope type
+    (llama3, yarn, ...) has no single base frequency to rescale.
+    """
+    config = getattr(model, "config", None)
+    params = dict(getattr(config, "rope_parameters", None) or {})
+    if "rope_theta" not in params and getattr(config, "rope_theta", None) is not None:
+        params = {"rope_type": "default", "rope_theta": config.rope_theta}
+    rope_type = params.get("rope_type", "default")
+    if "rope_theta" not in params:
+        raise ValueError(f"method {method!r} needs a RoPE model; this model's config has no rope_theta")
+    if rope_type != "default":
+        raise ValueError(f"method {method!r} rescales plain RoPE (rope_type 'default'); got {rope_type!r}")
+    return params
+
+
+def _scale(window: int, length: int) -> float:
+    if window <= 0 or length <= 0:
+        raise ValueError(f"window and length must be positive, got window={window!r}, length={length!r}")
+    return length / window
+
+
+def pi_rope_parameters(params: Mapping[str, Any], window: int, length: int) -> dict[str, Any]:
+    """Position interpolation: ``rope_type="linear"`` with factor s = L/W.
+
+    Example: ``pi_rope_parameters({"rope_type": "default", "rope_theta": 1e4}, 256, 1024)``
+    -> ``{"rope_type": "linear", "rope_theta": 1e4, "factor": 4.0}``.
+    """
+    return {**params, "rope_type": "linear", "factor": _scale(window, length)}
+
+
+def ntk_base(theta: float, head_dim: int, scale: float) -> float:
+    """NTK-aware base θ·s^(D/(D−2)) for rotary dim D (``dynamic`` NTK's formula at factor 1).
+
+    Example: ``ntk_base(10000.0, 64, 4.0)`` -> ``10000·4^(64/62)`` = 41809.4…
+    """
+    return theta * scale ** (head_dim / (head_dim - 2))
+
+
+def ntk_rope_parameters(params: Mapping[str, Any], head_dim: int, window: int, length: int) -> dict[str, Any]:
+    """NTK-aware scaling as a plain table with the scaled base (``rope_type="default"``).
+
+    ``head_dim`` is the rotary dim (head dim times any ``partial_rotary_factor``).
+
+    Example: ``ntk_rope_parameters({"rope_type": "default", "rope_theta": 1e4}, 64, 256, 1024)``
+    -> ``{"rope_type": "default", "rope_theta": 41809.4…}``.
+    """
+    return {**params, "rope_theta": ntk_base(params["rope_theta"], head_dim, _scale(window, length))}
+
+
+def yarn_rope_parameters(params: Mapping[str, Any], window: int, length: int) -> dict[str, Any]:
+    """YaRN with factor s = L/W over the original window W; temperature left to transformers
+    (0.1·ln s + 1, the paper's Eq. 22).
+
+    Example: ``yarn_rope_parameters({"rope_type": "default", "rope_theta": 1e4}, 256, 1024)``
+    -> ``{"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0,
+    "original_max_position_embeddings": 256, "beta_fast": 32.0, "beta_slow": 1.0}``.
+    """
+    return {
+        **params,
+        "rope_type": "yarn",
+        "factor": _scale(window, length),
+        "original_max_position_embeddings": window,
+        "beta_fast": YARN_BETA_FAST,
+        "beta_slow": YARN_BETA_SLOW,
+    }
+
+
+def rotary_dim(model: nn.Module) -> int:
+    """Rotary dimension D of the model (head dim × partial_rotary_factor)."""
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    factor = (getattr(config, "rope_parameters", None) or {}).get("partial_rotary_factor", 1.0)
+    return int(head_dim * factor)
+
+
+@contextmanager
+def swap_rope_parameters(
+    model: nn.Module, rope_parameters: Mapping[str, Any], window: int
+) -> Iterator[nn.Module]:
+    """Run ``model`` with a rotary module built for ``rope_parameters``; restore it on exit.
+
+    The new module is the model's own rotary class, constructed from a deep copy of the config
+    whose ``rope_parameters`` are replaced (and ``max_position_embeddings`` set to the window W,
+    which YaRN reads as the original length); transformers computes its ``inv_freq`` and
+    ``attention_scaling``. Only ``model.model.rotary_emb`` is touched. Yields the new module.
+
+    Example::
+
+        params = pi_rope_parameters(rope_parameters_of(model, "pi"), 256, 1024)
+        with swap_rope_parameters(model, params, window=256):
+            logits = model(input_ids).logits
+    """
+    base = getattr(model, "model", model)
+    original = getattr(base, "rotary_emb", None)
+    if original is None:
+        raise ValueError(f"model {type(model).__name__} has no rotary embedding module to rescale")
+    config = copy.deepcopy(model.config)
+    config.rope_parameters = dict(rope_parameters)
+    config.max_position_embeddings = window
+    rotary = type(original)(config=config).to(original.inv_freq.device)
+    base.rotary_emb = rotary
+    try:
+        yield rotary
+    finally:
+        base.rotary_emb = original

@@ -1,0 +1,174 @@
+"""SelfExtend (Jin et al. 2024, "LLM Maybe LongLM", arXiv 2401.01325) as a position scheme.
+
+Bi-level attention: a query sees its neighbours (relative position d < w_n) at their stock
+positions and every other key at grouped positions (paper §3, Eq. 3 and Algorithm 1):
+
+    Neighbour  d <  w_n    P_q = i                          P_k = j
+    Grouped    d >= w_n    P_q = ⌊i/G⌋ + w_n − w_n/G         P_k = ⌊j/G⌋
+
+so a grouped pair sees ⌊i/G⌋ − ⌊j/G⌋ + w_n − w_n/G, which starts near w_n at the window's edge
+and grows G times slower than d. Both levels are regions of one attention (disjoint key sets
+per query), so the engine's general blocked path runs it exactly, with no new attention code.
+
+The shift w_n − w_n/G is real-valued, as in the official code (``self_extend_patch/Llama.py``:
+``query_position // group_size_1 + group_size_2 - group_size_2 / group_size_1``); RoPE takes
+fractional positions, and with G dividing w_n it is the integer of the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._apply import apply_position_scheme
+
+__all__ = ["SelfExtendConfig", "SelfExtendPlan", "self_extend", "self_extend_group"]
+
+NEIGHBOUR, GROUPED = 0, 1
+
+
+def self_extend_group(window: int, length: int, neighbor_window: int) -> int:
+    """The smallest group size G whose extended window covers ``length`` tokens.
+
+    SelfExtend reaches ``(W − w_n)·G + w_n`` tokens with the model's trained positions (its README,
+    §4 "How to choose the group_size and neighbor_window": "try the smallest group size first").
+
+    Example: ``self_extend_group(4096, 15800, 1024)`` -> 5 (5·(4096 − 1024) + 1024 = 16384 >= 15800);
+    ``self_extend_group(256, 256, 64)`` -> 1 (no extension needed).
+    """
+    if not 0 <= neighbor_window < window:
+        raise ValueError(f"neighbor_window must be in [0, window={window}), got {neighbor_window!r}")
+    return max(1, math.ceil((length - neighbor_window) / (window - neighbor_window)))
+
+
+@dataclass(frozen=True)
+class SelfExtendPlan:
+    """SelfExtend positions of one batch (the plan interface of ``LampePlan``).
+
+    ``length`` is each row's input length ``(B,)`` float64 (kept for the attention swap's
+    bookkeeping; the positions do not depend on it). ``group == 1`` is the stock model.
+    """
+
+    length: torch.Tensor  # (B,)
+    group: int
+    neighbor_window: int
+
+    @property
+    def identity(self) -> bool:
+        """True when G = 1: grouped positions equal the stock ones, one region suffices."""
+        return self.group == 1
+
+    @property
+    def region_key_version(self) -> tuple[int, ...]:
+        """Key rotation per region: stock (0) for neighbours, grouped (1) for the rest."""
+        return (0,) if self.identity else (0, 1)
+
+    @property
+    def shift(self) -> float:
+        """w_n − w_n/G, the grouped query offset that puts the window's edge near w_n."""
+        return self.neighbor_window - self.neighbor_window / self.group
+
+    def row(self, index: int) -> SelfExtendPlan:
+        """The plan of one batch row, as a batch of one."""
+        return SelfExtendPlan(self.length[index : index + 1], self.group, self.neighbor_window)
+
+    def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` token positions -> ``(R, B, S)`` float32: stock, then grouped.
+
+        Example (G=4, w_n=8): i = 13 -> stock 13, grouped ⌊13/4⌋ + 8 − 2 = 9.
+        """
+        pos = positions.to(torch.float64)
+        if self.identity:
+            return pos[None].to(torch.float32)
+        grouped = torch.floor(pos / self.group) + self.shift
+        return torch.stack([pos, grouped]).to(torch.float32)
+
+    def key_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> ``(V, B, T)`` float32: stock, then grouped ⌊j/G⌋.
+
+        Example (G=4): j = 5 -> stock 5, grouped 1.
+        """
+        pos = positions.to(torch.float64)
+        if self.identity:
+            return pos[None].to(torch.float32)
+        return torch.stack([pos, torch.floor(pos / self.group)]).to(torch.float32)
+
+    def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long: NEIGHBOUR where d < w_n,
+        GROUPED elsewhere (the official code's mask: grouped where j <= i − w_n)."""
+        d = query_positions[:, :, None] - key_positions[:, None, :]  # (B, S, T)
+        if self.identity:
+            return torch.zeros_like(d, dtype=torch.long)
+        return (d >= self.neighbor_window).long()
+
+
+@dataclass(frozen=True)
+class SelfExtendConfig:
+    """SelfExtend's two parameters, as a position scheme for ``apply_position_scheme``.
+
+    Args:
+        group: G, the group size of the grouped level (1 = the stock model).
+        neighbor_window: w_n, relative positions ``d < w_n`` keep their stock spacing.
+
+    Example: ``SelfExtendConfig.recommended(window=4096, length=16384)`` ->
+    ``SelfExtendConfig(group=5, neighbor_window=1024)``.
+    """
+
+    group: int
+    neighbor_window: int
+    # SelfExtend changes no logit scale (the official code's optional log scaling is off by default).
+    attention_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, low in (("group", 1), ("neighbor_window", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        f = self.attention_factor
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
+            raise ValueError(f"attention_factor must be a finite number > 0, got {f!r}")
+
+    @classmethod
+    def recommended(cls, window: int, length: int) -> SelfExtendConfig:
+        """The paper's settings for a model of window W and inputs of ``length`` tokens.
+
+        w_n = W/4 (the README's examples and the paper's Llama-2 runs use w_n = 1024 for
+        W = 4096) and the smallest G that covers ``length`` (``self_extend_group``).
+        """
+        neighbor = window // 4
+        return cls(group=self_extend_group(window, length, neighbor), neighbor_window=neighbor)
+
+    def extended_window(self, window: int) -> int:
+        """Longest input whose grouped positions stay inside a window of W: (W − w_n)·G + w_n."""
+        return (window - self.neighbor_window) * self.group + self.neighbor_window
+
+    def plan(self, lengths: torch.Tensor) -> SelfExtendPlan:
+        """The plan of a batch whose rows have ``lengths`` tokens, ``(B,)`` int64."""
+        return SelfExtendPlan(lengths.to(torch.float64).cpu(), self.group, self.neighbor_window)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "neighbor_window": self.neighbor_window,
+            "attention_factor": self.attention_factor,
+        }
+
+
+@contextmanager
+def self_extend(model: nn.Module, config: SelfExtendConfig) -> Iterator[Any]:
+    """Run ``model`` under SelfExtend inside the ``with`` block (prefill and ``generate()``);
+    restored exactly on exit. Yields the attention session.
+
+    Example::
+
+        with self_extend(model, SelfExtendConfig.recommended(window=256, length=1024)):
+            logits = model(input_ids).logits
+    """
+    with apply_position_scheme(model, config) as session:
+        yield session

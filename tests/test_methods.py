@@ -1,0 +1,294 @@
+"""Every baseline against a tiny dense reference of its own position rule; the registry contract."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from conftest import TINY_WINDOW, tiny_model
+from dense_reference import dense_lampe
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from lampe_calib import LampeConfig, SigmoidMapping
+from lampe_calib._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
+from lampe_calib._methods import METHODS, method_context
+from lampe_calib._rope_scaling import ntk_base, rope_parameters_of
+from lampe_calib._selfextend import SelfExtendConfig, self_extend, self_extend_group
+
+TOL = 1e-4  # fp32 through a 2-layer model; the engine's contract
+W = TINY_WINDOW
+
+
+def _ids(length: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 96, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def _logits(model, ids, **kwargs):
+    with torch.no_grad():
+        return model(ids, use_cache=False, **kwargs).logits
+
+
+def _relative(length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    i = torch.arange(length, dtype=torch.float64)[:, None].expand(length, length)
+    j = torch.arange(length, dtype=torch.float64)[None, :].expand(length, length)
+    return i, j, (i - j).clamp(min=0)
+
+
+def selfextend_pe(length: int, group: int, neighbor: int) -> torch.Tensor:
+    """SelfExtend's relative positions written from the paper: d inside the neighbour window,
+    ⌊i/G⌋ − ⌊j/G⌋ + w_n − w_n/G beyond it."""
+    i, j, d = _relative(length)
+    grouped = torch.floor(i / group) - torch.floor(j / group) + neighbor - neighbor / group
+    return torch.where(d < neighbor, d, grouped)
+
+
+def dca_pe(length: int, chunk: int, local: int) -> torch.Tensor:
+    """DCA's relative positions written from the paper: by chunk distance 0, 1, >= 2."""
+    i, j, d = _relative(length)
+    c = chunk + local
+    gap = torch.floor(i / chunk) - torch.floor(j / chunk)
+    i_in, j_in = i % chunk, j % chunk
+    successive = torch.clamp(chunk + i_in, max=c - 1) - j_in
+    inter = (c - 1) - j_in
+    return torch.where(gap == 0, d, torch.where(gap == 1, successive, inter))
+
+
+# --- position rules, worked examples -----------------------------------------------------------
+
+
+def test_selfextend_plan_positions():
+    plan = SelfExtendConfig(group=4, neighbor_window=8).plan(torch.tensor([20]))
+    pos = torch.tensor([[13]])
+    assert plan.query_positions(pos)[:, 0, 0].tolist() == [13.0, 9.0]
+    assert plan.key_positions(torch.tensor([[5]]))[:, 0, 0].tolist() == [5.0, 1.0]
+    regions = plan.regions(torch.tensor([[13]]), torch.arange(14)[None])
+    assert regions[0, 0].tolist() == [1] * 6 + [0] * 8  # d = 13..8 grouped, 7..0 neighbours
+    assert SelfExtendConfig(group=1, neighbor_window=8).plan(torch.tensor([20])).identity
+
+
+def test_dca_plan_positions():
+    plan = DualChunkPlan(torch.tensor([30.0]), chunk_size=6, local_window=2)
+    assert plan.query_positions(torch.tensor([[9]]))[:, 0, 0].tolist() == [3.0, 7.0, 7.0]
+    assert plan.query_positions(torch.tensor([[6]]))[:, 0, 0].tolist() == [0.0, 6.0, 7.0]
+    assert plan.key_positions(torch.tensor([[9]]))[:, 0, 0].tolist() == [3.0]
+    regions = plan.regions(torch.tensor([[13]]), torch.arange(14)[None])
+    assert regions[0, 0].tolist() == [2] * 6 + [1] * 6 + [0] * 2
+    assert DualChunkPlan(torch.tensor([6.0]), chunk_size=6, local_window=2).identity
+
+
+def test_recommended_settings():
+    assert self_extend_group(4096, 15800, 1024) == 5  # the SelfExtend README's example
+    assert SelfExtendConfig.recommended(4096, 16384) == SelfExtendConfig(group=5, neighbor_window=1024)
+    assert SelfExtendConfig.recommended(256, 256).group == 1
+    config = SelfExtendConfig.recommended(256, 2048)
+    assert config.extended_window(256) >= 2048 > SelfExtendConfig(config.group - 1, 64).extended_window(256)
+    assert DualChunkConfig.recommended(4096) == DualChunkConfig(chunk_size=2816, local_window=256)
+    assert ntk_base(10000.0, 64, 4.0) == pytest.approx(10000 * 4 ** (64 / 62))
+
+
+@pytest.mark.parametrize(
+    "factory,kwargs,field",
+    [
+        (SelfExtendConfig, {"group": 0, "neighbor_window": 4}, "group"),
+        (SelfExtendConfig, {"group": 2, "neighbor_window": -1}, "neighbor_window"),
+        (SelfExtendConfig, {"group": 2.5, "neighbor_window": 4}, "group"),
+        (DualChunkConfig, {"chunk_size": 4, "local_window": 5}, "local_window"),
+        (DualChunkConfig, {"chunk_size": 0, "local_window": 0}, "chunk_size"),
+    ],
+)
+def test_configs_reject_bad_values(factory, kwargs, field):
+    with pytest.raises(ValueError, match=f"^{field} must"):
+        factory(**kwargs)
+
+
+# --- each method against a dense reference of its rule -----------------------------------------
+
+
+def test_vanilla_is_the_stock_model(family_model):
+    ids = _ids(4 * W)
+    stock = _logits(family_model, ids)
+    with method_context("vanilla", family_model, W, 4 * W):
+        got = _logits(family_model, ids)
+    assert torch.equal(got, stock)
+
+
+@pytest.mark.parametrize("length", [2 * W, 4 * W + 3])
+def test_pi_is_scaled_relative_positions(family_model, length):
+    ids = _ids(length)
+    with method_context("pi", family_model, W, length):
+        got = _logits(family_model, ids)
+    _, _, d = _relative(length)
+    with dense_lampe(family_model, d * W / length):
+        want = _logits(family_model, ids)
+    assert (got - want).abs().max().item() <= TOL
+
+
+def _stock_with_rope(model, rope_parameters: dict) -> torch.nn.Module:
+    """The same weights under a model built from a config with other RoPE parameters."""
+    config = copy.deepcopy(model.config)
+    config.rope_parameters = rope_parameters
+    other = type(model)(config).eval()
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+def test_ntk_is_the_stock_model_with_the_scaled_base(family_model):
+    length = 4 * W
+    ids = _ids(length)
+    config = family_model.config
+    theta = config.rope_parameters["rope_theta"]
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    base = theta * (length / W) ** (dim / (dim - 2))
+    want = _logits(_stock_with_rope(family_model, {"rope_type": "default", "rope_theta": base}), ids)
+    with method_context("ntk", family_model, W, length) as _:
+        rotary = family_model.model.rotary_emb
+        got = _logits(family_model, ids)
+    # The same table as transformers' dynamic NTK at an input of `length` tokens (factor 1).
+    dynamic = copy.deepcopy(config)
+    dynamic.rope_parameters = {"rope_type": "dynamic", "rope_theta": theta, "factor": 1.0}
+    dynamic.max_position_embeddings = W
+    inv_freq, _ = ROPE_INIT_FUNCTIONS["dynamic"](dynamic, seq_len=length)
+    assert torch.allclose(rotary.inv_freq, inv_freq, rtol=1e-6)
+    assert (got - want).abs().max().item() <= TOL
+
+
+def test_yarn_is_the_stock_model_with_yarn_parameters(family_model):
+    length = 4 * W
+    ids = _ids(length)
+    theta = family_model.config.rope_parameters["rope_theta"]
+    params = {"rope_type": "yarn", "rope_theta": theta, "factor": 4.0, "original_max_position_embeddings": W}
+    reference = _stock_with_rope(family_model, params)
+    want = _logits(reference, ids)
+    with method_context("yarn", family_model, W, length):
+        rotary = family_model.model.rotary_emb
+        got = _logits(family_model, ids)
+    assert rotary.attention_scaling == pytest.approx(0.1 * math.log(4.0) + 1)
+    assert (got - want).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("group,neighbor", [(4, 8), (3, 8), (2, 0)])
+def test_selfextend_matches_its_dense_rule(family_model, group, neighbor):
+    length = 3 * W + 5
+    ids = _ids(length)
+    with self_extend(family_model, SelfExtendConfig(group=group, neighbor_window=neighbor)):
+        got = _logits(family_model, ids)
+    with dense_lampe(family_model, selfextend_pe(length, group, neighbor)):
+        want = _logits(family_model, ids)
+    assert (got - want).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("chunk,local", [(20, 4), (13, 0), (9, 9)])
+def test_dca_matches_its_dense_rule(family_model, chunk, local):
+    length = 3 * W + 5
+    ids = _ids(length)
+    with dual_chunk_attention(family_model, DualChunkConfig(chunk_size=chunk, local_window=local)):
+        got = _logits(family_model, ids)
+    with dense_lampe(family_model, dca_pe(length, chunk, local)):
+        want = _logits(family_model, ids)
+    assert (got - want).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", ["pi", "ntk", "yarn", "selfextend", "dca"])
+def test_baselines_change_long_inputs(name):
+    # Guards the comparisons above: a long input under a baseline must differ from the stock model.
+    model = tiny_model("llama")
+    ids = _ids(4 * W)
+    stock = _logits(model, ids)
+    with method_context(name, model, W, 4 * W):
+        got = _logits(model, ids)
+    assert (got - stock).abs().max().item() > 100 * TOL
+
+
+@pytest.mark.parametrize("name", ["pi", "ntk", "yarn", "selfextend"])
+def test_scaling_methods_are_stock_within_the_window(name):
+    model = tiny_model("llama")
+    ids = _ids(W)
+    stock = _logits(model, ids)
+    with method_context(name, model, W, W):
+        got = _logits(model, ids)
+    assert torch.equal(got, stock)
+
+
+# --- decoding, batching, restoration ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scheme", [SelfExtendConfig(group=3, neighbor_window=8), DualChunkConfig(chunk_size=20, local_window=4)]
+)
+def test_generate_with_cache_equals_one_prefill(scheme):
+    model = tiny_model("llama")
+    ids = _ids(3 * W)
+    runner = self_extend if isinstance(scheme, SelfExtendConfig) else dual_chunk_attention
+    with runner(model, scheme), torch.no_grad():
+        out = model.generate(
+            ids, max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
+        prefill = _logits(model, out.sequences)
+    steps = torch.stack(out.logits, dim=1)  # (1, 6, V)
+    want = prefill[:, ids.shape[1] - 1 : -1]
+    assert (steps - want).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", ["selfextend", "dca"])
+def test_left_padded_batch_gives_each_rows_result(name):
+    model = tiny_model("qwen2")
+    long, short = _ids(3 * W, seed=1), _ids(2 * W + 7, seed=2)
+    pad = long.shape[1] - short.shape[1]
+    batch = torch.cat([long, torch.cat([torch.zeros(1, pad, dtype=torch.long), short], 1)])
+    mask = torch.ones_like(batch)
+    mask[1, :pad] = 0
+    with method_context(name, model, W, 3 * W):
+        both = _logits(model, batch, attention_mask=mask)
+        alone = [_logits(model, long), _logits(model, short)]
+    assert (both[0] - alone[0][0]).abs().max().item() <= TOL
+    assert (both[1, pad:] - alone[1][0]).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_restores_the_model(name):
+    model = tiny_model("llama")
+    ids = _ids(4 * W)
+    stock = _logits(model, ids)
+    rotary, attentions = model.model.rotary_emb, [layer.self_attn for layer in model.model.layers]
+    impl = model.config._attn_implementation
+    profile = LampeConfig(head=4, tail=2, sigmoid=SigmoidMapping(a=0.02, b=-1.0, c=24.0))
+    with method_context(name, model, W, 4 * W, profile):
+        _logits(model, ids)
+    assert model.model.rotary_emb is rotary
+    assert all(layer.self_attn is attn for layer, attn in zip(model.model.layers, attentions, strict=True))
+    assert model.config._attn_implementation == impl and "generate" not in model.__dict__
+    assert torch.equal(_logits(model, ids), stock)
+
+
+# --- registry contract --------------------------------------------------------------------------
+
+
+def test_registry_names_and_errors():
+    assert list(METHODS) == ["vanilla", "pi", "ntk", "yarn", "selfextend", "dca", "lampe-fixed", "lampe"]
+    model = tiny_model("llama")
+    with pytest.raises(KeyError, match="unknown method 'rerope'.*vanilla"):
+        method_context("rerope", model, W, 4 * W)
+    with pytest.raises(ValueError, match="'lampe' needs a calibrated profile"):
+        method_context("lampe", model, W, 4 * W, None)
+    with pytest.raises(ValueError, match="length must be a positive integer"):
+        method_context("pi", model, W, 0)
+
+
+def test_lampe_methods_take_their_mapping_from_the_profile():
+    model = tiny_model("llama")
+    profile = LampeConfig(
+        head=4, tail=2, sigmoid=SigmoidMapping(a=0.02, b=-1.0, c=30.0), attention_factor=1.1
+    )
+    with method_context("lampe-fixed", model, W, 4 * W, profile) as session:
+        assert session.config.mapping_length == 0.75 * W and session.config.sigmoid is None
+        assert (session.config.head, session.config.tail, session.config.attention_factor) == (4, 2, 1.1)
+    with method_context("lampe", model, W, 4 * W, profile) as session:
+        assert session.config is profile
+
+
+def test_scaling_rejects_already_scaled_rope():
+    model = tiny_model("llama", rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0})
+    with pytest.raises(ValueError, match="'pi' rescales plain RoPE.*'linear'"):
+        rope_parameters_of(model, "pi")
