@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import string
-
 import pytest
 import torch
+from char_tokenizer import char_tokenizer
 from conftest import TINY_WINDOW, tiny_model
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from lampe_calib import LampeConfig
 from lampe_calib._methods import METHODS, method_context
@@ -27,20 +24,8 @@ W = TINY_WINDOW
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> PreTrainedTokenizerFast:
-    """One token per character, a BOS in front: token counts are easy to check by hand."""
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for ch in string.printable:
-        vocab.setdefault(ch, len(vocab))
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    from tokenizers.processors import TemplateProcessing
-
-    core.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
-    )
+def tokenizer():
+    return char_tokenizer()
 
 
 def test_first_number():

@@ -1,0 +1,333 @@
+"""``lampe-eval``: every context-extension method through one evaluator (DESIGN §4).
+
+    lampe-eval ppl --model M [--profile P] --methods vanilla,pi,... --lengths 1W,2W,4W --data FILE|DIR
+                   [--samples N] [--seed S] [--json OUT] [--device cpu|cuda] [--dtype float32]
+    lampe-eval passkey --model M [--profile P] --methods ... --lengths ... [--samples N] [--depths ...]
+
+A table goes to stdout (one row per method, one column per length), progress to stderr;
+``--json`` is written atomically once everything has run. Bad input raises ``ValueError`` or
+``KeyError`` naming the flag, which ``cli.run_cli`` turns into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ._methods import METHODS
+
+__all__ = ["main", "parse_depths", "parse_lengths", "parse_methods", "write_json_atomic"]
+
+# Methods that read a calibrated profile; "lampe" cannot run without one.
+PROFILE_METHODS = ("lampe-fixed", "lampe")
+_LENGTH = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[wWkK]?)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors raise ``ValueError`` (one line, exit 2 via ``run_cli``)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def parse_lengths(text: str, window: int) -> tuple[int, ...]:
+    """``--lengths``: comma-separated token counts; ``NW`` is N times the window, ``NK`` N·1024.
+
+    Example: ``parse_lengths("256, 2W,4w,8K", window=256)`` -> ``(256, 512, 1024, 8192)``.
+    """
+    lengths = []
+    for item in (part.strip() for part in text.split(",")):
+        match = _LENGTH.fullmatch(item)
+        if not match:
+            raise ValueError(f"--lengths: {item!r} is not a length (e.g. 4096, 2W, 8K)")
+        scale = {"": 1, "w": window, "k": 1024}[match["unit"].lower()]
+        value = float(match["number"]) * scale
+        if value != int(value) or value < 2:
+            raise ValueError(f"--lengths: {item!r} is not a whole number of tokens >= 2 ({value:g})")
+        if int(value) not in lengths:
+            lengths.append(int(value))
+    return tuple(lengths)
+
+
+def parse_depths(text: str) -> tuple[float, ...]:
+    """``--depths``: comma-separated key depths in [0, 1].
+
+    Example: ``parse_depths("0, 0.5,1")`` -> ``(0.0, 0.5, 1.0)``.
+    """
+    try:
+        depths = tuple(float(x) for x in text.split(","))
+    except ValueError as error:
+        raise ValueError(f"--depths {text!r}: not a list of numbers") from error
+    if not all(0.0 <= d <= 1.0 for d in depths):
+        raise ValueError(f"--depths {text!r}: each depth must be in [0, 1]")
+    return depths
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``--methods``: comma-separated names from the registry, in the given order.
+
+    Example: ``parse_methods("vanilla, yarn,lampe")`` -> ``("vanilla", "yarn", "lampe")``.
+    """
+    names = []
+    for name in (part.strip() for part in text.split(",")):
+        if name not in METHODS:
+            raise KeyError(f"--methods: unknown method {name!r}; known: {', '.join(METHODS)}")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file in the same directory."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="lampe-eval", description="Compare context-extension methods on one model.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_text in (("ppl", "perplexity of books"), ("passkey", "passkey retrieval accuracy")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--model", required=True, help="alias, hub id, local directory or .gguf file")
+        sub.add_argument("--profile", help="calibrated profile: a shipped name or a JSON path")
+        sub.add_argument("--methods", required=True, help=f"comma-separated: {','.join(METHODS)}")
+        sub.add_argument("--lengths", required=True, help="comma-separated tokens, e.g. 256,2W,4W,8K")
+        sub.add_argument("--json", help="also write the results to this JSON file")
+        sub.add_argument("--seed", type=int, default=0, help="book selection / passkey keys (default 0)")
+        sub.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+        sub.add_argument(
+            "--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bf16 on CUDA)"
+        )
+        if name == "ppl":
+            sub.add_argument("--data", required=True, help="JSONL file, directory of JSONL/parquet, or pg19")
+            sub.add_argument("--samples", type=int, default=8, help="books (default 8)")
+        else:
+            sub.add_argument("--samples", type=int, default=2, help="keys per depth (default 2)")
+            sub.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="key depths in [0, 1]")
+            sub.add_argument("--new-tokens", type=int, default=10, help="tokens generated per prompt")
+    return parser
+
+
+@contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Turn off transformers' and datasets' progress bars (ours go to stderr) for the block."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if bars[0]:
+            hf_logging.enable_progress_bar()
+        if bars[1]:
+            datasets.enable_progress_bars()
+
+
+def _check_output(path: str | None) -> None:
+    if path is not None and not Path(path).expanduser().parent.is_dir():
+        raise ValueError(f"--json {path!r}: directory {str(Path(path).parent)!r} does not exist")
+
+
+def _load_profile(args: argparse.Namespace, methods: Sequence[str], alias: str | None, window: int) -> Any:
+    """The profile named by ``--profile``, or the one shipped for the model's alias; None when
+    no selected method reads one."""
+    if not any(name in PROFILE_METHODS for name in methods):
+        return None
+    from ._profiles import load_profile
+
+    name = args.profile or alias
+    if name is None:
+        if "lampe" in methods:
+            raise ValueError("--profile: method 'lampe' needs a calibrated profile for this model")
+        return None
+    try:
+        profile = load_profile(name)
+    except (KeyError, FileNotFoundError, ValueError) as error:
+        if args.profile is None and "lampe" not in methods:
+            return None
+        message = error.args[0] if error.args else error
+        raise ValueError(f"--profile {name!r}: {message}") from error
+    profile_window = getattr(profile, "window", window)
+    if profile_window != window:
+        raise ValueError(
+            f"--profile {name!r} was calibrated for window {profile_window}, model window is {window}"
+        )
+    return profile
+
+
+def _preflight(model: Any, window: int, methods: Sequence[str], lengths: Sequence[int], profile: Any) -> None:
+    """Enter and leave every (method, length) context once, so that a method that cannot run
+    on this model fails before any evaluation, naming itself."""
+    from ._methods import method_context
+
+    for method in methods:
+        for length in lengths:
+            try:
+                with method_context(method, model, window, length, profile):
+                    pass
+            except ValueError as error:
+                message = error.args[0] if error.args else error
+                raise ValueError(f"--methods {method} at L={length}: {message}") from error
+
+
+def _table(title: str, methods: Sequence[str], lengths: Sequence[int], cells: dict, best: Callable) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("method")
+    for length in lengths:
+        table.add_column(f"L={length}", justify="right")
+    winners = {length: best([cells[m, length][0] for m in methods]) for length in lengths}
+    for method in methods:
+        row = []
+        for length in lengths:
+            value, text = cells[method, length]
+            row.append(f"[bold]{text}[/bold]" if value == winners[length] else text)
+        table.add_row(method, *row)
+    return table
+
+
+def _run_ppl(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
+    from ._data import load_books
+    from ._methods import method_context
+    from ._perplexity import evaluate_perplexity
+
+    try:
+        with _quiet_libraries():
+            books = load_books(
+                args.data, tokenizer, max_length=max(lengths), samples=args.samples, seed=args.seed
+            )
+    except ValueError as error:
+        message = str(error.args[0] if error.args else error)
+        if message.startswith("--"):
+            raise
+        raise ValueError(f"--data {args.data.location!r} (--samples {args.samples}): {message}") from error
+    results = []
+    for length in lengths:
+        selected = books.at_length(length)
+        for method in methods:
+            task = progress.add_task(f"{method} L={length}", total=len(selected.tokens))
+            result = evaluate_perplexity(
+                model,
+                selected.tokens,
+                context=lambda m=method, n=length: method_context(m, model, window, n, profile),
+                chunk_size=1024,
+                progress=lambda done, total, t=task: progress.update(t, completed=done),
+            )
+            results.append(
+                {
+                    "method": method,
+                    "length": length,
+                    "ppl": result.ppl,
+                    "tokens": result.total_tokens,
+                    "books": len(selected.tokens),
+                }
+            )
+    return results
+
+
+def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
+    from ._methods import method_context
+    from ._passkey import evaluate_passkey, passkey_prompts
+
+    depths = parse_depths(args.depths)
+    results = []
+    for length in lengths:
+        try:
+            prompts = passkey_prompts(tokenizer, length - args.new_tokens, depths, args.samples, args.seed)
+        except ValueError as error:
+            raise ValueError(f"--lengths {length}: {error}") from error
+        for method in methods:
+            task = progress.add_task(f"{method} L={length}", total=len(prompts))
+            result = evaluate_passkey(
+                model,
+                tokenizer,
+                prompts,
+                length,
+                context=lambda m=method, n=length: method_context(m, model, window, n, profile),
+                max_new_tokens=args.new_tokens,
+                progress=lambda done, total, t=task: progress.update(t, completed=done),
+            )
+            results.append(
+                {
+                    "method": method,
+                    "length": length,
+                    "accuracy": result.accuracy,
+                    "correct": result.correct,
+                    "trials": len(result.trials),
+                }
+            )
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lampe-eval``; returns the exit code (errors are raised for ``cli.run_cli``)."""
+    args = _parser().parse_args(argv)
+    # Everything that can be checked without the model is checked first, so a typo fails fast.
+    methods = parse_methods(args.methods)
+    parse_lengths(args.lengths, window=1024)  # syntax only; multiples of W are resolved below
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    _check_output(args.json)
+    if args.command == "ppl":
+        from ._data import resolve_data
+
+        args.data = resolve_data(args.data)
+    else:
+        parse_depths(args.depths)
+        if args.new_tokens < 1:
+            raise ValueError(f"--new-tokens must be >= 1, got {args.new_tokens}")
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ._models import load_model, model_info
+
+    with _quiet_libraries():
+        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    info = model_info(model)
+    lengths = parse_lengths(args.lengths, info.window)
+    profile = _load_profile(args, methods, getattr(info, "alias", None), info.window)
+    _preflight(model, info.window, methods, lengths, profile)
+    run = _run_ppl if args.command == "ppl" else _run_passkey
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        results = run(args, model, tokenizer, info.window, methods, lengths, profile, progress)
+
+    cells = {}
+    for r in results:
+        if args.command == "ppl":
+            cells[r["method"], r["length"]] = (
+                r["ppl"],
+                f"{r['ppl']:.2f}" if math.isfinite(r["ppl"]) else "inf",
+            )
+        else:
+            cells[r["method"], r["length"]] = (
+                r["accuracy"],
+                f"{100 * r['accuracy']:.0f}% ({r['correct']}/{r['trials']})",
+            )
+    title = f"{args.model} (W={info.window}): " + (
+        "perplexity" if args.command == "ppl" else "passkey accuracy"
+    )
+    Console().print(_table(title, methods, lengths, cells, min if args.command == "ppl" else max))
+    if args.json is not None:
+        write_json_atomic(Path(args.json).expanduser(), {"model": args.model, "results": results})
+    return 0

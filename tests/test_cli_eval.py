@@ -1,0 +1,209 @@
+"""``lampe-eval`` end to end on a tiny model saved to disk: tables, JSON schema, user errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import string
+
+import pytest
+import torch
+from char_tokenizer import char_tokenizer
+from conftest import TINY_WINDOW, tiny_model
+
+from lampe_calib._cli_eval import parse_lengths, parse_methods, write_json_atomic
+from lampe_calib.cli import eval_main
+
+W = TINY_WINDOW
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    tokenizer = char_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def books_file(tmp_path_factory):
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "books.jsonl"
+    with path.open("w") as f:
+        for n in (400, 500, 50):  # the last book is shorter than 2·W tokens and gets skipped there
+            text = "".join(rng.choice(string.ascii_lowercase + " ") for _ in range(n))
+            f.write(json.dumps({"text": text, "title": f"book of {n}"}) + "\n")
+    return path
+
+
+def test_parse_lengths_and_methods():
+    assert parse_lengths("256, 2W,4w,8K", 256) == (256, 512, 1024, 8192)
+    assert parse_lengths("0.5W,100,100", 256) == (128, 100)
+    for bad in ("abc", "1.5", "0.3W", "1", "4W,"):
+        with pytest.raises(ValueError, match="--lengths"):
+            parse_lengths(bad, 256)
+    assert parse_methods("vanilla, yarn,lampe,yarn") == ("vanilla", "yarn", "lampe")
+    with pytest.raises(KeyError, match="--methods: unknown method 'rope'"):
+        parse_methods("vanilla,rope")
+
+
+def test_write_json_atomic(tmp_path):
+    target = tmp_path / "out.json"
+    write_json_atomic(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def _stock_ppl(model_dir, books_file, length, rows):
+    """PPL of the first `length` tokens of the given book rows, from full logits."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = char_tokenizer()
+    texts = [json.loads(line)["text"] for line in books_file.read_text().splitlines()]
+    nll, count = 0.0, 0
+    for row in rows:
+        ids = torch.tensor([tokenizer(texts[row])["input_ids"][:length]])
+        with torch.no_grad():
+            logits = model(ids).logits
+        nll += torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="sum").item()
+        count += length - 1
+    return math.exp(nll / count), count
+
+
+def test_ppl_table_and_json(model_dir, books_file, tmp_path, capsys):
+    out = tmp_path / "ppl.json"
+    argv = ["ppl", "--model", str(model_dir), "--methods", "vanilla,pi,selfextend,dca", "--lengths", "1W,2W"]
+    argv += ["--data", str(books_file), "--samples", "3", "--json", str(out)]
+    assert eval_main(argv) == 0
+    stdout = capsys.readouterr().out
+    for word in ("vanilla", "pi", "selfextend", "dca", f"L={W}", f"L={2 * W}"):
+        assert word in stdout
+    data = json.loads(out.read_text())
+    assert set(data) == {"model", "results"} and data["model"] == str(model_dir)
+    results = data["results"]
+    assert [(r["method"], r["length"]) for r in results] == [
+        (m, n) for n in (W, 2 * W) for m in ("vanilla", "pi", "selfextend", "dca")
+    ]
+    for r in results:
+        assert set(r) == {"method", "length", "ppl", "tokens", "books"}
+        assert r["books"] == (3 if r["length"] == W else 2)  # the 50-character book is skipped at 2W
+        assert r["tokens"] == r["books"] * (r["length"] - 1)
+    by = {(r["method"], r["length"]): r["ppl"] for r in results}
+    want, _ = _stock_ppl(model_dir, books_file, W, rows=(0, 1, 2))
+    assert by["vanilla", W] == pytest.approx(want, rel=1e-5)
+    assert by["pi", W] == pytest.approx(want, rel=1e-5)  # nothing to extend at L = W
+    want_2w, _ = _stock_ppl(model_dir, books_file, 2 * W, rows=(0, 1))
+    assert by["vanilla", 2 * W] == pytest.approx(want_2w, rel=1e-5)
+    assert by["pi", 2 * W] != pytest.approx(want_2w, rel=1e-4)
+
+
+def test_passkey_table_and_json(model_dir, tmp_path, capsys):
+    out = tmp_path / "passkey.json"
+    argv = ["passkey", "--model", str(model_dir), "--methods", "vanilla,selfextend", "--lengths", "12W"]
+    argv += ["--samples", "1", "--depths", "0,1", "--new-tokens", "4", "--json", str(out)]
+    assert eval_main(argv) == 0
+    assert "selfextend" in capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    assert [(r["method"], r["length"], r["trials"]) for r in results] == [
+        ("vanilla", 12 * W, 2),
+        ("selfextend", 12 * W, 2),
+    ]
+    for r in results:
+        assert set(r) == {"method", "length", "accuracy", "correct", "trials"}
+        assert r["accuracy"] == r["correct"] / r["trials"]
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["ppl", "--methods", "vanilla,rope", "--lengths", "1W"], "--methods"),
+        (["ppl", "--methods", "vanilla", "--lengths", "1W,x"], "--lengths"),
+        (["ppl", "--methods", "vanilla", "--lengths", "1W", "--samples", "0"], "--samples"),
+        (["ppl", "--methods", "vanilla", "--lengths", "64W", "--samples", "3"], "--lengths"),
+        (["ppl", "--methods", "vanilla", "--lengths", "1W", "--samples", "4"], "--samples 4"),
+        (["ppl", "--methods", "lampe", "--lengths", "1W"], "--profile"),
+        (["ppl", "--methods", "vanilla", "--lengths", "1W", "--data", "/no/such/file.jsonl"], "--data"),
+        (["ppl", "--methods", "vanilla", "--lengths", "1W", "--json", "/no/such/dir/out.json"], "--json"),
+        (["passkey", "--methods", "vanilla", "--lengths", "2W"], "--lengths"),
+        (["passkey", "--methods", "vanilla", "--lengths", "12W", "--depths", "0,2"], "--depths"),
+        (["ppl", "--methods", "vanilla"], "--lengths"),
+    ],
+)
+def test_user_errors_are_one_line_and_write_nothing(model_dir, books_file, tmp_path, capsys, argv, flag):
+    argv = list(argv)
+    argv[1:1] = ["--model", str(model_dir)]
+    if argv[0] == "ppl" and "--data" not in argv:
+        argv += ["--data", str(books_file)]
+    if "--json" not in argv:
+        argv += ["--json", str(tmp_path / "out.json")]
+    assert eval_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lampe-eval: error:") and "\n" not in err and flag in err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_unknown_model_is_a_user_error(books_file, capsys):
+    argv = ["ppl", "--model", "no-such-model", "--methods", "vanilla", "--lengths", "256"]
+    argv += ["--data", str(books_file)]
+    assert eval_main(argv) == 2
+    assert "no-such-model" in capsys.readouterr().err
+
+
+def _profile(window: int) -> dict:
+    """A minimal valid profile (schema 1) for the tiny model."""
+    return {
+        "schema_version": 1,
+        "model": {"alias": "tiny", "source": None, "revision": None},
+        "window": window,
+        "rope": {"theta": 10000.0, "type": "default", "scaling": {}},
+        "lampe": {"head": 4, "tail": 2, "mode": "exact", "attention_factor": 1.0},
+        "sigmoid": {
+            "status": "imported",
+            "a": 0.02,
+            "b": -1.0,
+            "c": 24.0,
+            "c_mode": "free",
+            "r2": None,
+            "ci": None,
+        },
+        "curves": [],
+        "provenance": {"imported": True},
+    }
+
+
+def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from lampe_calib import LampeConfig, SigmoidMapping, apply_lampe
+    from lampe_calib._perplexity import evaluate_perplexity
+
+    profile = tmp_path / "tiny.json"
+    profile.write_text(json.dumps(_profile(W)))
+    out = tmp_path / "ppl.json"
+    argv = ["ppl", "--model", str(model_dir), "--profile", str(profile), "--methods", "lampe,lampe-fixed"]
+    argv += ["--lengths", "4W", "--data", str(books_file), "--samples", "3", "--json", str(out)]
+    assert eval_main(argv) == 0
+    got = {r["method"]: r["ppl"] for r in json.loads(out.read_text())["results"]}
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = char_tokenizer()
+    texts = [json.loads(line)["text"] for line in books_file.read_text().splitlines()]
+    books = [torch.tensor(tokenizer(texts[row])["input_ids"][: 4 * W]) for row in (0, 1)]
+    for name, config in (
+        ("lampe", LampeConfig(head=4, tail=2, sigmoid=SigmoidMapping(a=0.02, b=-1.0, c=24.0))),
+        ("lampe-fixed", LampeConfig(head=4, tail=2, mapping_length=0.75 * W)),
+    ):
+        want = evaluate_perplexity(model, books, context=lambda c=config: apply_lampe(model, c)).ppl
+        assert got[name] == pytest.approx(want, rel=1e-5)
+    assert got["lampe"] != pytest.approx(got["lampe-fixed"], rel=1e-4)
+
+    profile.write_text(json.dumps(_profile(2 * W)))
+    assert eval_main(argv) == 2
+    assert "--profile" in capsys.readouterr().err
