@@ -1,0 +1,296 @@
+"""Books for calibration and evaluation: texts through ``datasets``, the first L tokens of each.
+
+DESIGN §3.1: inputs are PG-19 books, the first L tokens of each; books shorter than L are
+skipped and counted; none left is an error. A ``--data`` value is one of
+
+- a JSONL file, or a directory of JSONL/parquet files, with a ``text`` field per row;
+- ``pg19`` (or ``pg19:SPLIT``): PG-19 from the Hugging Face hub, ``emozilla/pg19`` (a parquet
+  copy of ``deepmind/pg19``, whose loading script current ``datasets`` no longer runs), when the
+  hub is reachable; offline, ``pg19`` and ``pg19:validation`` fall back to the sample shipped in
+  the package (``assets/pg19_sample``: the 10 books of the project's PG-19 validation subset,
+  first 280,000 characters each).
+
+Book selection is a seeded permutation of the rows, so the same ``(data, samples, seed)`` picks
+the same books on every machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+__all__ = [
+    "PG19_HUB_ID",
+    "Books",
+    "BooksAtLength",
+    "DataSource",
+    "choose_books",
+    "hub_reachable",
+    "load_books",
+    "read_texts",
+    "resolve_data",
+    "tokenize_prefix",
+]
+
+logger = logging.getLogger(__name__)
+
+PG19_HUB_ID = "emozilla/pg19"
+PG19_SPLITS = ("train", "validation", "test")
+_JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+_PARQUET_SUFFIXES = (".parquet",)
+_TITLE_FIELDS = ("short_book_title", "title")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where books come from: ``kind`` is "files" (local JSONL/parquet), "hub" or "sample".
+
+    ``files`` lists the local files in the order they are read (empty for "hub").
+    """
+
+    kind: str
+    location: str
+    split: str
+    files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("files", "hub", "sample"):
+            raise ValueError(f"kind must be 'files', 'hub' or 'sample', got {self.kind!r}")
+
+    def describe(self) -> str:
+        """One line for logs and provenance, e.g. ``"pg19 sample (validation, 10 books shipped)"``."""
+        if self.kind == "hub":
+            return f"{self.location} ({self.split}, Hugging Face hub)"
+        if self.kind == "sample":
+            return f"pg19 sample shipped with lampe-calib ({self.split})"
+        return self.location
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True unless offline mode is set or the hub endpoint refuses a TCP connection in ``timeout`` s.
+
+    A plain ``load_dataset`` on a machine without network retries for ~25 s before failing.
+    """
+    import huggingface_hub
+
+    if huggingface_hub.is_offline_mode():
+        return False
+    host = urlparse(huggingface_hub.constants.ENDPOINT).hostname
+    if host is None:
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _sample_path() -> Path:
+    return Path(str(resources.files(__package__).joinpath("assets", "pg19_sample", "validation.jsonl")))
+
+
+def resolve_data(data: str | os.PathLike[str], online: bool | None = None) -> DataSource:
+    """Turn a ``--data`` value into a ``DataSource``.
+
+    Args:
+        data: ``pg19``, ``pg19:SPLIT`` (train, validation or test), a JSONL file, or a directory.
+        online: whether to use the hub for ``pg19``; None probes it (``hub_reachable``).
+
+    Raises:
+        ValueError: unknown split, a path that does not exist, a directory without data files,
+            or ``pg19:train``/``pg19:test`` while offline.
+
+    Example: ``resolve_data("pg19", online=False).kind`` -> ``"sample"``.
+    """
+    text = os.fspath(data)
+    if text == "pg19" or text.startswith("pg19:"):
+        split = text.partition(":")[2] or "validation"
+        if split not in PG19_SPLITS:
+            raise ValueError(f"--data: PG-19 split must be one of {PG19_SPLITS}, got {split!r}")
+        if online is None:
+            online = hub_reachable()
+        if online:
+            return DataSource("hub", PG19_HUB_ID, split)
+        if split != "validation":
+            raise ValueError(
+                f"--data {text!r}: the Hugging Face hub is unreachable and the shipped PG-19 sample "
+                "holds the validation split only; pass a local JSONL file or directory"
+            )
+        logger.info("Hugging Face hub unreachable: using the PG-19 sample shipped in the package")
+        path = _sample_path()
+        return DataSource("sample", str(path), split, (str(path),))
+    path = Path(text).expanduser()
+    if path.is_file():
+        if not path.name.endswith(_JSON_SUFFIXES + _PARQUET_SUFFIXES):
+            raise ValueError(f"--data {text!r}: expected a .jsonl or .parquet file")
+        return DataSource("files", str(path), "train", (str(path),))
+    if path.is_dir():
+        files = sorted(str(p) for p in path.iterdir() if p.name.endswith(_JSON_SUFFIXES + _PARQUET_SUFFIXES))
+        if not files:
+            raise ValueError(f"--data {text!r}: the directory holds no .jsonl or .parquet file")
+        return DataSource("files", str(path), "train", tuple(files))
+    raise ValueError(f"--data {text!r}: not 'pg19', 'pg19:SPLIT', an existing JSONL file or a directory")
+
+
+def _load_files(files: Sequence[str]) -> Any:
+    import datasets
+
+    json_files = [f for f in files if f.endswith(_JSON_SUFFIXES)]
+    parquet_files = [f for f in files if f.endswith(_PARQUET_SUFFIXES)]
+    parts = []
+    for builder, group in (("json", json_files), ("parquet", parquet_files)):
+        if not group:
+            continue
+        try:
+            part = datasets.load_dataset(builder, data_files=group, split="train")
+        except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+            raise ValueError(f"--data: cannot read {', '.join(group)}: {error}") from error
+        if "text" not in part.column_names:
+            raise ValueError(f"--data: {', '.join(group)} has no 'text' field (fields: {part.column_names})")
+        parts.append(part)
+    if len(parts) == 1:
+        return parts[0]
+    keep = ["text"] + [name for name in _TITLE_FIELDS if all(name in p.column_names for p in parts)]
+    return datasets.concatenate_datasets([p.select_columns(keep) for p in parts])
+
+
+def read_texts(source: DataSource) -> Any:
+    """The rows of ``source`` as a ``datasets.Dataset`` with a ``text`` column."""
+    if source.kind == "hub":
+        import datasets
+
+        logger.info("loading %s split %s from the Hugging Face hub", source.location, source.split)
+        return datasets.load_dataset(source.location, split=source.split)
+    return _load_files(source.files)
+
+
+def choose_books(available: int, samples: int, seed: int) -> list[int]:
+    """Row indices of ``samples`` books out of ``available``: a permutation seeded by ``seed``.
+
+    Example: ``choose_books(10, 3, seed=0)`` -> the same 3 distinct indices on every call.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    if samples > available:
+        raise ValueError(f"samples={samples} but the data holds only {available} books")
+    rng = np.random.default_rng(seed)
+    return [int(i) for i in rng.permutation(available)[:samples]]
+
+
+def tokenize_prefix(text: str, tokenizer: Any, max_tokens: int) -> torch.Tensor:
+    """The first ``max_tokens`` tokens of ``text`` (fewer if it is shorter), ``(n,)`` int64.
+
+    Only a prefix of the text is tokenized: a cut inside a word changes at most the last
+    few tokens, so the prefix is grown until it yields 16 tokens more than needed.
+    Special tokens are added as the tokenizer does by default (e.g. a BOS token).
+    """
+    chars = 8 * (max_tokens + 32)
+    while True:
+        ids = tokenizer(text[:chars], add_special_tokens=True, verbose=False)["input_ids"]
+        if chars >= len(text) or len(ids) >= max_tokens + 16:
+            return torch.tensor(ids[:max_tokens], dtype=torch.long)
+        chars *= 2
+
+
+@dataclass(frozen=True, eq=False)
+class BooksAtLength:
+    """The books with at least ``length`` tokens, each cut to its first ``length`` tokens.
+
+    ``tokens[i]`` is ``(length,)`` int64; ``rows[i]`` is its row in the data; ``skipped`` counts
+    the selected books that were shorter than ``length``.
+    """
+
+    length: int
+    tokens: tuple[torch.Tensor, ...]
+    rows: tuple[int, ...]
+    skipped: int
+
+
+@dataclass(frozen=True, eq=False)
+class Books:
+    """Selected books, each tokenized up to the longest length needed.
+
+    ``tokens[i]`` is ``(n_i,)`` int64 with ``n_i <= max_length`` (shorter for short books).
+    """
+
+    source: DataSource
+    rows: tuple[int, ...]
+    titles: tuple[str, ...]
+    tokens: tuple[torch.Tensor, ...] = field(repr=False)
+    max_length: int
+    samples: int
+    seed: int
+
+    def at_length(self, length: int) -> BooksAtLength:
+        """The books of at least ``length`` tokens, cut to ``length``.
+
+        Raises:
+            ValueError: ``length`` exceeds ``max_length``, or every book is shorter.
+        """
+        if isinstance(length, bool) or not isinstance(length, int) or not 2 <= length <= self.max_length:
+            raise ValueError(f"length must be an integer in [2, {self.max_length}], got {length!r}")
+        kept = [
+            (row, t[:length]) for row, t in zip(self.rows, self.tokens, strict=True) if t.numel() >= length
+        ]
+        if not kept:
+            raise ValueError(
+                f"none of the {len(self.rows)} selected books has {length} tokens "
+                f"(longest: {max(t.numel() for t in self.tokens)}); use shorter --lengths or other --data"
+            )
+        skipped = len(self.rows) - len(kept)
+        if skipped:
+            logger.info("length %d: %d of %d books are shorter and skipped", length, skipped, len(self.rows))
+        return BooksAtLength(length, tuple(t for _, t in kept), tuple(r for r, _ in kept), skipped)
+
+
+def load_books(
+    data: str | os.PathLike[str] | DataSource,
+    tokenizer: Any,
+    *,
+    max_length: int,
+    samples: int,
+    seed: int,
+    online: bool | None = None,
+) -> Books:
+    """Select ``samples`` books of ``data`` (seeded) and tokenize their first ``max_length`` tokens.
+
+    Args:
+        data: a ``--data`` value (see the module docstring) or a resolved ``DataSource``.
+        tokenizer: a transformers tokenizer (called as ``tokenizer(text)["input_ids"]``).
+        max_length: the longest L that will be asked of ``Books.at_length``.
+        samples: number of books to select.
+        seed: seed of the selection.
+        online: passed to ``resolve_data`` for ``pg19``.
+
+    Returns:
+        ``Books``; ``books.at_length(L)`` gives the first L tokens of each book long enough.
+
+    Example:
+        >>> books = load_books("pg19", tokenizer, max_length=2048, samples=8, seed=0)
+        >>> books.at_length(1024).tokens[0].shape
+        torch.Size([1024])
+    """
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+    source = data if isinstance(data, DataSource) else resolve_data(data, online=online)
+    rows_data = read_texts(source)
+    rows = choose_books(len(rows_data), samples, seed)
+    title_field = next((name for name in _TITLE_FIELDS if name in rows_data.column_names), None)
+    selected = rows_data.select(rows)
+    titles, tokens = [], []
+    for row, record in zip(rows, selected, strict=True):
+        text = record["text"] or ""
+        titles.append(str(record[title_field]) if title_field else f"row {row}")
+        tokens.append(tokenize_prefix(text, tokenizer, max_length))
+    logger.info("selected %d books from %s", len(rows), source.describe())
+    return Books(source, tuple(rows), tuple(titles), tuple(tokens), max_length, samples, seed)

@@ -1,0 +1,175 @@
+"""Perplexity of books under a model, with the loss computed in chunks of the hidden states.
+
+DESIGN §3.1: the LM head runs on ``chunk_size`` positions at a time, so no ``L × vocab`` logits
+tensor is ever built (at L = 128K and a 128K vocabulary that tensor alone is 64 GB in fp32).
+Per-book NLL sums and token counts are kept, so any aggregate can be rebuilt;
+PPL = exp(total NLL / total tokens).
+
+The same evaluator serves calibration and the evaluation harness: ``context`` is a factory of
+the context manager to run the model under (``lambda: apply_lampe(model, config)``, a baseline's
+own context, or None for the stock model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PerplexityResult", "evaluate_perplexity", "token_nll"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Per-book negative log-likelihood sums (nats) and predicted-token counts.
+
+    Example: ``PerplexityResult(nll=(10.0, 20.0), tokens=(10, 10)).ppl`` -> ``exp(1.5)`` = 4.48…
+    """
+
+    nll: tuple[float, ...]
+    tokens: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nll", tuple(float(x) for x in self.nll))
+        object.__setattr__(self, "tokens", tuple(int(x) for x in self.tokens))
+        if len(self.nll) != len(self.tokens):
+            raise ValueError(
+                f"nll and tokens must have one entry per book, got {len(self.nll)} and {len(self.tokens)}"
+            )
+        if not self.tokens:
+            raise ValueError("a perplexity result needs at least one book, got none")
+        if any(n <= 0 for n in self.tokens):
+            raise ValueError(f"tokens must be > 0 for every book, got {self.tokens}")
+
+    @property
+    def total_nll(self) -> float:
+        return math.fsum(self.nll)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.tokens)
+
+    @property
+    def mean_nll(self) -> float:
+        """Total NLL per token, i.e. log PPL."""
+        return self.total_nll / self.total_tokens
+
+    @property
+    def ppl(self) -> float:
+        """exp(total NLL / total tokens); inf when the mean NLL overflows exp."""
+        return math.exp(self.mean_nll) if self.mean_nll < 700 else math.inf
+
+    @property
+    def book_ppl(self) -> tuple[float, ...]:
+        """Each book's own perplexity."""
+        return tuple(math.exp(min(n / t, 700.0)) for n, t in zip(self.nll, self.tokens, strict=True))
+
+    def subset(self, indices: Sequence[int]) -> PerplexityResult:
+        """The result over books ``indices`` (repeats allowed, as in a bootstrap resample).
+
+        Example: ``PerplexityResult((1.0, 2.0), (1, 1)).subset([1, 1]).nll`` -> ``(2.0, 2.0)``.
+        """
+        return PerplexityResult(tuple(self.nll[i] for i in indices), tuple(self.tokens[i] for i in indices))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nll": list(self.nll), "tokens": list(self.tokens), "ppl": self.ppl}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PerplexityResult:
+        return cls(nll=tuple(data["nll"]), tokens=tuple(data["tokens"]))
+
+
+def token_nll(hidden: torch.Tensor, targets: torch.Tensor, head: nn.Module, chunk_size: int) -> torch.Tensor:
+    """Summed NLL of ``targets`` per row, running ``head`` on ``chunk_size`` positions at a time.
+
+    Args:
+        hidden: ``(B, S, H)`` final hidden states (after the model's final norm).
+        targets: ``(B, S)`` int64, the token each position predicts.
+        head: the LM head, ``(…, H) -> (…, V)``.
+        chunk_size: positions per chunk; peak logits memory is ``B · chunk_size · V`` fp32.
+
+    Returns:
+        ``(B,)`` float64 NLL sums (nats).
+    """
+    B, S, _ = hidden.shape
+    total = torch.zeros(B, dtype=torch.float64, device=hidden.device)
+    for start in range(0, S, chunk_size):
+        logits = head(hidden[:, start : start + chunk_size]).float()  # (B, c, V)
+        target = targets[:, start : start + chunk_size]  # (B, c)
+        loss = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, c)
+        total += loss.double().sum(-1)
+    return total
+
+
+def evaluate_perplexity(
+    model: nn.Module,
+    books: Sequence[torch.Tensor],
+    context: Callable[[], AbstractContextManager[Any]] | None = None,
+    chunk_size: int = 1024,
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> PerplexityResult:
+    """Per-book NLL and token counts of ``model`` on ``books``.
+
+    Args:
+        model: a transformers causal LM (``get_decoder()`` gives the final hidden states,
+            ``get_output_embeddings()`` the LM head; the supported families apply nothing else
+            between them).
+        books: token ids, each ``(L_i,)`` int64 with ``L_i >= 2``; book i contributes
+            ``L_i - 1`` predicted tokens. Consecutive books of equal length share a forward
+            pass, ``batch_size`` at a time.
+        context: a zero-argument factory of the context manager to evaluate under (entered once
+            around all books), e.g. ``lambda: apply_lampe(model, config)``; None: the stock model.
+        chunk_size: positions per LM-head chunk (see ``token_nll``).
+        batch_size: books per forward pass.
+        progress: called as ``progress(done_books, total_books)`` after each forward pass.
+
+    Returns:
+        ``PerplexityResult`` with one entry per book, in order.
+
+    Example:
+        >>> result = evaluate_perplexity(model, [ids[:1024] for ids in books])
+        >>> result.ppl, result.book_ppl
+    """
+    if not books:
+        raise ValueError("books must hold at least one book, got none")
+    for i, book in enumerate(books):
+        if book.dim() != 1 or book.numel() < 2:
+            raise ValueError(
+                f"books[{i}] must be a 1-D tensor of >= 2 token ids, got shape {tuple(book.shape)}"
+            )
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    device = next(model.parameters()).device
+    nll: list[float] = []
+    started = time.perf_counter()
+    with torch.inference_mode(), context() if context is not None else contextlib.nullcontext():
+        start = 0
+        while start < len(books):
+            length = books[start].numel()
+            stop = start + 1
+            while stop < len(books) and stop - start < batch_size and books[stop].numel() == length:
+                stop += 1
+            ids = torch.stack(list(books[start:stop])).to(device)  # (B, L)
+            hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, L, H)
+            nll.extend(token_nll(hidden[:, :-1], ids[:, 1:], head, chunk_size).tolist())
+            start = stop
+            if progress is not None:
+                progress(start, len(books))
+    tokens = tuple(book.numel() - 1 for book in books)
+    logger.debug("perplexity of %d books in %.2fs", len(books), time.perf_counter() - started)
+    return PerplexityResult(tuple(nll), tokens)
