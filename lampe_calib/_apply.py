@@ -24,6 +24,7 @@ import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -32,7 +33,7 @@ from torch import nn
 from ._config import LampeConfig
 from ._engine import dense_region_attention, lampe_prefill
 from ._positions import LampePlan
-from ._rope import Rope
+from ._rope import Rope, rotate_many
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
@@ -94,15 +95,71 @@ class PositionScheme(Protocol):
     def plan(self, lengths: torch.Tensor) -> Any: ...
 
 
+@dataclass(frozen=True)
+class _Step:
+    """What every layer of one forward pass shares."""
+
+    plan: Any
+    positions: torch.Tensor  # (B, T) positions of all keys
+    query_positions: torch.Tensor  # (B, S) positions of this pass's tokens
+    query_tables: list[tuple[torch.Tensor, torch.Tensor]]  # per region: cos, sin (B, S, D/2)
+    key_tables: list[tuple[torch.Tensor, torch.Tensor]]  # per key version: cos, sin (B, S, D/2)
+
+
 class LampeSession:
     """State of one context: the scheme, the RoPE table, and each live sequence's plan, keyed
     by its cache object (so l stays fixed while the sequence decodes)."""
 
-    def __init__(self, config: PositionScheme, rope: Rope) -> None:
+    def __init__(self, config: PositionScheme, rope: Rope, last_layer: int) -> None:
         self.config = config
         self.rope = rope
+        self.last_layer = last_layer
         self.planned_length: int | None = None  # set by the generate() wrapper for one call
         self._plans: weakref.WeakKeyDictionary[Any, LampePlan] = weakref.WeakKeyDictionary()
+        # The last forward pass's step, reused by all its layers (see `step`).
+        self._last_step: tuple[Any, _Step] | None = None
+
+    def end_forward(self) -> None:
+        """Forget the current forward pass's tables (called by the last layer)."""
+        self._last_step = None
+
+    def step(
+        self,
+        forward_key: Any,
+        cache: Any,
+        key_valid: torch.Tensor | None,
+        past: int,
+        new: int,
+        batch: int,
+        layer: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> _Step:
+        """Plan, positions and rotation tables of the current forward pass.
+
+        Every layer of one forward receives the same ``position_embeddings`` tuple from the
+        model, so its identity (``forward_key``) marks the pass: layers after the first reuse
+        the tables instead of recomputing cos and sin.
+        """
+        if self._last_step is not None and self._last_step[0] is forward_key and forward_key is not None:
+            return self._last_step[1]
+        plan = self.plan_for(cache, key_valid, past, new, batch, layer)
+        total = past + new
+        # Positions follow the padding exactly like generate() builds position_ids.
+        if key_valid is None:
+            positions = torch.arange(total, device=device).expand(batch, total)
+        else:
+            positions = (key_valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        q_positions = positions[:, past:]  # (B, S)
+        step = _Step(
+            plan=plan,
+            positions=positions,
+            query_positions=q_positions,
+            query_tables=[self.rope.cos_sin(p, dtype) for p in plan.query_positions(q_positions)],
+            key_tables=[self.rope.cos_sin(p, dtype) for p in plan.key_positions(q_positions)],
+        )
+        self._last_step = (forward_key, step)
+        return step
 
     def plan_for(
         self, cache: Any, key_valid: torch.Tensor | None, past: int, new: int, batch: int, layer: int
@@ -165,17 +222,15 @@ class LampeAttention(nn.Module):
         past = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
         T = past + S
         key_valid = attention_mask.to(torch.bool) if attention_mask is not None else None
-        plan = session.plan_for(past_key_values, key_valid, past, S, B, self.layer_idx)
-        # Positions follow the padding exactly like generate() builds position_ids.
-        if key_valid is None:
-            positions = torch.arange(T, device=q.device).expand(B, T)
-        else:
-            positions = (key_valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        q_positions = positions[:, past:]  # (B, S)
-
-        rope = session.rope
-        queries = torch.stack([rope.rotate(q, p) for p in plan.query_positions(q_positions)])  # (R,B,H,S,D)
-        keys = torch.stack([rope.rotate(k, p) for p in plan.key_positions(q_positions)])  # (V,B,Hkv,S,D)
+        forward_key = position_embeddings[0] if position_embeddings is not None else None
+        step = session.step(
+            forward_key, past_key_values, key_valid, past, S, B, self.layer_idx, q.dtype, q.device
+        )
+        if self.layer_idx == session.last_layer:
+            session.end_forward()  # drop the tables before the LM head allocates its logits
+        plan, positions, q_positions = step.plan, step.positions, step.query_positions
+        queries = rotate_many(q, step.query_tables)  # (R, B, H, S, D)
+        keys = rotate_many(k, step.key_tables)  # (V, B, Hkv, S, D)
         V, D = keys.shape[0], attn.head_dim
         values = v
         if past_key_values is not None:
@@ -277,7 +332,8 @@ def apply_position_scheme(model: nn.Module, config: PositionScheme) -> Iterator[
     """Run ``model`` with the attention swap for any ``PositionScheme`` (see ``apply_lampe``)."""
     _check_model(model)
     decoder = _decoder(model)
-    session = LampeSession(config, Rope.from_rotary_module(decoder.rotary_emb, config.attention_factor))
+    rope = Rope.from_rotary_module(decoder.rotary_emb, config.attention_factor)
+    session = LampeSession(config, rope, last_layer=len(decoder.layers) - 1)
     _register()
     original_impl = model.config._attn_implementation
     swapped: list[tuple[nn.Module, nn.Module]] = []

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ._kernels import causal_attention_with_lse
 from ._merge import merge_attention
@@ -33,7 +34,9 @@ __all__ = ["band_attention", "dense_region_attention", "expand_kv", "lampe_prefi
 # Query rows per tile in the dense path: a (B, H, block, T) fp32 tile per region.
 DENSE_BLOCK = 128
 # Query rows per tile of the head band: tiles of (block, block + s1) logits.
-BAND_BLOCK = 64
+BAND_BLOCK = 32
+# Query rows per pass of the head band (bounds its temporaries; any multiple of BAND_BLOCK).
+BAND_ROWS = 1024
 
 
 def expand_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -102,7 +105,13 @@ def dense_region_attention(
 
 
 def band_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, width: int, scale: float, block: int = BAND_BLOCK
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    width: int,
+    scale: float,
+    block: int = BAND_BLOCK,
+    rows_per_pass: int = BAND_ROWS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of query i over keys ``max(0, i - width) .. i`` (the head band), with its LSE.
 
@@ -112,35 +121,42 @@ def band_attention(
     Returns:
         out ``(B, H, S, D)``, lse ``(B, H, S)`` float32.
 
-    The queries are cut in tiles of ``block`` rows; tile t sees the ``block + width`` keys
-    ending at its last row, gathered with ``unfold`` (a copy of ``(block + width) / block``
-    times the keys, not a ``S × S`` tensor).
+    Queries are cut in tiles of ``block`` rows; tile t sees the ``block + width`` keys ending
+    at its last row, gathered with ``unfold``. Tiles run ``rows_per_pass`` rows at a time, so
+    the working set stays a small multiple of ``rows_per_pass × (block + width)``.
     """
     B, H, S, D = q.shape
     Hkv = k.shape[1]
     G = H // Hkv
-    n_tiles = math.ceil(S / block)
-    pad_q = n_tiles * block - S
     span = block + width
-    qt = torch.nn.functional.pad(q, (0, 0, 0, pad_q)).view(B, Hkv, G, n_tiles, block, D)
-    # Keys padded by `width` in front (so tile 0 has a full window) and at the end like q.
-    kp = torch.nn.functional.pad(k, (0, 0, width, pad_q))  # (B, Hkv, width + S + pad, D)
-    vp = torch.nn.functional.pad(v, (0, 0, width, pad_q))
-    kt = kp.unfold(2, span, block).transpose(-1, -2)  # (B, Hkv, n_tiles, span, D)
-    vt = vp.unfold(2, span, block).transpose(-1, -2)
-    scores = torch.einsum("bhgtqd,bhtkd->bhgtqk", qt, kt).float() * scale  # (B, Hkv, G, n, block, span)
-    # Query row a of a tile sits at key column a + width; it sees columns a .. a + width, and
-    # never the front padding (global key index < 0).
+    out = q.new_empty(B, H, S, D)
+    lse = q.new_empty(B, H, S, dtype=torch.float32)
     a = torch.arange(block, device=q.device)[:, None]
     c = torch.arange(span, device=q.device)[None, :]
-    tile_start = torch.arange(n_tiles, device=q.device)[:, None, None] * block
-    in_band = (c <= a + width) & (c >= a) & (tile_start + c - width >= 0)  # (n, block, span)
-    scores = scores.masked_fill(~in_band, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)  # (B, Hkv, G, n, block)
-    probs = torch.exp(scores - lse[..., None]).to(v.dtype)
-    out = torch.einsum("bhgtqk,bhtkd->bhgtqd", probs, vt)
-    out = out.reshape(B, H, n_tiles * block, D)[:, :, :S].to(q.dtype)
-    return out, lse.reshape(B, H, n_tiles * block)[:, :, :S]
+    rows_per_pass = max(block, rows_per_pass // block * block)
+    for start in range(0, S, rows_per_pass):
+        stop = min(S, start + rows_per_pass)
+        n_tiles = math.ceil((stop - start) / block)
+        pad_q = n_tiles * block - (stop - start)
+        qt = F.pad(q[:, :, start:stop], (0, 0, 0, pad_q)).view(B, Hkv, G, n_tiles, block, D)
+        # Keys from `width` before the first row (zeros before key 0) to the padded last row.
+        lo = start - width
+        kp = F.pad(k[:, :, max(0, lo) : stop], (0, 0, max(0, -lo), pad_q))  # (B, Hkv, span-ish, D)
+        vp = F.pad(v[:, :, max(0, lo) : stop], (0, 0, max(0, -lo), pad_q))
+        kt = kp.unfold(2, span, block).transpose(-1, -2)  # (B, Hkv, n_tiles, span, D)
+        vt = vp.unfold(2, span, block).transpose(-1, -2)
+        scores = torch.einsum("bhgtqd,bhtkd->bhgtqk", qt * scale, kt).float()  # (B, Hkv, G, n, block, span)
+        # Row a of a tile sits at key column a + width; it sees columns a .. a + width and never
+        # a key before the sequence start (global index < 0).
+        tile_start = start + torch.arange(n_tiles, device=q.device)[:, None, None] * block
+        in_band = (c <= a + width) & (c >= a) & (tile_start + c - width >= 0)  # (n, block, span)
+        scores.masked_fill_(~in_band, float("-inf"))
+        pass_lse = torch.logsumexp(scores, dim=-1)  # (B, Hkv, G, n, block)
+        probs = scores.sub_(pass_lse[..., None]).exp_().to(v.dtype)
+        o = torch.einsum("bhgtqk,bhtkd->bhgtqd", probs, vt)
+        out[:, :, start:stop] = o.reshape(B, H, n_tiles * block, D)[:, :, : stop - start]
+        lse[:, :, start:stop] = pass_lse.reshape(B, H, n_tiles * block)[:, :, : stop - start]
+    return out, lse
 
 
 def lampe_prefill(

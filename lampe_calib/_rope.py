@@ -12,16 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Rope", "rotate_half"]
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) on the two halves of the last dim (the Llama/NeoX RoPE layout).
-
-    Example: ``rotate_half(torch.tensor([1., 2., 3., 4.]))`` -> ``[-3., -4., 1., 2.]``.
-    """
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+__all__ = ["Rope", "rotate_many"]
 
 
 @dataclass(frozen=True)
@@ -46,18 +37,40 @@ class Rope:
         )
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(..., S)`` float positions -> cos, sin of shape ``(..., S, D)`` in ``dtype``.
+        """``(..., S)`` float positions -> cos, sin of shape ``(..., S, D/2)`` in ``dtype``.
 
         Angles are formed in float32 exactly like transformers' rotary modules, so integer
-        positions give the stock model's rotation.
+        positions give the stock model's rotation. Only one half is kept: RoPE's table repeats
+        it for the second half of the head dim.
         """
-        inv_freq = self.inv_freq.to(positions.device)
-        freqs = positions.to(torch.float32)[..., None] * inv_freq  # (..., S, D/2)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (..., S, D)
-        return (emb.cos() * self.scale).to(dtype), (emb.sin() * self.scale).to(dtype)
+        freqs = positions.to(torch.float32)[..., None] * self.inv_freq.to(positions.device)  # (..., S, D/2)
+        return (freqs.cos() * self.scale).to(dtype), (freqs.sin() * self.scale).to(dtype)
 
     def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Rotate ``x`` ``(B, H, S, D)`` at ``positions`` ``(B, S)`` (any float values)."""
-        cos, sin = self.cos_sin(positions, x.dtype)
-        cos, sin = cos[:, None], sin[:, None]  # (B, 1, S, D)
-        return x * cos + rotate_half(x) * sin
+        return rotate_many(x, [self.cos_sin(positions, x.dtype)])[0]
+
+
+def rotate_many(x: torch.Tensor, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Rotate ``x`` ``(B, H, S, D)`` by each half table ``(cos, sin)`` ``(B, S, D/2)``: ``(N, B, H, S, D)``.
+
+    With x = (x1, x2) on the two halves: (x1·cos - x2·sin, x2·cos + x1·sin), which is
+    transformers' ``x * cos + rotate_half(x) * sin`` on the duplicated table. One output buffer serves every
+    table (the engine rotates each query three times and each key twice per layer).
+    """
+    x1, x2 = x.chunk(2, dim=-1)
+    if torch.is_grad_enabled() and x.requires_grad:  # out= buffers do not take gradients
+        rotated = []
+        for cos, sin in tables:
+            c, s = cos[:, None], sin[:, None]
+            rotated.append(torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1))
+        return torch.stack(rotated)
+    out = x.new_empty(len(tables), *x.shape)
+    for n, (cos, sin) in enumerate(tables):
+        c, s = cos[:, None], sin[:, None]  # broadcast over heads: (B, 1, S, D/2)
+        o1, o2 = out[n].chunk(2, dim=-1)
+        torch.mul(x1, c, out=o1)
+        o1.addcmul_(x2, s, value=-1)
+        torch.mul(x2, c, out=o2)
+        o2.addcmul_(x1, s)
+    return out
