@@ -28,7 +28,6 @@ from transformers import (
 
 from lampe_calib._models import MODELS, ModelInfo, ModelSpec, load_model, model_info
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "lampe_calib" / "assets" / "reference"
 PG19_VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "pg19-mini" / "validation.jsonl"
 # Public domain (Dickens, A Tale of Two Cities, 1859); used when the PG-19 sample is absent.
 FALLBACK_TEXT = (
@@ -310,15 +309,11 @@ def test_local_directory_loads_in_eval_mode(tmp_path: Path) -> None:
 # --- models that run here ---------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (REFERENCE_DIR / "model.safetensors").is_file(),
-    reason="reference weights not built yet (scripts/train_reference.py writes lampe_calib/assets/reference)",
-)
 def test_reference_loads_offline_with_its_window_and_a_finite_loss() -> None:
     model, tokenizer = load_model("reference")
     assert not model.training and model.dtype == torch.float32
     info = model_info(model)
-    shipped = json.loads((REFERENCE_DIR / "config.json").read_text())
+    shipped = json.loads((MODELS["reference"].locate() / "config.json").read_text())
     assert info.alias == "reference" and info.family == "llama"
     assert info.window == shipped["max_position_embeddings"]
     assert info.rope_theta == shipped["rope_parameters"]["rope_theta"]
