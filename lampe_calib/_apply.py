@@ -231,6 +231,7 @@ class LampeAttention(nn.Module):
         plan, positions, q_positions = step.plan, step.positions, step.query_positions
         queries = rotate_many(q, step.query_tables)  # (R, B, H, S, D)
         keys = rotate_many(k, step.key_tables)  # (V, B, Hkv, S, D)
+        del q, k  # only the rotated copies are used from here on
         V, D = keys.shape[0], attn.head_dim
         values = v
         if past_key_values is not None:

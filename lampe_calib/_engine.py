@@ -36,7 +36,8 @@ DENSE_BLOCK = 128
 # Query rows per tile of the head band: tiles of (block, block + s1) logits.
 BAND_BLOCK = 32
 # Query rows per pass of the head band (bounds its temporaries; any multiple of BAND_BLOCK).
-BAND_ROWS = 1024
+# On a GPU, launches cost more than memory, so passes are longer.
+BAND_ROWS = {"cpu": 1024, "cuda": 16384}
 
 
 def expand_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -111,28 +112,32 @@ def band_attention(
     width: int,
     scale: float,
     block: int = BAND_BLOCK,
-    rows_per_pass: int = BAND_ROWS,
+    rows_per_pass: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of query i over keys ``max(0, i - width) .. i`` (the head band), with its LSE.
 
     Args:
         q: ``(B, H, S, D)``; k, v: ``(B, Hkv, S, D)`` (same positions as the queries).
+        out: optional ``(B, H, S, D)`` buffer to write the output into.
 
     Returns:
         out ``(B, H, S, D)``, lse ``(B, H, S)`` float32.
 
     Queries are cut in tiles of ``block`` rows; tile t sees the ``block + width`` keys ending
-    at its last row, gathered with ``unfold``. Tiles run ``rows_per_pass`` rows at a time, so
-    the working set stays a small multiple of ``rows_per_pass × (block + width)``.
+    at its last row, gathered with ``unfold``. Tiles run ``rows_per_pass`` rows at a time
+    (default per device, ``BAND_ROWS``), so the working set stays a small multiple of
+    ``rows_per_pass × (block + width)``.
     """
     B, H, S, D = q.shape
     Hkv = k.shape[1]
     G = H // Hkv
     span = block + width
-    out = q.new_empty(B, H, S, D)
+    out = q.new_empty(B, H, S, D) if out is None else out
     lse = q.new_empty(B, H, S, dtype=torch.float32)
     a = torch.arange(block, device=q.device)[:, None]
     c = torch.arange(span, device=q.device)[None, :]
+    rows_per_pass = rows_per_pass or BAND_ROWS.get(q.device.type, 1024)
     rows_per_pass = max(block, rows_per_pass // block * block)
     for start in range(0, S, rows_per_pass):
         stop = min(S, start + rows_per_pass)
@@ -189,8 +194,13 @@ def lampe_prefill(
     # Query rows below l - s2 never reach the tail corner (their largest d is i < l - s2).
     regular = min(S, math.ceil(float(plan.tail_start[0])))
     out = queries.new_empty(B, H, S, D)
-    band_out, band_lse = band_attention(
-        queries[HEAD, :, :, :regular], keys[0, :, :, :regular], values[:, :, :regular], s1, scale
+    _, band_lse = band_attention(
+        queries[HEAD, :, :, :regular],
+        keys[0, :, :, :regular],
+        values[:, :, :regular],
+        s1,
+        scale,
+        out=out[:, :, :regular],
     )
     first_mid = s1 + 1  # the first query with a middle key (d = s1 + 1)
     if regular > first_mid:
@@ -204,13 +214,10 @@ def lampe_prefill(
             scale,
             backend,
         )
-        merged, _ = merge_attention(
-            [band_out[:, :, first_mid:], mid_out], [band_lse[:, :, first_mid:], mid_lse]
+        # Rows first_mid.. hold the band's output: merge the middle into them in place.
+        merge_attention(
+            [out[:, :, first_mid:regular], mid_out], [band_lse[:, :, first_mid:], mid_lse], inplace=True
         )
-        out[:, :, first_mid:regular] = merged
-        out[:, :, :first_mid] = band_out[:, :, :first_mid]
-    else:
-        out[:, :, :regular] = band_out
     if regular < S:
         positions = torch.arange(S, device=queries.device).expand(B, S)
         tail_out, _ = dense_region_attention(

@@ -4,9 +4,11 @@ The engine needs each region's LSE to merge regions exactly (see ``_merge``). Th
 ``scaled_dot_product_attention`` does not return it, so this module picks, in order:
 
 - ``flash-attn``: ``flash_attn_func(..., return_attn_probs=True)`` on CUDA when installed;
-- ``aten``: PyTorch's fused kernels that return the LSE (``_scaled_dot_product_flash_attention_for_cpu``
-  on CPU, ``_scaled_dot_product_efficient_attention`` on CUDA); private ops, so every call is
-  guarded and falls back;
+- ``aten``: the fused kernels behind ``scaled_dot_product_attention`` that return the LSE
+  (``_scaled_dot_product_flash_attention_for_cpu`` on CPU; on CUDA
+  ``_scaled_dot_product_flash_attention`` for fp16/bf16 and ``_scaled_dot_product_efficient_attention``
+  otherwise); they are private ops, so ``pick_backend`` checks they exist and the pure-torch
+  backend stays the fallback;
 - ``torch``: a plain blocked implementation (never builds an S × T tensor), always available.
 
 All backends compute the same thing and are tested against each other. Registry contract:
@@ -51,10 +53,16 @@ def _aten_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: floa
     if q.device.type == "cpu":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
         return out, lse.float()
+    if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
+        # PyTorch's own FlashAttention-2 kernel (half precision only).
+        out, lse, *_ = torch.ops.aten._scaled_dot_product_flash_attention(
+            q, k, v, 0.0, True, False, scale=scale
+        )
+        return out, lse.float()
     out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(
         q, k, v, None, True, 0.0, True, scale=scale
     )
-    return out, lse[..., : q.shape[2]].float()  # the CUDA kernel pads the LSE's last dim
+    return out, lse[..., : q.shape[2]].float()  # the memory-efficient kernel pads the LSE's last dim
 
 
 def _flash_attn_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):

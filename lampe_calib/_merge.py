@@ -17,13 +17,15 @@ __all__ = ["merge_attention"]
 
 
 def merge_attention(
-    outputs: list[torch.Tensor], lses: list[torch.Tensor]
+    outputs: list[torch.Tensor], lses: list[torch.Tensor], inplace: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge partial attentions over disjoint key sets.
 
     Args:
         outputs: each ``(B, H, S, D)``, the softmax-weighted values of one key set (0 where empty).
         lses: each ``(B, H, S)`` float32, that set's log-sum-exp of logits (-inf where empty).
+        inplace: accumulate into ``outputs[0]`` in its own dtype (saves a float32 buffer of
+            the output's size; the weights are still computed in float32).
 
     Returns:
         ``(out, lse)``: ``(B, H, S, D)`` in the outputs' dtype and ``(B, H, S)`` float32.
@@ -36,7 +38,12 @@ def merge_attention(
     finite = torch.isfinite(lse)
     safe = torch.where(finite, lse, torch.zeros_like(lse))
     weights = torch.exp(stacked - safe)  # (R, B, H, S); exp(-inf) = 0 for empty sets
-    out = torch.zeros_like(outputs[0], dtype=torch.float32)
-    for w, o in zip(weights, outputs, strict=False):
-        out = out + w[..., None] * o.to(torch.float32)
+    if inplace:
+        out = outputs[0].mul_(weights[0][..., None].to(outputs[0].dtype))
+        for w, o in zip(weights[1:], outputs[1:], strict=True):
+            out.addcmul_(w[..., None].to(out.dtype), o)
+        return out, lse
+    out = outputs[0].to(torch.float32) * weights[0][..., None]
+    for w, o in zip(weights[1:], outputs[1:], strict=True):
+        out.addcmul_(w[..., None], o.to(torch.float32))
     return out.to(outputs[0].dtype), lse

@@ -55,3 +55,14 @@ def test_empty_set_and_empty_query():
     out, lse = merge_attention([out1, out2], [lse1, lse2])
     assert torch.equal(out[0, 0, 0], torch.ones(3)) and torch.equal(out[0, 0, 1], torch.zeros(3))
     assert lse[0, 0, 0] == 0 and lse[0, 0, 1] == float("-inf")
+
+
+def test_inplace_merge_equals_merge():
+    g = torch.Generator().manual_seed(3)
+    outs = [torch.randn(1, 2, 5, 4, generator=g) for _ in range(2)]
+    lses = [torch.randn(1, 2, 5, generator=g) for _ in range(2)]
+    want, want_lse = merge_attention([o.clone() for o in outs], lses)
+    first = outs[0].clone()
+    got, got_lse = merge_attention([first, outs[1]], lses, inplace=True)
+    assert got.data_ptr() == first.data_ptr()
+    assert (got - want).abs().max().item() < 1e-6 and torch.equal(got_lse, want_lse)
