@@ -1,0 +1,272 @@
+"""What a calibration sweep measures: its search space, its points, and where trials are stored.
+
+DESIGN §3.2: lengths L from about W/2 to k·W, mapping lengths m from s1 + s2 + 1 up to m_max
+(default 1.25·W, so the right arm of the V shows); m >= L means "no remap". A point may also
+vary the head s1, the tail s2 and the attention factor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from ._config import MODES, LampeConfig
+
+__all__ = [
+    "SEARCHES",
+    "SweepPoint",
+    "SweepSpec",
+    "default_lengths",
+    "default_mappings",
+    "initial_mappings",
+]
+
+SEARCHES = ("grid", "gp")
+
+
+def _check_ints(name: str, values: Sequence[Any], minimum: int) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"{name} must be a non-empty sequence of integers, got {values!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f"{name} must hold integers >= {minimum}, got {v!r}")
+    return tuple(sorted(set(values)))
+
+
+def default_lengths(window: int, factors: Sequence[float] = (0.5, 1, 2, 4, 8)) -> tuple[int, ...]:
+    """Sweep lengths ``factor · W``: below, at and past the window, up to 8·W.
+
+    Example: ``default_lengths(256)`` -> ``(128, 256, 512, 1024, 2048)``.
+    """
+    return tuple(sorted({max(2, round(f * window)) for f in factors}))
+
+
+def default_mappings(window: int, head: int, tail: int, count: int = 8, top: float = 1.25) -> tuple[int, ...]:
+    """``count`` mapping lengths evenly spaced from s1 + s2 + 1 to ``top · W`` (DESIGN §3.2).
+
+    Example: ``default_mappings(256, 32, 16)`` -> ``(49, 88, 126, 165, 204, 242, 281, 320)``.
+    """
+    lo, hi = head + tail + 1, max(head + tail + 2, round(top * window))
+    return tuple(sorted({round(lo + (hi - lo) * i / (count - 1)) for i in range(count)}))
+
+
+def initial_mappings(lo: int, hi: int, count: int) -> list[int]:
+    """The GP search's first ``count`` points in ``[lo, hi]``: evenly spaced in log m, away
+    from the ends (the V's optimum is rarely at a bound, and log spacing resolves small m).
+
+    Example: ``initial_mappings(49, 320, 3)`` -> ``[67, 125, 234]``.
+    """
+    ratio = hi / lo
+    points = [round(lo * ratio ** ((i + 0.5) / count)) for i in range(count)]
+    return sorted({min(hi, max(lo, p)) for p in points})
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One evaluation: length L, mapping length m (None: the stock model) and LaMPE settings.
+
+    Example: ``SweepPoint(512, 600).stock`` -> True (m >= L: nothing to remap).
+    """
+
+    length: int
+    mapping: int | None
+    head: int = 32
+    tail: int = 16
+    attention_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 2:
+            raise ValueError(f"length must be an integer >= 2, got {self.length!r}")
+        if self.mapping is not None:
+            if isinstance(self.mapping, bool) or not isinstance(self.mapping, int):
+                raise ValueError(f"mapping must be an integer or None, got {self.mapping!r}")
+            if self.mapping <= self.head + self.tail:
+                raise ValueError(
+                    f"mapping must exceed head + tail = {self.head + self.tail}, got {self.mapping}"
+                )
+        object.__setattr__(self, "attention_factor", float(self.attention_factor))
+
+    @property
+    def stock(self) -> bool:
+        """True when the point is the stock model: no mapping, or m >= L at attention factor 1."""
+        return self.mapping is None or (self.mapping >= self.length and self.attention_factor == 1.0)
+
+    def key(self) -> tuple[Any, ...]:
+        """Equal for points whose evaluation is the same (all m >= L coincide)."""
+        if self.stock:
+            return (self.length, "stock")
+        assert self.mapping is not None
+        if self.mapping >= self.length:  # stock positions, scaled logits
+            return (self.length, "identity", self.attention_factor)
+        return (self.length, self.mapping, self.head, self.tail, self.attention_factor)
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (
+            self.length,
+            self.head,
+            self.tail,
+            self.attention_factor,
+            self.mapping is None,
+            self.mapping or 0,
+        )
+
+    def config(self, mode: str) -> LampeConfig | None:
+        """The ``LampeConfig`` to evaluate under, None for the stock model."""
+        if self.stock:
+            return None
+        return LampeConfig(
+            head=self.head,
+            tail=self.tail,
+            mapping_length=float(self.mapping),
+            mode=mode,
+            attention_factor=self.attention_factor,
+        )
+
+    def describe(self) -> str:
+        if self.mapping is None:
+            return f"L={self.length} vanilla"
+        extra = f", factor {self.attention_factor:g}" if self.attention_factor != 1.0 else ""
+        return f"L={self.length} m={self.mapping} (s1={self.head}, s2={self.tail}{extra})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "length": self.length,
+            "mapping": self.mapping,
+            "head": self.head,
+            "tail": self.tail,
+            "attention_factor": self.attention_factor,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepPoint:
+        return cls(data["length"], data["mapping"], data["head"], data["tail"], data["attention_factor"])
+
+    def params(self) -> dict[str, Any]:
+        """The point as Optuna trial parameters: ``{"length"}`` for the stock model (the vanilla
+        study), every field otherwise (the grid study)."""
+        return {"length": self.length} if self.mapping is None else self.to_dict()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> SweepPoint:
+        """Inverse of ``params``."""
+        if set(params) == {"length"}:
+            return cls(params["length"], None)
+        return cls.from_dict(params)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The search space of a sweep.
+
+    Args:
+        lengths: input lengths L.
+        mappings: mapping lengths m of the grid; ``--search gp`` searches ``[min, max]``.
+        heads, tails: head sizes s1 and tail sizes s2 to try (one each is the usual case).
+        attention_factors: RoPE cos/sin multipliers to try (1.0 is the paper's method).
+        mode: position mode, ``"exact"`` or ``"floor"`` (``LampeConfig.mode``).
+        search: ``"grid"`` (every point) or ``"gp"`` (Optuna's GPSampler per length).
+        evaluations: gp only, trials per length.
+        initial_points: gp only, log-spaced points evaluated before the GP proposes (of the
+            ``evaluations``).
+        seed: seed of the samplers.
+    """
+
+    lengths: tuple[int, ...]
+    mappings: tuple[int, ...]
+    heads: tuple[int, ...] = (32,)
+    tails: tuple[int, ...] = (16,)
+    attention_factors: tuple[float, ...] = (1.0,)
+    mode: str = "exact"
+    search: str = "grid"
+    evaluations: int = 6
+    # Three points span a V well enough for the GP's first model (benchmarks/search.py).
+    initial_points: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lengths", _check_ints("lengths", self.lengths, 2))
+        object.__setattr__(self, "mappings", _check_ints("mappings", self.mappings, 2))
+        object.__setattr__(self, "heads", _check_ints("heads", self.heads, 0))
+        object.__setattr__(self, "tails", _check_ints("tails", self.tails, 0))
+        factors = self.attention_factors
+        if isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence) or not factors:
+            raise ValueError(f"attention_factors must be a non-empty sequence, got {factors!r}")
+        for f in factors:
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
+                raise ValueError(f"attention_factors must hold finite numbers > 0, got {f!r}")
+        object.__setattr__(self, "attention_factors", tuple(sorted({float(f) for f in factors})))
+        smallest = self.heads[-1] + self.tails[-1] + 1
+        if self.mappings[0] < smallest:
+            raise ValueError(
+                f"mappings must all be >= head + tail + 1 = {smallest} (the largest head and tail), "
+                f"got {self.mappings[0]}"
+            )
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+        for name in ("evaluations", "initial_points"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.initial_points > self.evaluations:
+            raise ValueError(
+                f"initial_points must be <= evaluations = {self.evaluations}, got {self.initial_points}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def grid_space(self) -> dict[str, list[Any]]:
+        """The GridSampler search space."""
+        return {
+            "length": list(self.lengths),
+            "mapping": list(self.mappings),
+            "head": list(self.heads),
+            "tail": list(self.tails),
+            "attention_factor": list(self.attention_factors),
+        }
+
+    def grid_points(self) -> list[SweepPoint]:
+        return [
+            SweepPoint(length, m, h, t, f)
+            for length, m, h, t, f in itertools.product(
+                self.lengths, self.mappings, self.heads, self.tails, self.attention_factors
+            )
+        ]
+
+    def grid_point(self, trial: optuna.Trial) -> SweepPoint:
+        """The point a grid trial samples (every parameter comes from the grid)."""
+        return SweepPoint(
+            trial.suggest_int("length", self.lengths[0], self.lengths[-1]),
+            trial.suggest_int("mapping", self.mappings[0], self.mappings[-1]),
+            trial.suggest_int("head", self.heads[0], self.heads[-1]),
+            trial.suggest_int("tail", self.tails[0], self.tails[-1]),
+            trial.suggest_float("attention_factor", self.attention_factors[0], self.attention_factors[-1]),
+        )
+
+    def gp_range(self, length: int) -> tuple[int, int]:
+        """The m interval a GP searches at ``length``: past L every m is the same (no remap)."""
+        return self.mappings[0], min(self.mappings[-1], length)
+
+    def gp_point(self, length: int) -> Callable[[optuna.Trial], SweepPoint]:
+        """The sampling function of the GP study of ``length``."""
+        lo, hi = self.gp_range(length)
+
+        def choose(trial: optuna.Trial, name: str, values: tuple[Any, ...]) -> Any:
+            return values[0] if len(values) == 1 else trial.suggest_categorical(name, values)
+
+        def point(trial: optuna.Trial) -> SweepPoint:
+            return SweepPoint(
+                length,
+                trial.suggest_int("mapping", lo, hi),
+                choose(trial, "head", self.heads),
+                choose(trial, "tail", self.tails),
+                choose(trial, "attention_factor", self.attention_factors),
+            )
+
+        return point
