@@ -1,0 +1,303 @@
+"""The fit of ``m(L) = c / (1 + exp(-(a·L + b)))`` to the optima m*(L) (DESIGN §3.3).
+
+m*(L) comes from each V-curve (``_curves``). The sigmoid is fitted with
+``scipy.optimize.curve_fit`` on the lengths where remapping wins (m* < L), with c fixed at 0.75·W
+(the paper) or free in (0, m_max] (the official release), a > 0. R², residuals, and a bootstrap
+interval over books (books resampled with replacement at each length, m* and the fit redone)
+are reported.
+
+Degenerate cases give a ``Calibration`` with ``status == "degenerate"`` and a message saying what
+happened and what to change, never a fit through points that cannot determine it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+
+from ._config import sigmoid_mapping_length
+from ._curves import Curve, Optimum, curve_optimum, curves_of
+from ._sweep_store import SweepResult
+
+__all__ = ["C_MODES", "FIXED_C_RATIO", "Calibration", "SigmoidFit", "calibrate", "fit_sigmoid"]
+
+logger = logging.getLogger(__name__)
+
+C_MODES = ("fixed", "free")
+FIXED_C_RATIO = 0.75  # the paper fixes c = 3/4 · W (§3.2)
+
+
+@dataclass(frozen=True)
+class SigmoidFit:
+    """A fitted ``m(L) = c / (1 + exp(-(a·L + b)))`` and how well it fits its points."""
+
+    a: float
+    b: float
+    c: float
+    c_mode: str
+    r2: float | None
+    lengths: tuple[int, ...]
+    mappings: tuple[float, ...]
+    residuals: tuple[float, ...] = field(default=())
+
+    def __call__(self, length: float) -> float:
+        return sigmoid_mapping_length(length, self.a, self.b, self.c)
+
+
+def _sigmoid(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return c / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
+
+
+def fit_sigmoid(
+    lengths: Sequence[float],
+    mappings: Sequence[float],
+    window: int,
+    c_mode: str = "fixed",
+    c_max: float | None = None,
+) -> SigmoidFit:
+    """Least-squares fit of m(L) to points ``(lengths[i], mappings[i])`` (at least 3).
+
+    Args:
+        window: W; c is fixed at 0.75·W (``c_mode="fixed"``) or free in (0, ``c_max``]
+            (default 1.25·W). L and m are divided by W for the fit, so a is about 1/W.
+
+    Raises:
+        ValueError: fewer than 3 points, a bad ``c_mode``, or no convergence.
+
+    Example: points on m = 192 / (1 + exp(-(L/256 - 2))) give back a = 1/256, b = -2, c = 192.
+    """
+    if c_mode not in C_MODES:
+        raise ValueError(f"c_mode must be one of {C_MODES}, got {c_mode!r}")
+    if len(lengths) != len(mappings) or len(lengths) < 3:
+        raise ValueError(f"a sigmoid fit needs at least 3 points, got {len(lengths)}")
+    x = np.asarray(lengths, float) / window
+    y = np.asarray(mappings, float) / window
+    c_hi = (c_max or 1.25 * window) / window
+    c_fixed = FIXED_C_RATIO if c_mode == "fixed" else None
+    starts = (
+        [c_fixed]
+        if c_fixed
+        else sorted({min(c_hi, max(y) * k) for k in (1.02, 1.2, 1.5)} | {min(c_hi, 0.75)})
+    )
+    best = None
+    for c0 in starts:
+        # Start from the linearised fit logit(m/c) = a·L + b, points clipped inside (0, c).
+        z = np.log(np.clip(y / c0, 0.02, 0.98) / (1 - np.clip(y / c0, 0.02, 0.98)))
+        slope, intercept = np.polyfit(x, z, 1) if np.ptp(x) > 0 else (1.0, 0.0)
+        p0 = [max(slope, 1e-3), float(np.clip(intercept, -49, 49))]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimizeWarning)
+                if c_fixed:
+                    params, _ = curve_fit(
+                        lambda x, a, b: _sigmoid(x, a, b, c_fixed),
+                        x,
+                        y,
+                        p0=p0,
+                        bounds=([1e-6, -50], [1e3, 50]),
+                        maxfev=5000,
+                    )
+                    params = [*params, c_fixed]
+                else:
+                    params, _ = curve_fit(
+                        _sigmoid, x, y, p0=[*p0, c0], bounds=([1e-6, -50, 1e-3], [1e3, 50, c_hi]), maxfev=5000
+                    )
+        except (RuntimeError, ValueError) as error:
+            logger.debug("sigmoid fit from c0=%s failed: %s", c0, error)
+            continue
+        sse = float(np.sum((_sigmoid(x, *params) - y) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, params)
+    if best is None:
+        raise ValueError(f"the sigmoid fit ({c_mode} c) did not converge on {len(x)} points")
+    sse, (a, b, c) = best
+    residuals = (np.asarray(mappings, float) - _sigmoid(x, a, b, c) * window).tolist()
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1 - sse / total if total > 0 else None
+    return SigmoidFit(
+        float(a) / window,
+        float(b),
+        float(c) * window,
+        c_mode,
+        r2,
+        tuple(int(v) for v in lengths),
+        tuple(float(v) for v in mappings),
+        tuple(residuals),
+    )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Outcome of ``calibrate``: the optima, both fits, the chosen one, and bootstrap intervals.
+
+    ``status`` is "fitted" or "degenerate" (then ``fit`` is None and ``message`` says why); a
+    fitted calibration's ``message`` notes a fit at a bound of its parameters (e.g. a flat m*(L)).
+    ``ci[c_mode][name]`` is the ``level`` bootstrap interval of a, b or c.
+    """
+
+    status: str
+    message: str | None
+    head: int
+    tail: int
+    attention_factor: float
+    optima: tuple[Optimum, ...]
+    fits: dict[str, SigmoidFit]
+    c_mode: str
+    ci: dict[str, dict[str, tuple[float, float]]]
+    level: float
+    resamples: int
+
+    @property
+    def fit(self) -> SigmoidFit | None:
+        return self.fits.get(self.c_mode) if self.status == "fitted" else None
+
+
+def _degenerate_reason(optima: Sequence[Optimum], mappings: tuple[int, ...]) -> str | None:
+    used = [o for o in optima if o.remapped]
+    if len(used) < 3:
+        where = ", ".join(str(o.length) for o in used) or "none"
+        return (
+            f"remapping beats no remap at only {len(used)} of {len(optima)} lengths (L = {where}); the "
+            "fit needs 3: add longer --lengths (past the window W)"
+        )
+    if all(o.bound == "lower" for o in used):
+        return f"m* is the smallest swept m ({mappings[0]}) at every length: extend --mappings downward"
+    if all(o.bound == "upper" for o in used):
+        return f"m* is the largest swept m ({mappings[-1]}) at every length: extend --mappings upward"
+    return None
+
+
+def _best_settings(sweep: SweepResult, refine: bool) -> tuple[int, int, float]:
+    """The head, tail and factor whose optima have the lowest mean log PPL over lengths."""
+    spec, scores = sweep.spec, {}
+    for h in spec.heads:
+        for t in spec.tails:
+            for f in spec.attention_factors:
+                curves = curves_of(sweep, h, t, f)
+                if len(curves) == len(spec.lengths):
+                    scores[(h, t, f)] = float(
+                        np.mean([math.log(curve_optimum(c, refine).ppl) for c in curves])
+                    )
+    if not scores:
+        raise ValueError("the sweep has no complete set of curves (every length, one head/tail/factor)")
+    return min(scores, key=scores.__getitem__)
+
+
+def calibrate(
+    sweep: SweepResult,
+    window: int,
+    c_mode: str = "fixed",
+    refine: bool = True,
+    resamples: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Calibration:
+    """m*(L) per length, the sigmoid fit in both c modes, and bootstrap intervals over books.
+
+    Args:
+        sweep: measurements (``run_sweep`` or ``collect_sweep``).
+        window: the model's W.
+        c_mode: the fit the calibration reports as its result ("fixed": 0.75·W, or "free").
+        refine: refine m* by a local parabola on the V.
+        resamples: bootstrap resamples (0: no interval).
+        seed: seed of the resampling.
+        level: coverage of the intervals.
+    """
+    if c_mode not in C_MODES:
+        raise ValueError(f"c_mode must be one of {C_MODES}, got {c_mode!r}")
+    head, tail, factor = _best_settings(sweep, refine)
+    curves = curves_of(sweep, head, tail, factor)
+    optima = tuple(curve_optimum(c, refine) for c in curves)
+    common = dict(head=head, tail=tail, attention_factor=factor, optima=optima, c_mode=c_mode, level=level)
+    reason = _degenerate_reason(optima, sweep.spec.mappings)
+    if reason is not None:
+        logger.warning("no fit: %s", reason)
+        return Calibration("degenerate", reason, fits={}, ci={}, resamples=0, **common)
+    c_max = float(sweep.spec.mappings[-1])
+    used = [o for o in optima if o.remapped]
+    lengths, points = [o.length for o in used], [o.mapping for o in used]
+    fits: dict[str, SigmoidFit] = {}
+    for mode in C_MODES:
+        try:
+            fits[mode] = fit_sigmoid(lengths, points, window, mode, c_max)
+        except ValueError as error:
+            logger.warning("%s-c fit failed: %s", mode, error)
+    if c_mode not in fits:
+        return Calibration(
+            "degenerate",
+            f"the {c_mode}-c sigmoid fit did not converge",
+            fits=fits,
+            ci={},
+            resamples=0,
+            **common,
+        )
+    ci = _bootstrap(curves, window, c_max, refine, resamples, seed, level, list(fits)) if resamples else {}
+    note = _shape_note(fits[c_mode], c_max)
+    if note:
+        logger.warning("fit: %s", note)
+    return Calibration("fitted", note, fits=fits, ci=ci, resamples=resamples, **common)
+
+
+def _shape_note(fit: SigmoidFit, c_max: float) -> str | None:
+    """What a fit at a bound of its parameters means, or None for an ordinary sigmoid.
+
+    Example: optima 150, 152, 149 at L = 512, 1024, 2048 give a at its lower bound, i.e. m(L) is
+    the constant c / (1 + exp(-b)) ≈ 150: "m*(L) does not grow with L ..."
+    """
+    span = max(fit.lengths) - min(fit.lengths)
+    if fit.a * span < 0.05:  # the logistic's argument moves < 0.05 over the lengths: flat
+        return (
+            f"m*(L) does not grow with L over L = {min(fit.lengths)}..{max(fit.lengths)}: the fit is the "
+            f"constant m = {fit(max(fit.lengths)):.0f} (a at its lower bound)"
+        )
+    if fit.a * span > 50:
+        return "m*(L) jumps between two adjacent lengths: the fit is a step; sweep more lengths in between"
+    if fit.c_mode == "free" and fit.c >= 0.999 * c_max:
+        return f"c is at its upper bound, the largest swept m ({c_max:g}): extend --mappings upward"
+    return None
+
+
+def _bootstrap(
+    curves: list[Curve],
+    window: int,
+    c_max: float,
+    refine: bool,
+    resamples: int,
+    seed: int,
+    level: float,
+    modes: list[str],
+) -> dict[str, dict[str, tuple[float, float]]]:
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
+    for _ in range(resamples):
+        optima = []
+        for curve in curves:
+            n = len(curve.results[0].nll) if curve.results else len(curve.unmapped.nll)  # type: ignore[union-attr]
+            optima.append(curve_optimum(curve, refine, rng.integers(0, n, n).tolist()))
+        used = [o for o in optima if o.remapped]
+        if len(used) < 3:
+            continue
+        for mode in modes:
+            try:
+                fit = fit_sigmoid([o.length for o in used], [o.mapping for o in used], window, mode, c_max)
+            except ValueError:
+                continue
+            samples[mode].append((fit.a, fit.b, fit.c))
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for mode, values in samples.items():
+        if len(values) < max(10, resamples // 2):
+            logger.warning(
+                "bootstrap (%s c): only %d of %d resamples fitted; no interval", mode, len(values), resamples
+            )
+            continue
+        arr = np.asarray(values)
+        lo, hi = np.percentile(arr, [tail, 100 - tail], axis=0)
+        out[mode] = {name: (float(lo[i]), float(hi[i])) for i, name in enumerate("abc")}
+    return out
