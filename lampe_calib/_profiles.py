@@ -1,0 +1,315 @@
+"""Calibration profiles: versioned JSON (DESIGN §3.4), validated on load, written atomically.
+
+A profile says which model it is for (alias, source, revision, window W, RoPE), how LaMPE is
+run (head, tail, mode, attention factor), the fitted ``m(L)`` with its quality, the measured
+V-curves, and where it all came from. ``Profile.to_lampe_config()`` turns it into the
+``LampeConfig`` that ``apply_lampe`` runs, so ``apply_lampe(model, load_profile("reference"))``
+works. The ``sigmoid.status`` is "fitted", "imported" (values taken from another release,
+not re-calibrated) or "degenerate" (no usable fit; ``message`` says why).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ._config import MODES, LampeConfig, SigmoidMapping
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Profile",
+    "load_profile",
+    "save_profile",
+    "shipped_profiles",
+    "write_atomic",
+]
+
+SCHEMA_VERSION = 1
+STATUSES = ("fitted", "imported", "degenerate")
+_SECTIONS = ("model", "window", "rope", "lampe", "sigmoid", "curves", "provenance")
+
+
+def _fail(path: str, expected: str, value: Any) -> ValueError:
+    return ValueError(f"profile field '{path}' must be {expected}, got {value!r}")
+
+
+def _number(path: str, value: Any, *, optional: bool = False, positive: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(path, "a finite number" + (" or null" if optional else ""), value)
+    if positive and value <= 0:
+        raise _fail(path, "> 0", value)
+    return float(value)
+
+
+def _integer(path: str, value: Any, minimum: int, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(path, f"an integer >= {minimum}", value)
+    return value
+
+
+def _text(path: str, value: Any, *, optional: bool = False, choices: tuple[str, ...] = ()) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (choices and value not in choices):
+        raise _fail(path, f"one of {choices}" if choices else "a string", value)
+    return value
+
+
+def _mapping(path: str, value: Any, *, optional: bool = False) -> dict[str, Any] | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, Mapping):
+        raise _fail(path, "an object", value)
+    return dict(value)
+
+
+def _list(path: str, value: Any) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail(path, "a list", value)
+    return list(value)
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy as plain JSON types (dicts, lists)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _get(data: Mapping[str, Any], key: str, path: str) -> Any:
+    if key not in data:
+        raise ValueError(
+            f"profile field '{path}.{key}' is missing" if path else f"profile field '{key}' is missing"
+        )
+    return data[key]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A calibration profile; see the module docstring and DESIGN §3.4 for the fields.
+
+    Sections are kept as validated plain data (``model``, ``rope``, ``lampe``, ``sigmoid``,
+    ``curves``, ``provenance``), so ``from_dict(p.to_dict()) == p`` and a profile diffs cleanly.
+
+    Example:
+        >>> profile = load_profile("llama3-8b")
+        >>> round(profile.mapping_length(32768))
+        4501
+    """
+
+    model: Mapping[str, Any]
+    window: int
+    rope: Mapping[str, Any]
+    lampe: Mapping[str, Any]
+    sigmoid: Mapping[str, Any]
+    curves: tuple[Mapping[str, Any], ...] = ()
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self._validate()
+        # Own, read-only copies: a profile never aliases (or lets anyone edit) the caller's data.
+        for name in ("model", "rope", "lampe", "sigmoid", "provenance"):
+            object.__setattr__(self, name, MappingProxyType(_plain(getattr(self, name))))
+        object.__setattr__(self, "curves", tuple(MappingProxyType(_plain(c)) for c in self.curves))
+
+    def _validate(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise _fail(
+                "schema_version", f"{SCHEMA_VERSION} (this lampe-calib's schema)", self.schema_version
+            )
+        model = _mapping("model", self.model)
+        _text("model.alias", _get(model, "alias", "model"))
+        _text("model.source", _get(model, "source", "model"), optional=True)
+        _text("model.revision", model.get("revision"), optional=True)
+        _integer("window", self.window, 1)
+        rope = _mapping("rope", self.rope)
+        _number("rope.theta", _get(rope, "theta", "rope"), positive=True)
+        _text("rope.type", _get(rope, "type", "rope"))
+        _mapping("rope.scaling", rope.get("scaling", {}))
+        lampe = _mapping("lampe", self.lampe)
+        head = _integer("lampe.head", _get(lampe, "head", "lampe"), 0)
+        tail = _integer("lampe.tail", _get(lampe, "tail", "lampe"), 0)
+        _text("lampe.mode", _get(lampe, "mode", "lampe"), choices=MODES)
+        _number("lampe.attention_factor", _get(lampe, "attention_factor", "lampe"), positive=True)
+        self._check_sigmoid(_mapping("sigmoid", self.sigmoid), head + tail)  # type: ignore[operator]
+        if not isinstance(self.curves, (list, tuple)):
+            raise _fail("curves", "a list", self.curves)
+        for i, curve in enumerate(self.curves):
+            curve = _mapping(f"curves[{i}]", curve)
+            _integer(f"curves[{i}].length", _get(curve, "length", f"curves[{i}]"), 2)
+            mappings = _list(f"curves[{i}].mappings", _get(curve, "mappings", f"curves[{i}]"))
+            ppl = _list(f"curves[{i}].ppl", _get(curve, "ppl", f"curves[{i}]"))
+            if len(mappings) != len(ppl):
+                raise _fail(f"curves[{i}].ppl", f"a list as long as mappings ({len(mappings)})", ppl)
+            _integer(f"curves[{i}].books", _get(curve, "books", f"curves[{i}]"), 1)
+            _integer(f"curves[{i}].tokens", _get(curve, "tokens", f"curves[{i}]"), 1)
+        provenance = _mapping("provenance", self.provenance)
+        if not isinstance(provenance.get("imported", False), bool):
+            raise _fail("provenance.imported", "true or false", provenance.get("imported"))
+
+    @staticmethod
+    def _check_sigmoid(sigmoid: dict[str, Any], head_tail: int) -> None:
+        status = _text("sigmoid.status", _get(sigmoid, "status", "sigmoid"), choices=STATUSES)
+        if status == "degenerate":
+            _text("sigmoid.message", _get(sigmoid, "message", "sigmoid"))
+            return
+        a = _number("sigmoid.a", _get(sigmoid, "a", "sigmoid"))
+        _number("sigmoid.b", _get(sigmoid, "b", "sigmoid"))
+        c = _number("sigmoid.c", _get(sigmoid, "c", "sigmoid"), positive=True)
+        if a is not None and a <= 0:
+            raise _fail("sigmoid.a", "> 0 (m grows with L)", a)
+        if c is not None and c <= head_tail:
+            raise _fail("sigmoid.c", f"> lampe.head + lampe.tail = {head_tail}", c)
+        _text("sigmoid.c_mode", _get(sigmoid, "c_mode", "sigmoid"), choices=("fixed", "free"))
+        _number("sigmoid.r2", sigmoid.get("r2"), optional=True)
+        ci = _mapping("sigmoid.ci", sigmoid.get("ci"), optional=True)
+        for name in ("a", "b", "c"):
+            if ci and name in ci:
+                bounds = _list(f"sigmoid.ci.{name}", ci[name])
+                if len(bounds) != 2 or any(_number(f"sigmoid.ci.{name}", v) is None for v in bounds):
+                    raise _fail(f"sigmoid.ci.{name}", "[low, high]", ci[name])
+
+    @property
+    def alias(self) -> str:
+        return self.model["alias"]
+
+    @property
+    def status(self) -> str:
+        return self.sigmoid["status"]
+
+    def to_lampe_config(self) -> LampeConfig:
+        """The ``LampeConfig`` with this profile's m(L), head, tail, mode and attention factor.
+
+        Raises:
+            ValueError: the profile is degenerate (holds no usable fit).
+        """
+        if self.status == "degenerate":
+            raise ValueError(f"profile '{self.alias}' holds no usable m(L) fit: {self.sigmoid['message']}")
+        s = self.sigmoid
+        return LampeConfig(
+            head=self.lampe["head"],
+            tail=self.lampe["tail"],
+            sigmoid=SigmoidMapping(a=float(s["a"]), b=float(s["b"]), c=float(s["c"])),
+            mode=self.lampe["mode"],
+            attention_factor=float(self.lampe["attention_factor"]),
+        )
+
+    def mapping_length(self, length: int) -> float:
+        """m for an input of ``length`` tokens (``LampeConfig.mapping_length_for``)."""
+        return self.to_lampe_config().mapping_length_for(length)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "model": _plain(self.model),
+            "window": self.window,
+            "rope": _plain(self.rope),
+            "lampe": _plain(self.lampe),
+            "sigmoid": _plain(self.sigmoid),
+            "curves": [_plain(c) for c in self.curves],
+            "provenance": _plain(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Profile:
+        """A validated profile; ``ValueError`` names the first bad or missing field."""
+        data = _mapping("(top level)", data)
+        version = _get(data, "schema_version", "")
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise ValueError(
+                f"profile field 'schema_version' is {version}, newer than this lampe-calib reads "
+                f"({SCHEMA_VERSION}); upgrade lampe-calib"
+            )
+        unknown = sorted(set(data) - set(_SECTIONS) - {"schema_version"})
+        if unknown:
+            raise ValueError(f"profile field '{unknown[0]}' is not part of schema version {SCHEMA_VERSION}")
+        values = {key: _get(data, key, "") for key in _SECTIONS if key not in ("curves", "provenance")}
+        return cls(
+            schema_version=version,
+            curves=tuple(_list("curves", data.get("curves", []))),
+            provenance=data.get("provenance", {}),
+            **values,
+        )
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and
+    ``os.replace``: a reader sees the old file or the new one, never a partial one."""
+    path = Path(path)
+    # mkstemp creates 0600 files: keep an existing file's mode, else the usual 0644.
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def save_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
+    """Write ``profile`` as indented JSON to ``path``, atomically."""
+    text = json.dumps(profile.to_dict(), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    write_atomic(path, text.encode("utf-8"))
+
+
+def _shipped_dir() -> Path:
+    return Path(str(resources.files(__package__).joinpath("profiles")))
+
+
+def shipped_profiles() -> list[str]:
+    """Names of the profiles shipped in the package (``lampe_calib/profiles/*.json``)."""
+    return sorted(p.stem for p in _shipped_dir().glob("*.json"))
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
+    """A shipped profile by name ("reference", "llama3-8b", ...) or a profile JSON file.
+
+    Raises:
+        ValueError: neither a file nor a shipped name (listing them), invalid JSON, or a bad
+            field (named, e.g. ``profile field 'sigmoid.a' must be > 0 …``); the message is one
+            line starting with the file.
+
+    Example: ``apply_lampe(model, load_profile("reference"))``.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        if text not in shipped_profiles():
+            raise ValueError(
+                f"profile {text!r} is neither a JSON file nor a shipped profile "
+                f"({', '.join(shipped_profiles())})"
+            )
+        path = _shipped_dir() / f"{text}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"profile {path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"profile {path}: cannot read: {error}") from error
+    try:
+        return Profile.from_dict(data)
+    except ValueError as error:
+        raise ValueError(f"profile {path}: {error}") from error
