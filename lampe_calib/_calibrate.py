@@ -1,0 +1,263 @@
+"""Calibration end to end: books, sweep, fit, profile (DESIGN §3); ``lampe-calibrate`` is a UI on it.
+
+Example::
+
+    model, tokenizer = load_model("reference")
+    run = calibrate_model(model, tokenizer, storage="sqlite:///reference.db")
+    save_profile(run.profile, "reference.json")
+    with apply_lampe(model, run.profile):
+        ...
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.storages import BaseStorage
+
+from ._curves import Curve, curve_optimum, curves_of
+from ._data import Books, load_books
+from ._fit import Calibration, SigmoidFit, calibrate
+from ._models import ModelInfo, model_info
+from ._profiles import Profile
+from ._sweep import SweepProgress, run_sweep
+from ._sweep_spec import SweepSpec, default_lengths, default_mappings
+from ._sweep_store import SweepResult
+
+__all__ = ["CalibrationRun", "build_profile", "calibrate_model", "default_spec", "profile_name"]
+
+logger = logging.getLogger(__name__)
+
+_VERSIONED = ("lampe-calib", "torch", "transformers", "optuna", "datasets", "scipy")
+
+
+def default_spec(window: int, **overrides: Any) -> SweepSpec:
+    """The default sweep for a model of window W: s1 = W/8, s2 = W/16, L in {W/2, W, 2W, 4W, 8W},
+    8 mapping lengths from s1 + s2 + 1 to 1.25·W. ``overrides`` replace ``SweepSpec`` fields.
+
+    The head and tail scale with W like the official release's 512 and 200 for W = 4096
+    (about W/8 and W/20); W/16 keeps a 16-token tail at W = 256.
+
+    Example: ``default_spec(256).mappings`` -> ``(49, 88, 126, 165, 204, 243, 281, 320)``.
+    """
+    head = overrides.get("heads", (max(1, window // 8),))
+    tail = overrides.get("tails", (max(1, window // 16),))
+    fields = {
+        "lengths": default_lengths(window),
+        "mappings": default_mappings(window, max(head), max(tail)),
+        "heads": head,
+        "tails": tail,
+    }
+    fields.update(overrides)
+    return SweepSpec(**fields)
+
+
+def profile_name(info: ModelInfo) -> str:
+    """What a model's profile and study are named after: its alias, else its path's last part.
+
+    Example: a model loaded from ``/models/my-llama`` -> ``"my-llama"``.
+    """
+    if info.alias:
+        return info.alias
+    source = (info.source or info.family).rstrip("/")
+    return Path(source).name.removesuffix(".gguf") or info.family
+
+
+def _portable_source(source: str | None) -> str | None:
+    """A path inside the installed package is recorded relative to it (``lampe_calib/...``)."""
+    if not source:
+        return source
+    package = Path(__file__).resolve().parent
+    try:
+        return str(Path("lampe_calib") / Path(source).resolve().relative_to(package))
+    except ValueError:
+        return source
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _fit_record(
+    fit: SigmoidFit, ci: dict[str, tuple[float, float]] | None, cal: Calibration
+) -> dict[str, Any]:
+    return {
+        "a": fit.a,
+        "b": fit.b,
+        "c": fit.c,
+        "c_mode": fit.c_mode,
+        "r2": fit.r2,
+        "ci": None
+        if not ci
+        else {"level": cal.level, "resamples": cal.resamples, **{k: list(v) for k, v in ci.items()}},
+    }
+
+
+def _curve_record(curve: Curve, refine: bool) -> dict[str, Any]:
+    optimum = curve_optimum(curve, refine)
+    first = curve.results[0] if curve.results else curve.unmapped
+    assert first is not None
+    return {
+        "length": curve.length,
+        "mappings": list(curve.mappings),
+        "ppl": [r.ppl for r in curve.results],
+        "nll": [list(r.nll) for r in curve.results],
+        "unmapped_ppl": None if curve.unmapped is None else curve.unmapped.ppl,
+        "vanilla_ppl": None if curve.vanilla is None else curve.vanilla.ppl,
+        "m_star": optimum.mapping,
+        "remapped": optimum.remapped,
+        "bound": optimum.bound,
+        "books": len(first.tokens),
+        "tokens": first.total_tokens,
+        "book_tokens": list(first.tokens),
+        "skipped": curve.skipped,
+    }
+
+
+def build_profile(
+    info: ModelInfo,
+    calibration: Calibration,
+    sweep: SweepResult,
+    provenance: dict[str, Any],
+    refine: bool = True,
+) -> Profile:
+    """The profile of a calibration (DESIGN §3.4); degenerate calibrations give a degenerate profile."""
+    cal = calibration
+    sigmoid: dict[str, Any] = {"status": cal.status, "message": cal.message}
+    if cal.fit is not None:
+        sigmoid.update(_fit_record(cal.fit, cal.ci.get(cal.c_mode), cal))
+        sigmoid["points"] = [
+            {"length": length, "m_star": m, "fitted": m - r, "residual": r}
+            for length, m, r in zip(cal.fit.lengths, cal.fit.mappings, cal.fit.residuals, strict=True)
+        ]
+        sigmoid["alternatives"] = [
+            _fit_record(fit, cal.ci.get(mode), cal) for mode, fit in cal.fits.items() if mode != cal.c_mode
+        ]
+    curves = curves_of(sweep, cal.head, cal.tail, cal.attention_factor)
+    return Profile(
+        model={
+            "alias": profile_name(info),
+            "source": _portable_source(info.source),
+            "revision": info.revision,
+        },
+        window=info.window,
+        rope={"theta": info.rope_theta, "type": info.rope_type, "scaling": dict(info.rope_scaling)},
+        lampe={
+            "head": cal.head,
+            "tail": cal.tail,
+            "mode": sweep.spec.mode,
+            "attention_factor": cal.attention_factor,
+        },
+        sigmoid=sigmoid,
+        curves=tuple(_curve_record(c, refine) for c in curves),
+        provenance=provenance,
+    )
+
+
+@dataclass(frozen=True)
+class CalibrationRun:
+    """What ``calibrate_model`` returns: the profile and the pieces it was made of."""
+
+    profile: Profile
+    calibration: Calibration
+    sweep: SweepResult
+    books: Books
+    seconds: float
+
+
+def calibrate_model(
+    model: Any,
+    tokenizer: Any,
+    *,
+    storage: str | BaseStorage,
+    spec: SweepSpec | None = None,
+    data: str = "pg19",
+    samples: int = 8,
+    seed: int = 0,
+    study_name: str | None = None,
+    c_mode: str = "fixed",
+    refine: bool = True,
+    resamples: int = 200,
+    batch_size: int = 4,
+    chunk_size: int = 1024,
+    books: Books | None = None,
+    command: str | None = None,
+    progress: Callable[[SweepProgress], None] | None = None,
+) -> CalibrationRun:
+    """Calibrate ``model``: select books, run (or resume) the sweep, fit m(L), build the profile.
+
+    Args:
+        model, tokenizer: from ``load_model``.
+        storage: Optuna storage or database URL holding the sweep (resumable).
+        spec: the sweep; None: ``default_spec(W)``.
+        data, samples, seed: book selection (``load_books``).
+        study_name: base name of the sweep's studies; None: the profile name.
+        c_mode, refine, resamples: passed to ``calibrate`` (``seed`` seeds the bootstrap too).
+        batch_size, chunk_size: passed to ``evaluate_perplexity``.
+        books: books already loaded with ``load_books`` (then ``data`` is not read).
+        command: the command line, recorded in the provenance.
+        progress: called after each trial (``SweepProgress``).
+    """
+    started = time.perf_counter()
+    info = model_info(model)
+    spec = spec or default_spec(info.window, seed=seed)
+    if books is None:
+        books = load_books(data, tokenizer, max_length=spec.lengths[-1], samples=samples, seed=seed)
+    name = study_name or profile_name(info)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    signature = {
+        "model": _portable_source(info.source) or name,
+        "data": books.source.describe(),
+        "samples": books.samples,
+        "seed": books.seed,
+        "dtype": dtype,
+    }
+    sweep = run_sweep(
+        model,
+        books,
+        spec,
+        storage,
+        name,
+        signature=signature,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
+    calibration = calibrate(sweep, info.window, c_mode=c_mode, refine=refine, resamples=resamples, seed=seed)
+    seconds = time.perf_counter() - started
+    provenance = {
+        "imported": False,
+        "dataset": books.source.describe(),
+        "split": books.source.split,
+        "samples": books.samples,
+        "seed": books.seed,
+        "books": list(books.titles),
+        "search": spec.search,
+        "lengths": list(spec.lengths),
+        "study": name,
+        "dtype": dtype,
+        "versions": _versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "seconds": round(seconds, 1),
+    }
+    profile = build_profile(info, calibration, sweep, provenance, refine)
+    return CalibrationRun(profile, calibration, sweep, books, seconds)
+
+
+def gains(run: CalibrationRun) -> Sequence[tuple[int, float, float, float | None]]:
+    """Rows (L, m*, PPL at m*, vanilla PPL) of the closing table."""
+    return [(o.length, o.mapping, o.ppl, o.vanilla_ppl) for o in run.calibration.optima]

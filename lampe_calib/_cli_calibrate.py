@@ -1,0 +1,341 @@
+"""``lampe-calibrate``: sweep PPL over (L, m), fit m(L), write ``OUT/<name>.json`` and ``.png``.
+
+The UI layer: argument parsing, rich progress with an ETA over trials, the closing table.
+Everything else is ``calibrate_model``. User errors raise ValueError/KeyError/... which
+``cli.run_cli`` prints as one line with exit code 2; nothing is written before the model,
+the data and every option have been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main", "parse_sizes"]
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([wW]?)")
+
+
+def parse_sizes(option: str, values: Sequence[str], window: int | None = None) -> list[int]:
+    """Token counts from ``values`` ("512", "1024,2048", "0.5W", "4w"): ``k·W`` when W is given.
+
+    Without ``window`` only the syntax is checked (the W-relative ones come back as 0).
+
+    Example: ``parse_sizes("--lengths", ["128,2W", "4W"], window=256)`` -> ``[128, 512, 1024]``.
+    """
+    sizes = []
+    for item in (part for value in values for part in value.split(",") if part.strip()):
+        match = _SIZE.fullmatch(item.strip())
+        if match is None:
+            raise ValueError(
+                f"{option}: expected a token count such as 512 or a multiple of W such as 2W, got {item!r}"
+            )
+        number, relative = float(match.group(1)), bool(match.group(2))
+        if not relative and not number.is_integer():
+            raise ValueError(f"{option}: a token count must be an integer, got {item!r}")
+        sizes.append(
+            0 if relative and window is None else round(number * window) if relative else int(number)
+        )
+    if not sizes:
+        raise ValueError(f"{option}: no value given")
+    return sizes
+
+
+def _floats(option: str, values: Sequence[str]) -> list[float]:
+    out = []
+    for item in (part for value in values for part in value.split(",") if part.strip()):
+        try:
+            out.append(float(item))
+        except ValueError:
+            raise ValueError(f"{option}: expected numbers, got {item!r}") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lampe-calibrate",
+        description="Calibrate LaMPE's mapping length m(L) for a RoPE model: sweep PPL on PG-19 books over "
+        "input lengths L and mapping lengths m (an Optuna study, resumable), fit the sigmoid "
+        "m(L) = c/(1+exp(-(aL+b))), write OUT/<name>.json (profile) and OUT/<name>.png.",
+    )
+    p.add_argument(
+        "--model", required=True, help="alias (reference, smollm2-135m, llama3-8b, ...), hub id or path"
+    )
+    p.add_argument(
+        "--data",
+        default="pg19",
+        help="pg19 (hub if reachable, else the shipped sample), pg19:SPLIT, "
+        "a JSONL file or a directory of JSONL/parquet with a 'text' field (default: pg19)",
+    )
+    p.add_argument(
+        "--lengths",
+        nargs="+",
+        metavar="L",
+        help="input lengths, e.g. 512,1024 or 2W,4W (default: W/2, W, 2W, 4W, 8W)",
+    )
+    p.add_argument(
+        "--mappings",
+        nargs="+",
+        metavar="M",
+        help="mapping lengths of the grid (gp: its range), "
+        "e.g. 64,128,192 or 0.5W (default: 8 from head+tail+1 to 1.25W)",
+    )
+    p.add_argument("--head", nargs="+", metavar="S1", help="head size s1, one or several (default: W/8)")
+    p.add_argument("--tail", nargs="+", metavar="S2", help="tail size s2, one or several (default: W/16)")
+    p.add_argument(
+        "--attention-factor",
+        nargs="+",
+        metavar="F",
+        default=["1"],
+        help="RoPE cos/sin multiplier(s) to try (default: 1)",
+    )
+    p.add_argument(
+        "--mode", choices=("exact", "floor"), default="exact", help="position mode (default: exact)"
+    )
+    p.add_argument("--samples", type=int, default=8, help="books (default: 8)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="book selection, samplers and bootstrap seed (default: 0)"
+    )
+    p.add_argument(
+        "--search",
+        choices=("grid", "gp"),
+        default="grid",
+        help="grid: every (L, m); gp: Optuna's GPSampler per length (default: grid)",
+    )
+    p.add_argument("--evaluations", type=int, default=6, help="gp: trials per length (default: 6)")
+    p.add_argument(
+        "--c-mode",
+        choices=("fixed", "free"),
+        default="fixed",
+        help="the reported fit: c = 0.75W (paper) or free (default: fixed; both are stored)",
+    )
+    p.add_argument("--no-refine", action="store_true", help="m* = best swept m (no parabola refinement)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples over books (default: 200)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/<name>.db)")
+    p.add_argument("--study", help="study name in the storage (default: <name>)")
+    p.add_argument("--out", default="profiles", help="output directory (default: profiles)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="default: float32 on CPU, bfloat16 on CUDA",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="books per forward pass (default: 4)")
+    p.add_argument("--chunk-size", type=int, default=1024, help="positions per LM-head chunk (default: 1024)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every trial")
+    return p
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for name in ("samples", "evaluations", "batch_size", "chunk_size", "threads"):
+        _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    for option in ("lengths", "mappings", "head", "tail"):
+        if getattr(args, option):
+            parse_sizes("--" + option, getattr(args, option))  # syntax, before loading anything
+    factors = _floats("--attention-factor", args.attention_factor)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out!r} exists and is not a directory")
+    from ._sweep_store import open_storage
+
+    storage = open_storage(args.storage) if args.storage else None  # a bad URL fails before the model loads
+
+    import optuna
+    import torch
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    console = Console(highlight=False)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _quiet_progress_bars()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from ._calibrate import calibrate_model, default_spec, profile_name
+    from ._data import load_books
+    from ._models import load_model, model_info
+
+    started = time.perf_counter()
+    with console.status(f"loading {args.model}"):
+        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    info = model_info(model)
+    w = info.window
+    overrides: dict[str, Any] = {
+        "mode": args.mode,
+        "search": args.search,
+        "seed": args.seed,
+        "evaluations": args.evaluations,
+        "attention_factors": tuple(factors),
+    }
+    for option, field in (
+        ("lengths", "lengths"),
+        ("mappings", "mappings"),
+        ("head", "heads"),
+        ("tail", "tails"),
+    ):
+        if getattr(args, option):
+            overrides[field] = tuple(parse_sizes("--" + option, getattr(args, option), w))
+    overrides["initial_points"] = min(3, args.evaluations)
+    try:
+        spec = default_spec(w, **overrides)
+    except ValueError as error:
+        raise ValueError(f"bad sweep options: {error}") from None
+    name = profile_name(info)
+    console.print(
+        f"[bold]{name}[/]: {info.family}, W = {w}, RoPE θ = {info.rope_theta:g} ({info.rope_type}); "
+        f"{args.device}, {str(next(model.parameters()).dtype).removeprefix('torch.')}"
+    )
+    with console.status("reading and tokenizing books"):
+        books = load_books(
+            args.data, tokenizer, max_length=spec.lengths[-1], samples=args.samples, seed=args.seed
+        )
+        for length in spec.lengths:
+            books.at_length(length)  # none left at some L -> the error comes before anything is written
+    console.print(f"data: {books.source.describe()}, {len(books.rows)} books")
+    console.print(
+        f"sweep: L = {', '.join(map(str, spec.lengths))}; m = {', '.join(map(str, spec.mappings))}; "
+        f"s1 = {','.join(map(str, spec.heads))}, s2 = {','.join(map(str, spec.tails))}; {spec.search} search"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    url = args.storage or f"sqlite:///{(out / f'{name}.db').resolve()}"
+    storage = storage or open_storage(url)
+    console.print(f"storage: {_hide_password(url)} (study {args.study or name!r})")
+
+    run = _run_with_progress(
+        console,
+        calibrate_model,
+        model,
+        tokenizer,
+        storage=storage,
+        spec=spec,
+        books=books,
+        study_name=args.study,
+        c_mode=args.c_mode,
+        refine=not args.no_refine,
+        resamples=args.bootstrap,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        command=shlex.join(["lampe-calibrate", *argv]),
+        seed=args.seed,
+    )
+    from ._plots import plot_profile
+    from ._profiles import save_profile
+
+    json_path, png_path = out / f"{name}.json", out / f"{name}.png"
+    save_profile(run.profile, json_path)
+    plot_profile(run.profile, png_path)
+    _report(console, run)
+    console.print(f"wrote {json_path} and {png_path} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _quiet_progress_bars() -> None:
+    """The CLI draws its own progress: silence the libraries' tqdm bars."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _run_with_progress(console: Any, calibrate_model: Any, *args: Any, **kwargs: Any) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[trials]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("sweep", total=None, trials="")
+
+        def update(p: Any) -> None:
+            last = p.last.point.describe() if p.last else "sweep"
+            ppl = f" ppl {p.last.result.ppl:.4g}" if p.last else ""
+            # ETA in tokens evaluated, not trials: a trial at 8W costs 16 trials at W/2.
+            progress.update(
+                task,
+                total=max(p.cost_total, 1.0),
+                completed=p.cost_done,
+                trials=f"trials {p.done}/{p.total}",
+                description=f"{last}{ppl}",
+            )
+
+        run = calibrate_model(*args, progress=update, **kwargs)
+        progress.update(task, description="sweep done", completed=progress.tasks[0].total or 1)
+    return run
+
+
+def _ratio(value: float) -> str:
+    """Example: ``_ratio(1.0)`` -> ``"×1.00"``, ``_ratio(123.4)`` -> ``"×123"``."""
+    return f"×{value:.2f}" if value < 10 else f"×{value:.0f}"
+
+
+def _report(console: Any, run: Any) -> None:
+    from rich.table import Table
+
+    cal = run.calibration
+    table = Table(title=f"m*(L) (s1 = {cal.head}, s2 = {cal.tail}, factor {cal.attention_factor:g})")
+    for column in ("L", "m*", "PPL at m*", "vanilla PPL", "gain"):
+        table.add_column(column, justify="right")
+    for o in cal.optima:
+        star = f"{o.mapping:.0f}" + (f" ({o.bound} bound)" if o.bound else "") if o.remapped else "no remap"
+        vanilla = "—" if o.vanilla_ppl is None else f"{o.vanilla_ppl:.4g}"
+        gain = (
+            "—"
+            if o.vanilla_ppl is None or not math.isfinite(o.vanilla_ppl)
+            else _ratio(o.vanilla_ppl / o.ppl)
+        )
+        table.add_row(str(o.length), star, f"{o.ppl:.4g}", vanilla, gain)
+    console.print(table)
+    if cal.status != "fitted":
+        console.print(f"[bold red]no fit[/]: {cal.message}; the profile records this and cannot be applied")
+        return
+    if cal.message:
+        console.print(f"[yellow]note[/]: {cal.message}")
+    for mode, fit in cal.fits.items():
+        ci = cal.ci.get(mode)
+        interval = (
+            ""
+            if not ci
+            else "; {:.0%} CI a [{:.3g}, {:.3g}], b [{:.3g}, {:.3g}], c [{:.4g}, {:.4g}]".format(
+                cal.level, *ci["a"], *ci["b"], *ci["c"]
+            )
+        )
+        chosen = " (profile)" if mode == cal.c_mode else ""
+        r2 = "n/a" if fit.r2 is None else f"{fit.r2:.3f}"
+        console.print(
+            f"fit, {mode} c{chosen}: a = {fit.a:.4g}, b = {fit.b:.4g}, c = {fit.c:.4g}, R² = {r2}{interval}"
+        )

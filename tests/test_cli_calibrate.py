@@ -1,0 +1,169 @@
+"""``lampe-calibrate`` end to end on a tiny local model, resume, and user errors (exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+
+import huggingface_hub.constants
+import pytest
+from calib_support import REFERENCE_DIR, tiny_model_dir, write_jsonl
+
+from lampe_calib._cli_calibrate import parse_sizes
+from lampe_calib._profiles import load_profile
+from lampe_calib.cli import calibrate_main
+
+SMALL = [
+    "--lengths",
+    "48,96,128",
+    "--mappings",
+    "10,20,40",
+    "--head",
+    "4",
+    "--tail",
+    "2",
+    "--samples",
+    "2",
+    "--bootstrap",
+    "10",
+]
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def test_calibrate_writes_profile_and_plot_then_resumes(tmp_path, model_dir, capsys):
+    out = tmp_path / "out"
+    argv = ["--model", str(model_dir), "--out", str(out), *SMALL]
+    assert calibrate_main(argv) == 0
+    printed = capsys.readouterr().out
+    name = model_dir.name
+    assert {p.name for p in out.iterdir()} == {f"{name}.json", f"{name}.png", f"{name}.db"}
+    for column in ("L", "m*", "PPL at m*", "vanilla PPL", "gain"):
+        assert column in printed
+    assert "trials 12/12" in printed  # 3 vanilla + 3 x 3 grid points
+    profile = load_profile(out / f"{name}.json")
+    assert profile.window == 32 and profile.lampe["head"] == 4 and profile.lampe["tail"] == 2
+    assert [c["length"] for c in profile.curves] == [48, 96, 128]
+    assert profile.provenance["command"].startswith("lampe-calibrate --model ")
+    assert profile.provenance["samples"] == 2 and profile.provenance["dataset"].startswith("pg19 sample")
+    assert profile.status in ("fitted", "degenerate")
+    assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The same command again: every trial is already in the storage.
+    assert calibrate_main(argv) == 0
+    assert "trials 0/0" in capsys.readouterr().out
+    assert json.loads((out / f"{name}.json").read_text())["curves"] == json.loads(
+        json.dumps([dict(c) for c in profile.curves])
+    )
+
+
+def test_parse_sizes():
+    assert parse_sizes("--lengths", ["128,2W", "4W"], window=256) == [128, 512, 1024]
+    assert parse_sizes("--lengths", ["0.5w"], window=256) == [128]
+    assert parse_sizes("--lengths", ["2W"]) == [0]
+    with pytest.raises(ValueError, match="--lengths: expected a token count"):
+        parse_sizes("--lengths", ["12k"])
+    with pytest.raises(ValueError, match="a token count must be an integer"):
+        parse_sizes("--lengths", ["12.5"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lengths", "1k"], "--lengths: expected a token count such as 512"),
+        (["--samples", "0"], "--samples must be >= 1, got 0"),
+        (["--bootstrap", "-1"], "--bootstrap must be >= 0"),
+        (["--attention-factor", "x"], "--attention-factor: expected numbers"),
+        (["--mappings", "5"], "bad sweep options: mappings must all be >= head \\+ tail \\+ 1 = 7"),
+        (["--data", "missing.jsonl"], "--data 'missing.jsonl': not 'pg19'"),
+        (["--data", "pg19:test"], "holds the validation split only"),
+        (["--samples", "11"], "samples=11 but the data holds only 10 books"),
+        (["--storage", "sweep.db"], "--storage must be a database URL"),
+        (["--device", "tpu"], "device must be 'cpu', 'cuda' or 'cuda:N'"),
+    ],
+)
+def test_user_errors_exit_2_and_write_nothing(tmp_path, model_dir, capsys, extra, message):
+    out = tmp_path / "out"
+    argv = [
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--head",
+        "4",
+        "--tail",
+        "2",
+        "--lengths",
+        "64",
+        *extra,
+    ]
+    assert calibrate_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lampe-calibrate: error: ") and "\n" not in err
+    assert __import__("re").search(message, err), err
+    assert not out.exists()
+
+
+def test_books_too_short_for_a_length(tmp_path, model_dir, capsys):
+    data = write_jsonl(tmp_path / "short.jsonl", ["a short book", "another short one"])
+    out = tmp_path / "out"
+    argv = [
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        "--samples",
+        "2",
+        "--head",
+        "4",
+        "--tail",
+        "2",
+        "--lengths",
+        "64",
+    ]
+    assert calibrate_main(argv) == 2
+    assert "none of the 2 selected books has 64 tokens" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_model_and_out_is_a_file(tmp_path, capsys):
+    assert calibrate_main(["--model", "no-such-alias", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown model alias 'no-such-alias'" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert calibrate_main(["--model", "reference", "--out", str(tmp_path / "file")]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (REFERENCE_DIR / "model.safetensors").is_file(), reason="reference model not built yet"
+)
+def test_reference_two_by_two(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [
+        "--model",
+        "reference",
+        "--out",
+        str(out),
+        "--lengths",
+        "2W,4W",
+        "--mappings",
+        "0.5W,0.75W",
+        "--samples",
+        "2",
+        "--bootstrap",
+        "0",
+    ]
+    assert calibrate_main(argv) == 0
+    profile = load_profile(out / "reference.json")
+    assert profile.status == "degenerate"  # two lengths cannot determine m(L), and the profile says so
+    assert "the fit needs 3" in profile.sigmoid["message"]
+    assert all(c["m_star"] < c["length"] for c in profile.curves)
