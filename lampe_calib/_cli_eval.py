@@ -189,10 +189,12 @@ def _preflight(model: Any, window: int, methods: Sequence[str], lengths: Sequenc
                 raise ValueError(f"--methods {method} at L={length}: {message}") from error
 
 
-def _table(title: str, methods: Sequence[str], lengths: Sequence[int], cells: dict, best: Callable) -> Any:
+def _table(
+    title: str | None, methods: Sequence[str], lengths: Sequence[int], cells: dict, best: Callable
+) -> Any:
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, title_justify="left")
     table.add_column("method")
     for length in lengths:
         table.add_column(f"L={length}", justify="right")
@@ -327,7 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = f"{args.model} (W={info.window}): " + (
         "perplexity" if args.command == "ppl" else "passkey accuracy"
     )
-    Console().print(_table(title, methods, lengths, cells, min if args.command == "ppl" else max))
+    console = Console()
+    console.print(title)  # a line of its own: a table title would wrap to the table's width
+    console.print(_table(None, methods, lengths, cells, min if args.command == "ppl" else max))
     if args.json is not None:
         write_json_atomic(Path(args.json).expanduser(), {"model": args.model, "results": results})
     return 0
