@@ -191,7 +191,7 @@ def calibrate_model(
     c_mode: str = "fixed",
     refine: bool = True,
     resamples: int = 200,
-    batch_size: int = 4,
+    batch_tokens: int = 16384,
     chunk_size: int = 1024,
     books: Books | None = None,
     command: str | None = None,
@@ -206,7 +206,7 @@ def calibrate_model(
         data, samples, seed: book selection (``load_books``).
         study_name: base name of the sweep's studies; None: the profile name.
         c_mode, refine, resamples: passed to ``calibrate`` (``seed`` seeds the bootstrap too).
-        batch_size, chunk_size: passed to ``evaluate_perplexity``.
+        batch_tokens, chunk_size: passed to ``run_sweep``.
         books: books already loaded with ``load_books`` (then ``data`` is not read).
         command: the command line, recorded in the provenance.
         progress: called after each trial (``SweepProgress``).
@@ -232,7 +232,7 @@ def calibrate_model(
         storage,
         name,
         signature=signature,
-        batch_size=batch_size,
+        batch_tokens=batch_tokens,
         chunk_size=chunk_size,
         progress=progress,
     )

@@ -128,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("float32", "bfloat16", "float16"),
         help="default: float32 on CPU, bfloat16 on CUDA",
     )
-    p.add_argument("--batch-size", type=int, default=4, help="books per forward pass (default: 4)")
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=16384,
+        help="tokens per forward pass: L-token books go batch-tokens // L at a time; lower it "
+        "for large models or long L (default: 16384)",
+    )
     p.add_argument("--chunk-size", type=int, default=1024, help="positions per LM-head chunk (default: 1024)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every trial")
@@ -143,7 +149,7 @@ def _positive(name: str, value: int | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    for name in ("samples", "evaluations", "batch_size", "chunk_size", "threads"):
+    for name in ("samples", "evaluations", "batch_tokens", "chunk_size", "threads"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
@@ -236,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         c_mode=args.c_mode,
         refine=not args.no_refine,
         resamples=args.bootstrap,
-        batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
         chunk_size=args.chunk_size,
         command=shlex.join(["lampe-calibrate", *argv]),
         seed=args.seed,
@@ -335,7 +341,7 @@ def _report(console: Any, run: Any) -> None:
             )
         )
         chosen = " (profile)" if mode == cal.c_mode else ""
-        r2 = "n/a" if fit.r2 is None else f"{fit.r2:.3f}"
+        r2 = "n/a" if fit.r2 is None else f"{round(fit.r2, 3) + 0.0:.3f}"  # no "-0.000"
         console.print(
             f"fit, {mode} c{chosen}: a = {fit.a:.4g}, b = {fit.b:.4g}, c = {fit.c:.4g}, R² = {r2}{interval}"
         )

@@ -66,7 +66,7 @@ def _draw_fit(ax: Any, profile: Profile, colors: list[Any]) -> None:
         ys = [sigmoid_mapping_length(x, fit["a"], fit["b"], fit["c"]) for x in grid]
         r2 = fit.get("r2")
         label = f"{fit['c_mode']} c: a={fit['a']:.3g}, b={fit['b']:.3g}, c={fit['c']:.4g}"
-        label += f", R²={r2:.3f}" if r2 is not None else ""
+        label += f", R²={round(r2, 3) + 0.0:.3f}" if r2 is not None else ""  # no "-0.000"
         ax.plot(grid, ys, style, color="black" if style == "-" else "tab:red", lw=1.3, label=label)
     if sigmoid["status"] == "degenerate":
         ax.text(
