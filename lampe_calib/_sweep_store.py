@@ -10,13 +10,15 @@ Studies of a sweep named ``NAME`` (by default the model's alias), all in one sto
 
 Each trial's user attributes hold its point (``point``), the per-book NLL sums (``nll``) and
 token counts (``tokens``), the book rows, skipped books and seconds; a trial that copied an
-equal, finished evaluation also holds ``reused_from`` ("study#trial"). Each study holds the
+equal, finished evaluation also holds ``reused_from`` ("study#trial"), and a failed trial the
+reason in ``error``. Each study holds the
 sweep's ``signature`` (model, data, samples, seed, dtype, mode, book rows): results are only
 comparable under one signature, so a resumed study with another is refused.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,14 +29,17 @@ from optuna.trial import TrialState
 
 from ._perplexity import PerplexityResult
 from ._sweep_spec import SweepPoint, SweepSpec
+from ._sweep_workers import RetryStaleTrial
 
 __all__ = [
     "Measurement",
+    "MissingPoint",
     "SweepResult",
     "collect_sweep",
     "finished_measurements",
     "open_storage",
     "open_study",
+    "related_studies",
     "study_names",
 ]
 
@@ -79,11 +84,25 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class MissingPoint:
+    """A point of the sweep without a finished trial, and why (its last trial's error)."""
+
+    point: SweepPoint
+    reason: str
+
+    def describe(self) -> str:
+        """Example: ``"L=512 m=88 (s1=32, s2=16): out of memory at ..."``."""
+        return f"{self.point.describe()}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class SweepResult:
-    """All measurements of a sweep (deduplicated by evaluation), for ``spec``'s lengths."""
+    """All measurements of a sweep (deduplicated by evaluation), for ``spec``'s lengths, and the
+    vanilla and grid points that have none (``missing``)."""
 
     spec: SweepSpec
     measurements: tuple[Measurement, ...] = field(repr=False)
+    missing: tuple[MissingPoint, ...] = ()
 
     def stock(self, length: int) -> Measurement | None:
         """The stock model's measurement at ``length`` (vanilla), if any."""
@@ -114,7 +133,8 @@ def study_names(base: str, spec: SweepSpec) -> list[str]:
     return names
 
 
-def _related_studies(storage: BaseStorage, base: str) -> list[str]:
+def related_studies(storage: BaseStorage, base: str) -> list[str]:
+    """Names of the studies in ``storage`` that belong to sweep ``base``."""
     return [
         s.study_name
         for s in storage.get_all_studies()
@@ -125,7 +145,7 @@ def _related_studies(storage: BaseStorage, base: str) -> list[str]:
 def finished_measurements(storage: BaseStorage, base: str) -> dict[tuple[Any, ...], Measurement]:
     """Every completed evaluation of the sweep's studies, by ``SweepPoint.key()`` (first wins)."""
     found: dict[tuple[Any, ...], Measurement] = {}
-    for name in sorted(_related_studies(storage, base)):
+    for name in sorted(related_studies(storage, base)):
         study_id = storage.get_study_id_from_name(name)
         for trial in storage.get_all_trials(study_id, deepcopy=False, states=COMPLETE):
             if "point" in trial.user_attrs and "reused_from" not in trial.user_attrs:
@@ -171,50 +191,121 @@ def collect_sweep(storage: str | BaseStorage, study_name: str, spec: SweepSpec) 
         )
     ]
     measurements.sort(key=lambda m: m.point.sort_key())
-    return SweepResult(spec, tuple(measurements))
+    return SweepResult(spec, tuple(measurements), _missing(storage, study_name, spec, measurements))
 
 
-def open_storage(storage: str | BaseStorage, heartbeat_interval: int | None = 60) -> BaseStorage:
-    """An Optuna storage from a database URL (``sqlite:///path.db``, ``postgresql://…``).
+def _missing(
+    storage: BaseStorage, base: str, spec: SweepSpec, measurements: list[Measurement]
+) -> tuple[MissingPoint, ...]:
+    """Vanilla and grid points of ``spec`` with no measurement of their evaluation, each with the
+    error of its last failed trial."""
+    expected = [(f"{base}:vanilla", SweepPoint(length, None)) for length in spec.lengths]
+    if spec.search == "grid":
+        expected += [(base, point) for point in spec.grid_points()]
+    measured = {m.point.key() for m in measurements}
+    names = set(related_studies(storage, base))
+    reasons: dict[tuple[str, SweepPoint], str] = {}
+    for name in {name for name, _ in expected} & names:
+        study_id = storage.get_study_id_from_name(name)
+        for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.FAIL,)):
+            params = trial.system_attrs.get("fixed_params") or trial.params
+            try:
+                point = SweepPoint.from_params(params)
+            except (KeyError, TypeError, ValueError):
+                continue
+            reasons[(name, point)] = trial.user_attrs.get("error", "its worker stopped (no heartbeat)")
+    return tuple(
+        MissingPoint(point, reasons.get((name, point), "not run yet"))
+        for name, point in expected
+        if point.key() not in measured
+    )
 
-    URL storages get a heartbeat (``heartbeat_interval`` seconds, None: off): a worker killed
-    mid-trial leaves a trial that a later run marks failed and re-enqueues with the same
-    parameters (``RetryFailedTrialCallback``). A storage object is returned as is.
+
+def _driver_url(url: Any) -> Any:
+    """SQLAlchemy's plain ``postgresql://`` means psycopg2; this package's ``postgres`` extra
+    installs psycopg 3, so a URL without a driver gets ``postgresql+psycopg``.
+
+    Example: ``postgres://u@db/sweeps`` -> ``postgresql+psycopg://u@db/sweeps``.
+    """
+    if url.drivername in ("postgres", "postgresql"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
+_CONNECT_TIMEOUT = 15  # seconds: an unreachable PostgreSQL server fails instead of hanging
+
+
+def _postgres_init_lock(url: Any) -> Any:
+    """A connection holding a session advisory lock while Optuna creates its tables: workers
+    started together would otherwise race on ``CREATE TABLE`` (duplicate key in pg_type)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(
+        url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": _CONNECT_TIMEOUT}
+    )
+    connection = engine.connect()
+    connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": 0x6C616D7065})
+    return connection
+
+
+def open_storage(
+    storage: str | BaseStorage, heartbeat_interval: int | None = 60, grace_period: int | None = None
+) -> BaseStorage:
+    """An Optuna storage from a database URL (``sqlite:///path.db``, ``postgresql://user@host/db``).
+
+    URL storages get a heartbeat (``heartbeat_interval`` seconds, None: off): a trial whose
+    worker sent none for ``grace_period`` seconds (default: twice the interval) is failed by the
+    next worker that looks, and re-queued with the same parameters (``RetryStaleTrial``). A
+    storage object is returned as is. ``postgresql://`` uses psycopg 3 (the ``postgres`` extra).
 
     Raises:
-        ValueError: not a URL, or the database cannot be opened.
+        ValueError: not a URL, the database cannot be opened, or a bad interval.
         ImportError: the URL's database driver is missing (PostgreSQL: the ``postgres`` extra).
     """
     if isinstance(storage, BaseStorage):
         return storage
     if not isinstance(storage, str) or "://" not in storage:
         raise ValueError(f"--storage must be a database URL such as sqlite:///sweep.db, got {storage!r}")
+    for name, value in (("--heartbeat", heartbeat_interval), ("grace_period", grace_period)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
     try:
-        shown = make_url(storage).render_as_string(hide_password=True)
+        url = _driver_url(make_url(storage))
     except sqlalchemy.exc.ArgumentError as error:
         raise ValueError(f"--storage {storage!r} is not a database URL: {error}") from error
+    shown = url.render_as_string(hide_password=True)
+    postgres = url.get_backend_name() == "postgresql"
+    if postgres and url.get_driver_name() == "psycopg" and importlib.util.find_spec("psycopg") is None:
+        raise ImportError(f"--storage {shown}: PostgreSQL needs psycopg: pip install 'lampe-calib[postgres]'")
     # SQLite: wait for a writer (the heartbeat thread, another worker) instead of failing at once.
-    engine_kwargs = {"connect_args": {"timeout": 60}} if shown.startswith("sqlite") else {}
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if shown.startswith("sqlite") else {}
+    if postgres:
+        # pre-ping: a server restart between two trials is survived.
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": _CONNECT_TIMEOUT}}
+    lock = None
     try:
+        if postgres:
+            lock = _postgres_init_lock(url)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = {}
             if heartbeat_interval:
-                # Optuna >= 4.9 names the stale-trial hook; older versions only the failed-trial one.
-                if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-                    retry = {
-                        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(3)
-                    }
-                else:
-                    retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(3)}
+                retry = {"heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=3)}
             return optuna.storages.RDBStorage(
-                storage, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, **retry
+                url.render_as_string(hide_password=False),
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                **retry,
             )
     except ModuleNotFoundError as error:
-        hint = " (pip install 'lampe-calib[postgres]')" if shown.startswith("postgres") else ""
+        hint = " (pip install 'lampe-calib[postgres]')" if postgres else ""
         raise ImportError(f"--storage {shown}: database driver missing: {error.name}{hint}") from error
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
         raise ValueError(f"--storage {shown}: cannot open: {' '.join(str(error).split())[:200]}") from error
+    finally:
+        if lock is not None:
+            lock.close()  # ends the session, and with it the lock
