@@ -137,6 +137,8 @@ def build_profile(
     """The profile of a calibration (DESIGN §3.4); degenerate calibrations give a degenerate profile."""
     cal = calibration
     sigmoid: dict[str, Any] = {"status": cal.status, "message": cal.message}
+    # Sweep points without a finished trial (failed or never run): the fit was made without them.
+    sigmoid["missing"] = [{**m.point.to_dict(), "reason": m.reason} for m in cal.missing]
     if cal.fit is not None:
         sigmoid.update(_fit_record(cal.fit, cal.ci.get(cal.c_mode), cal))
         sigmoid["points"] = [

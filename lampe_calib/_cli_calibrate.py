@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import re
 import shlex
 import sys
@@ -60,7 +61,9 @@ def _floats(option: str, values: Sequence[str]) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from .cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="lampe-calibrate",
         description="Calibrate LaMPE's mapping length m(L) for a RoPE model: sweep PPL on PG-19 books over "
         "input lengths L and mapping lengths m (an Optuna study, resumable), fit the sigmoid "
@@ -119,8 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-refine", action="store_true", help="m* = best swept m (no parabola refinement)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples over books (default: 200)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/<name>.db)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: sqlite:///OUT/<name>.db); several lampe-calibrate processes "
+        "on one URL (postgresql://user@host/db, or SQLite on one machine) share the sweep",
+    )
     p.add_argument("--study", help="study name in the storage (default: <name>)")
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="a worker records a heartbeat this often; a trial without one for twice as long is "
+        "taken as dead and re-run by another worker (default: 60)",
+    )
     p.add_argument("--out", default="profiles", help="output directory (default: profiles)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument(
@@ -157,12 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, option):
             parse_sizes("--" + option, getattr(args, option))  # syntax, before loading anything
     factors = _floats("--attention-factor", args.attention_factor)
+    _positive("--heartbeat", args.heartbeat)
+    if args.study is not None and (not args.study.strip() or ":" in args.study):
+        raise ValueError(
+            f"--study must be a non-empty name without ':' (the sweep's own separator), got {args.study!r}"
+        )
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out!r} exists and is not a directory")
-    from ._sweep_store import open_storage
+    _check_out(args.out, out)
+    from ._sweep_store import check_storage_url, open_storage
 
-    storage = open_storage(args.storage) if args.storage else None  # a bad URL fails before the model loads
+    if args.storage:
+        check_storage_url(args.storage)  # a bad URL fails before the model loads
 
     import optuna
     import torch
@@ -225,9 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"sweep: L = {', '.join(map(str, spec.lengths))}; m = {', '.join(map(str, spec.mappings))}; "
         f"s1 = {','.join(map(str, spec.heads))}, s2 = {','.join(map(str, spec.tails))}; {spec.search} search"
     )
-    out.mkdir(parents=True, exist_ok=True)
+    # An explicit storage is opened (created, for SQLite) before OUT, so that a storage that
+    # cannot be opened leaves nothing behind.
     url = args.storage or f"sqlite:///{(out / f'{name}.db').resolve()}"
-    storage = storage or open_storage(url)
+    storage = open_storage(url, heartbeat_interval=args.heartbeat) if args.storage else None
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or open_storage(url, heartbeat_interval=args.heartbeat)
     console.print(f"storage: {_hide_password(url)} (study {args.study or name!r})")
 
     run = _run_with_progress(
@@ -256,6 +279,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     _report(console, run)
     console.print(f"wrote {json_path} and {png_path} in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _check_out(text: str, out: Path) -> None:
+    """``--out`` must be a directory, or creatable: its nearest existing parent a writable one."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {text!r} exists and is not a directory")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {text!r}: {str(parent)!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {text!r}: no permission to write in {str(parent)!r}; choose another directory"
+        )
 
 
 def _hide_password(url: str) -> str:
@@ -290,6 +328,8 @@ def _run_with_progress(console: Any, calibrate_model: Any, *args: Any, **kwargs:
         def update(p: Any) -> None:
             last = p.last.point.describe() if p.last else "sweep"
             ppl = f" ppl {p.last.result.ppl:.4g}" if p.last else ""
+            if p.waiting:  # nothing left to take: other workers run the last trials
+                last, ppl = p.stage, ""
             # ETA in tokens evaluated, not trials: a trial at 8W costs 16 trials at W/2.
             progress.update(
                 task,

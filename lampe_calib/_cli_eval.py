@@ -20,22 +20,16 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from ._methods import METHODS
+from .cli import ArgumentParser as _Parser
 
 __all__ = ["main", "parse_depths", "parse_lengths", "parse_methods", "write_json_atomic"]
 
 # Methods that read a calibrated profile; "lampe" cannot run without one.
 PROFILE_METHODS = ("lampe-fixed", "lampe")
 _LENGTH = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[wWkK]?)")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors raise ``ValueError`` (one line, exit 2 via ``run_cli``)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(message)
 
 
 def parse_lengths(text: str, window: int) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from ._config import sigmoid_mapping_length
 from ._curves import Curve, Optimum, curve_optimum, curves_of
-from ._sweep_store import SweepResult
+from ._sweep_store import MissingPoint, SweepResult
 
 __all__ = ["C_MODES", "FIXED_C_RATIO", "Calibration", "SigmoidFit", "calibrate", "fit_sigmoid"]
 
@@ -137,7 +137,8 @@ class Calibration:
     """Outcome of ``calibrate``: the optima, both fits, the chosen one, and bootstrap intervals.
 
     ``status`` is "fitted" or "degenerate" (then ``fit`` is None and ``message`` says why); a
-    fitted calibration's ``message`` notes a fit at a bound of its parameters (e.g. a flat m*(L)).
+    fitted calibration's ``message`` notes a fit at a bound of its parameters (e.g. a flat m*(L))
+    and the sweep points it was made without (``missing``: their trials failed or never ran).
     ``ci[c_mode][name]`` is the ``level`` bootstrap interval of a, b or c.
     """
 
@@ -152,6 +153,7 @@ class Calibration:
     ci: dict[str, dict[str, tuple[float, float]]]
     level: float
     resamples: int
+    missing: tuple[MissingPoint, ...] = ()
 
     @property
     def fit(self) -> SigmoidFit | None:
@@ -174,19 +176,28 @@ def _degenerate_reason(optima: Sequence[Optimum], mappings: tuple[int, ...]) -> 
 
 
 def _best_settings(sweep: SweepResult, refine: bool) -> tuple[int, int, float]:
-    """The head, tail and factor whose optima have the lowest mean log PPL over lengths."""
+    """The head, tail and factor whose optima have the lowest mean log PPL over lengths (among
+    those measured at the most lengths: a length whose trials all failed is left out)."""
     spec, scores = sweep.spec, {}
     for h in spec.heads:
         for t in spec.tails:
             for f in spec.attention_factors:
                 curves = curves_of(sweep, h, t, f)
-                if len(curves) == len(spec.lengths):
-                    scores[(h, t, f)] = float(
-                        np.mean([math.log(curve_optimum(c, refine).ppl) for c in curves])
-                    )
+                if curves:
+                    log_ppl = [math.log(curve_optimum(c, refine).ppl) for c in curves]
+                    scores[(h, t, f)] = (-len(curves), float(np.mean(log_ppl)))
     if not scores:
-        raise ValueError("the sweep has no complete set of curves (every length, one head/tail/factor)")
+        raise ValueError("the sweep has no measured curve (no length has a finished trial)")
     return min(scores, key=scores.__getitem__)
+
+
+def _missing_note(missing: Sequence[MissingPoint], limit: int = 4) -> str | None:
+    """Example: ``"made without 2 sweep points: L=512 m=88 (s1=32, s2=16): out of memory ...; ..."``."""
+    if not missing:
+        return None
+    shown = "; ".join(m.describe() for m in missing[:limit])
+    more = f"; and {len(missing) - limit} more" if len(missing) > limit else ""
+    return f"made without {len(missing)} sweep point(s): {shown}{more}"
 
 
 def calibrate(
@@ -214,9 +225,21 @@ def calibrate(
     head, tail, factor = _best_settings(sweep, refine)
     curves = curves_of(sweep, head, tail, factor)
     optima = tuple(curve_optimum(c, refine) for c in curves)
-    common = dict(head=head, tail=tail, attention_factor=factor, optima=optima, c_mode=c_mode, level=level)
+    common = dict(
+        head=head,
+        tail=tail,
+        attention_factor=factor,
+        optima=optima,
+        c_mode=c_mode,
+        level=level,
+        missing=sweep.missing,
+    )
+    missing = _missing_note(sweep.missing)
+    if missing:
+        logger.warning("%s", missing)
     reason = _degenerate_reason(optima, sweep.spec.mappings)
     if reason is not None:
+        reason = f"{reason} ({missing})" if missing else reason
         logger.warning("no fit: %s", reason)
         return Calibration("degenerate", reason, fits={}, ci={}, resamples=0, **common)
     c_max = float(sweep.spec.mappings[-1])
@@ -241,6 +264,7 @@ def calibrate(
     note = _shape_note(fits[c_mode], c_max)
     if note:
         logger.warning("fit: %s", note)
+    note = "; ".join(n for n in (note, missing) if n) or None
     return Calibration("fitted", note, fits=fits, ci=ci, resamples=resamples, **common)
 
 

@@ -19,6 +19,7 @@ comparable under one signature, so a resumed study with another is refused.
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "SweepResult",
     "collect_sweep",
     "finished_measurements",
+    "check_storage_url",
     "open_storage",
     "open_study",
     "related_studies",
@@ -248,6 +250,42 @@ def _postgres_init_lock(url: Any) -> Any:
     return connection
 
 
+def check_storage_url(storage: str) -> None:
+    """Check a ``--storage`` URL without opening it: its syntax, its driver, and for an SQLite
+    file that its directory exists.
+
+    Raises:
+        ValueError: not a database URL, or an SQLite file in a directory that does not exist.
+        ImportError: PostgreSQL without psycopg (the ``postgres`` extra).
+    """
+    if not isinstance(storage, str) or "://" not in storage:
+        raise ValueError(f"--storage must be a database URL such as sqlite:///sweep.db, got {storage!r}")
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = _driver_url(make_url(storage))
+    except sqlalchemy.exc.ArgumentError as error:
+        raise ValueError(f"--storage {storage!r} is not a database URL: {error}") from error
+    shown = url.render_as_string(hide_password=True)
+    backend = url.get_backend_name()
+    if (
+        backend == "postgresql"
+        and url.get_driver_name() == "psycopg"
+        and importlib.util.find_spec("psycopg") is None
+    ):
+        raise ImportError(f"--storage {shown}: PostgreSQL needs psycopg: pip install 'lampe-calib[postgres]'")
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+        directory = os.path.dirname(os.path.abspath(url.database))
+        if not os.path.isdir(directory):
+            raise ValueError(f"--storage {shown}: directory {directory!r} does not exist")
+    elif backend not in ("sqlite", "postgresql", "mysql"):
+        raise ValueError(
+            f"--storage {shown}: cannot open: unsupported database {backend!r}; "
+            "use sqlite:///PATH or postgresql://USER@HOST/DB"
+        )
+
+
 def open_storage(
     storage: str | BaseStorage, heartbeat_interval: int | None = 60, grace_period: int | None = None
 ) -> BaseStorage:
@@ -264,22 +302,16 @@ def open_storage(
     """
     if isinstance(storage, BaseStorage):
         return storage
-    if not isinstance(storage, str) or "://" not in storage:
-        raise ValueError(f"--storage must be a database URL such as sqlite:///sweep.db, got {storage!r}")
+    check_storage_url(storage)
     for name, value in (("--heartbeat", heartbeat_interval), ("grace_period", grace_period)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
-    try:
-        url = _driver_url(make_url(storage))
-    except sqlalchemy.exc.ArgumentError as error:
-        raise ValueError(f"--storage {storage!r} is not a database URL: {error}") from error
+    url = _driver_url(make_url(storage))
     shown = url.render_as_string(hide_password=True)
     postgres = url.get_backend_name() == "postgresql"
-    if postgres and url.get_driver_name() == "psycopg" and importlib.util.find_spec("psycopg") is None:
-        raise ImportError(f"--storage {shown}: PostgreSQL needs psycopg: pip install 'lampe-calib[postgres]'")
     # SQLite: wait for a writer (the heartbeat thread, another worker) instead of failing at once.
     engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if shown.startswith("sqlite") else {}
     if postgres:

@@ -6,13 +6,23 @@ means a bug. The commands themselves live in ``_cli_calibrate`` and ``_cli_eval`
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-__all__ = ["calibrate_main", "eval_main", "run_cli"]
+__all__ = ["ArgumentParser", "calibrate_main", "eval_main", "run_cli"]
 
 # Errors a user can cause by what they typed; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors (a bad value, an unknown or missing flag) raise ``ValueError``,
+    so that they too come out as one line with exit code 2 (argparse prints the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(f"{message} (see {self.prog} --help)")
 
 
 def _one_line(error: BaseException) -> str:
