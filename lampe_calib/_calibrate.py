@@ -15,7 +15,7 @@ import datetime
 import importlib.metadata
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,8 +258,3 @@ def calibrate_model(
     }
     profile = build_profile(info, calibration, sweep, provenance, refine)
     return CalibrationRun(profile, calibration, sweep, books, seconds)
-
-
-def gains(run: CalibrationRun) -> Sequence[tuple[int, float, float, float | None]]:
-    """Rows (L, m*, PPL at m*, vanilla PPL) of the closing table."""
-    return [(o.length, o.mapping, o.ppl, o.vanilla_ppl) for o in run.calibration.optima]

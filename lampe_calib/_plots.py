@@ -43,7 +43,19 @@ def _draw_curves(ax: Any, profile: Profile, colors: list[Any]) -> None:
     ax.set_xlabel("mapping length m")
     ax.set_ylabel("perplexity (dotted: vanilla)")
     ax.set_title("PPL against m per input length (★ m*)")
-    ax.legend(fontsize=8, loc="upper right")
+    if profile.curves:
+        ax.legend(fontsize=8, loc="upper right")
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            f"no measured curves ({profile.status} profile)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=9,
+            color="grey",
+        )
     ax.grid(alpha=0.3)
 
 

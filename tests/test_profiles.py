@@ -213,3 +213,18 @@ def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
         write_atomic(path, b"new")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+@pytest.mark.parametrize("name", ["llama3-8b", "degenerate", "fitted"])
+def test_every_kind_of_profile_plots(tmp_path, name):
+    from lampe_calib._plots import plot_profile, render_profile
+
+    if name == "degenerate":
+        profile = Profile.from_dict(_with("sigmoid", {"status": "degenerate", "message": "too few lengths"}))
+    elif name == "fitted":
+        profile = Profile.from_dict(VALID)
+    else:
+        profile = load_profile(name)
+    assert render_profile(profile, dpi=40)[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_profile(profile, tmp_path / "figure.png", dpi=40)
+    assert (tmp_path / "figure.png").stat().st_size > 1000
