@@ -54,18 +54,29 @@ def _sigmoid(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
     return c / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
 
 
+def _sigmoid_jacobian(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """``(n, 3)`` derivatives of ``_sigmoid`` by a, b, c (exact: far fewer evaluations than finite
+    differences where the fit is flat, e.g. a drifting to its bound)."""
+    s = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
+    slope = c * s * (1 - s)
+    return np.stack([slope * x, slope, s], axis=1)
+
+
 def fit_sigmoid(
     lengths: Sequence[float],
     mappings: Sequence[float],
     window: int,
     c_mode: str = "fixed",
     c_max: float | None = None,
+    start: SigmoidFit | None = None,
 ) -> SigmoidFit:
     """Least-squares fit of m(L) to points ``(lengths[i], mappings[i])`` (at least 3).
 
     Args:
         window: W; c is fixed at 0.75·W (``c_mode="fixed"``) or free in (0, ``c_max``]
             (default 1.25·W). L and m are divided by W for the fit, so a is about 1/W.
+        start: a previous fit to start from (one start); None: several starts from the
+            linearised fit ``logit(m / c) = a·L + b``.
 
     Raises:
         ValueError: fewer than 3 points, a bad ``c_mode``, or no convergence.
@@ -80,17 +91,20 @@ def fit_sigmoid(
     y = np.asarray(mappings, float) / window
     c_hi = (c_max or 1.25 * window) / window
     c_fixed = FIXED_C_RATIO if c_mode == "fixed" else None
-    starts = (
-        [c_fixed]
-        if c_fixed
-        else sorted({min(c_hi, max(y) * k) for k in (1.02, 1.2, 1.5)} | {min(c_hi, 0.75)})
-    )
+    starts = []
+    if start is not None:
+        starts.append([start.a * window, start.b, c_fixed or min(c_hi, start.c / window)])
+    else:
+        c_starts = (
+            [c_fixed] if c_fixed else {min(c_hi, max(y) * k) for k in (1.02, 1.2, 1.5)} | {min(c_hi, 0.75)}
+        )
+        for c0 in sorted(c_starts):
+            # The linearised fit logit(m/c) = a·L + b, points clipped inside (0, c).
+            z = np.log(np.clip(y / c0, 0.02, 0.98) / (1 - np.clip(y / c0, 0.02, 0.98)))
+            slope, intercept = np.polyfit(x, z, 1) if np.ptp(x) > 0 else (1.0, 0.0)
+            starts.append([max(slope, 1e-3), float(np.clip(intercept, -49, 49)), c0])
     best = None
-    for c0 in starts:
-        # Start from the linearised fit logit(m/c) = a·L + b, points clipped inside (0, c).
-        z = np.log(np.clip(y / c0, 0.02, 0.98) / (1 - np.clip(y / c0, 0.02, 0.98)))
-        slope, intercept = np.polyfit(x, z, 1) if np.ptp(x) > 0 else (1.0, 0.0)
-        p0 = [max(slope, 1e-3), float(np.clip(intercept, -49, 49))]
+    for a0, b0, c0 in starts:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
@@ -99,17 +113,24 @@ def fit_sigmoid(
                         lambda x, a, b: _sigmoid(x, a, b, c_fixed),
                         x,
                         y,
-                        p0=p0,
+                        p0=[a0, b0],
+                        jac=lambda x, a, b: _sigmoid_jacobian(x, a, b, c_fixed)[:, :2],
                         bounds=([1e-6, -50], [1e3, 50]),
-                        maxfev=5000,
+                        maxfev=2000,
                     )
                     params = [*params, c_fixed]
                 else:
                     params, _ = curve_fit(
-                        _sigmoid, x, y, p0=[*p0, c0], bounds=([1e-6, -50, 1e-3], [1e3, 50, c_hi]), maxfev=5000
+                        _sigmoid,
+                        x,
+                        y,
+                        p0=[a0, b0, c0],
+                        jac=_sigmoid_jacobian,
+                        bounds=([1e-6, -50, 1e-3], [1e3, 50, c_hi]),
+                        maxfev=2000,
                     )
         except (RuntimeError, ValueError) as error:
-            logger.debug("sigmoid fit from c0=%s failed: %s", c0, error)
+            logger.debug("sigmoid fit from %s failed: %s", (a0, b0, c0), error)
             continue
         sse = float(np.sum((_sigmoid(x, *params) - y) ** 2))
         if best is None or sse < best[0]:
@@ -260,7 +281,7 @@ def calibrate(
             resamples=0,
             **common,
         )
-    ci = _bootstrap(curves, window, c_max, refine, resamples, seed, level, list(fits)) if resamples else {}
+    ci = _bootstrap(curves, window, c_max, refine, resamples, seed, level, fits) if resamples else {}
     note = _shape_note(fits[c_mode], c_max)
     if note:
         logger.warning("fit: %s", note)
@@ -295,10 +316,11 @@ def _bootstrap(
     resamples: int,
     seed: int,
     level: float,
-    modes: list[str],
+    fits: dict[str, SigmoidFit],
 ) -> dict[str, dict[str, tuple[float, float]]]:
+    """Percentile intervals of a, b, c over fits to resampled books (each from the full-data fit)."""
     rng = np.random.default_rng(seed)
-    samples: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
+    samples: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in fits}
     for _ in range(resamples):
         optima = []
         for curve in curves:
@@ -307,9 +329,10 @@ def _bootstrap(
         used = [o for o in optima if o.remapped]
         if len(used) < 3:
             continue
-        for mode in modes:
+        for mode in fits:
             try:
-                fit = fit_sigmoid([o.length for o in used], [o.mapping for o in used], window, mode, c_max)
+                points = ([o.length for o in used], [o.mapping for o in used])
+                fit = fit_sigmoid(*points, window, mode, c_max, start=fits[mode])
             except ValueError:
                 continue
             samples[mode].append((fit.a, fit.b, fit.c))
