@@ -9,7 +9,7 @@ import os
 
 import pytest
 import torch
-from calib_support import TINY_W, tiny_llama
+from calib_support import REFERENCE_DIR, TINY_W, tiny_llama
 
 from lampe_calib._apply import apply_lampe
 from lampe_calib._config import LampeConfig, SigmoidMapping
@@ -228,3 +228,37 @@ def test_every_kind_of_profile_plots(tmp_path, name):
     assert render_profile(profile, dpi=40)[:8] == b"\x89PNG\r\n\x1a\n"
     plot_profile(profile, tmp_path / "figure.png", dpi=40)
     assert (tmp_path / "figure.png").stat().st_size > 1000
+
+
+TEST_SPLIT = REFERENCE_DIR.parents[2].parent / "shared" / "data" / "pg19-mini" / "test.jsonl"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REFERENCE_DIR / "model.safetensors").is_file(), reason="reference model not built")
+@pytest.mark.skipif(not TEST_SPLIT.is_file(), reason="the pg19-mini test split is not beside the checkout")
+def test_reference_profile_beats_vanilla_and_linear_interpolation():
+    """Issue 5: the shipped, fitted reference profile under apply_lampe beats vanilla and PI on
+    the test split at 2W, 4W and 8W (here on 4 books; the closing note has 16)."""
+    from lampe_calib._data import load_books
+    from lampe_calib._methods import method_context
+    from lampe_calib._models import load_model, model_info
+    from lampe_calib._perplexity import evaluate_perplexity
+
+    model, tokenizer = load_model("reference")
+    w = model_info(model).window
+    profile = load_profile("reference")
+    assert profile.status == "fitted" and profile.window == w
+    books = load_books(TEST_SPLIT, tokenizer, max_length=8 * w, samples=4, seed=0)
+    for length in (2 * w, 4 * w, 8 * w):
+        tokens = books.at_length(length).tokens
+        ppl = {
+            name: evaluate_perplexity(
+                model,
+                tokens,
+                lambda n=name, n_tokens=length: method_context(n, model, w, n_tokens, profile),
+                batch_size=4,
+            ).ppl
+            for name in ("vanilla", "pi")
+        }
+        lampe = evaluate_perplexity(model, tokens, lambda: apply_lampe(model, profile), batch_size=4).ppl
+        assert lampe < ppl["vanilla"] and lampe < ppl["pi"], (length, lampe, ppl)
