@@ -466,14 +466,13 @@ def run_sweep(
     stages = [
         _Stage(
             study_name + ":vanilla",
-            _grid_sampler({"length": list(spec.lengths)}, spec.seed),
+            _QueueSampler(),
             _vanilla_point(spec),
             points=[SweepPoint(length, None) for length in spec.lengths],
         ),
     ]
     if spec.search == "grid":
-        sampler = _grid_sampler(spec.grid_space(), spec.seed)
-        stages.append(_Stage(study_name, sampler, spec.grid_point, points=spec.grid_points()))
+        stages.append(_Stage(study_name, _QueueSampler(), spec.grid_point, points=spec.grid_points()))
     for length in spec.lengths if spec.search == "gp" else ():
         lo, hi = spec.gp_range(length)
         if hi <= lo:
@@ -516,9 +515,20 @@ def _enqueue_initial_design(study: optuna.Study, spec: SweepSpec, length: int) -
             study.enqueue_trial({"mapping": m})
 
 
-def _grid_sampler(space: dict[str, list[Any]], seed: int) -> optuna.samplers.GridSampler:
-    # Every grid trial is enqueued with its point (``_Runner.work``): the sampler never chooses.
-    return optuna.samplers.GridSampler(space, seed=seed)
+class _QueueSampler(optuna.samplers.BaseSampler):
+    """The sampler of the vanilla and grid studies: ``_Runner.work`` enqueues every trial with
+    its point (Optuna's GridSampler picks points on its own, and may pick one twice under races)."""
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return {}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: Any, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: Any, name: str, distribution: Any) -> Any:
+        raise AssertionError(f"trial {trial.number} of {study.study_name} was not enqueued with its point")
 
 
 def _vanilla_point(spec: SweepSpec) -> Callable[[optuna.Trial], SweepPoint]:

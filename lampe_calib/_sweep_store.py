@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from ._perplexity import PerplexityResult
 from ._sweep_spec import SweepPoint, SweepSpec
-from ._sweep_workers import RetryStaleTrial
+from ._sweep_workers import RetryStaleTrial, creation_lock
 
 __all__ = [
     "Measurement",
@@ -237,19 +237,6 @@ def _driver_url(url: Any) -> Any:
 _CONNECT_TIMEOUT = 15  # seconds: an unreachable PostgreSQL server fails instead of hanging
 
 
-def _postgres_init_lock(url: Any) -> Any:
-    """A connection holding a session advisory lock while Optuna creates its tables: workers
-    started together would otherwise race on ``CREATE TABLE`` (duplicate key in pg_type)."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(
-        url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": _CONNECT_TIMEOUT}
-    )
-    connection = engine.connect()
-    connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": 0x6C616D7065})
-    return connection
-
-
 def check_storage_url(storage: str) -> None:
     """Check a ``--storage`` URL without opening it: its syntax, its driver, and for an SQLite
     file that its directory exists.
@@ -317,11 +304,9 @@ def open_storage(
     if postgres:
         # pre-ping: a server restart between two trials is survived.
         engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": _CONNECT_TIMEOUT}}
-    lock = None
     try:
-        if postgres:
-            lock = _postgres_init_lock(url)
-        with warnings.catch_warnings():
+        # Workers started together would race on CREATE TABLE: one creates Optuna's tables.
+        with creation_lock(url, _CONNECT_TIMEOUT), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = {}
             if heartbeat_interval:
@@ -338,6 +323,3 @@ def open_storage(
         raise ImportError(f"--storage {shown}: database driver missing: {error.name}{hint}") from error
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
         raise ValueError(f"--storage {shown}: cannot open: {' '.join(str(error).split())[:200]}") from error
-    finally:
-        if lock is not None:
-            lock.close()  # ends the session, and with it the lock

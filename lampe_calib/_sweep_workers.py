@@ -29,6 +29,8 @@ import os
 import socket
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ __all__ = [
     "SweepLock",
     "Worker",
     "claim_of",
+    "creation_lock",
     "fail_stale",
     "fail_trial",
     "worker_gone",
@@ -190,6 +193,40 @@ def fail_stale(study: optuna.Study, storage: BaseStorage) -> bool:
     if silent:
         logger.warning("%s: trials %s sent no heartbeat in time; re-queued", study.study_name, silent)
     return bool(silent)
+
+
+@contextmanager
+def creation_lock(url: Any, connect_timeout: int) -> Iterator[None]:
+    """Held while a storage is opened the first time (Optuna creates its tables then), so that
+    workers started together do not race on ``CREATE TABLE``: a PostgreSQL session advisory lock,
+    or ``flock`` on an SQLite file's directory (nothing for other databases)."""
+    if url.get_backend_name() == "postgresql":
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": connect_timeout}
+        )
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key("")})
+            yield  # the lock ends with the session
+        engine.dispose()
+        return
+    directory = None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        directory = os.path.dirname(os.path.abspath(url.database))
+    try:
+        import fcntl
+    except ImportError:
+        directory = None
+    if directory is None or not os.path.isdir(directory):
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _lock_key(name: str) -> int:

@@ -1,0 +1,233 @@
+"""Several workers on one sweep (lampe_calib/_sweep_workers.py): exactly one finished trial per
+point, dead workers' trials re-run, and a PostgreSQL study shared by 3 ``lampe-calibrate``
+processes that gives the one-worker profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from calib_support import SAMPLE, tiny_llama
+from char_tokenizer import char_tokenizer
+from pg_server import postgres_server, server_binaries
+
+import lampe_calib._sweep as sweep_module
+from lampe_calib._data import load_books
+from lampe_calib._profiles import load_profile
+from lampe_calib._sweep import run_sweep
+from lampe_calib._sweep_spec import SweepPoint, SweepSpec
+from lampe_calib._sweep_store import open_storage
+from lampe_calib._sweep_workers import CLAIM, Worker
+from lampe_calib.cli import calibrate_main
+
+SPEC = SweepSpec(lengths=(64, 96, 128), mappings=(16, 24, 48), heads=(4,), tails=(2,))
+
+
+@pytest.fixture(scope="module")
+def books():
+    return load_books("pg19", char_tokenizer(), max_length=128, samples=2, seed=0, online=False)
+
+
+def sweep_census(storage, base: str) -> dict:
+    """Finished trials per study and per point, and how often each evaluation was evaluated."""
+    storage = open_storage(storage, heartbeat_interval=None)
+    census = {"complete": {}, "points": {}, "evaluated": Counter(), "workers": set(), "failed": {}}
+    for summary in storage.get_all_studies():
+        name = summary.study_name
+        if name != base and not name.startswith(base + ":"):
+            continue
+        trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        census["complete"][name] = len(complete)
+        census["points"][name] = Counter(json.dumps(t.user_attrs["point"], sort_keys=True) for t in complete)
+        census["failed"][name] = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+        for t in complete:
+            if "reused_from" not in t.user_attrs:
+                census["evaluated"][SweepPoint.from_dict(t.user_attrs["point"]).key()] += 1
+                census["workers"].add(t.system_attrs[CLAIM]["worker"]["pid"])
+    return census
+
+
+def assert_each_point_once(census: dict, spec: SweepSpec, base: str) -> None:
+    grid = len(spec.lengths) * len(spec.mappings)
+    assert census["complete"] == {f"{base}:vanilla": len(spec.lengths), base: grid}
+    for name, points in census["points"].items():
+        assert all(n == 1 for n in points.values()), f"{name}: a point finished twice: {points}"
+    assert all(n == 1 for n in census["evaluated"].values()), census["evaluated"]
+
+
+def test_three_workers_in_threads_take_each_point_once(tmp_path, books, monkeypatch):
+    """Three workers race on one SQLite file (threads: each its own model and storage)."""
+    original, calls = sweep_module.evaluate_perplexity, []
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.05)  # long enough for the workers to overlap
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "evaluate_perplexity", slow)
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    models = [tiny_llama(vocab_size=len(char_tokenizer())) for _ in range(3)]
+    errors = []
+
+    def work(model):
+        try:
+            run_sweep(model, books, SPEC, url, "tiny", poll_interval=0.2)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    census = sweep_census(url, "tiny")
+    assert_each_point_once(census, SPEC, "tiny")
+    # 3 vanilla + 9 grid points, all remapped (m < L): 12 evaluations, each run exactly once.
+    assert len(calls) == len(census["evaluated"]) == 12
+
+
+def _foreign_claim(storage, study, point: SweepPoint, worker: Worker) -> int:
+    """A running trial of ``point`` claimed by ``worker`` (as a worker that died would leave it)."""
+    study.enqueue_trial(point.params())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ask() with a heartbeat storage: Optuna suggests optimize()
+        trial = study.ask()
+    SweepSpec(lengths=(point.length,), mappings=(point.mapping,), heads=(4,), tails=(2,)).grid_point(trial)
+    claim = {"number": trial.number, "worker": worker.to_dict(), "evaluates": list(point.key())}
+    storage.set_trial_system_attr(trial._trial_id, CLAIM, claim)
+    storage.record_heartbeat(trial._trial_id)
+    return trial.number
+
+
+@pytest.mark.parametrize("where", ["this machine", "another machine"])
+def test_a_dead_workers_trial_is_rerun(tmp_path, books, where):
+    """A worker gone from this machine is seen at once; one elsewhere by its missing heartbeat."""
+    here = Worker.this()
+    if where == "this machine":
+        if here.kernel is None:
+            pytest.skip("no /proc: a dead local worker is found through the heartbeat only")
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        worker = Worker(here.host, dead.pid, here.kernel, 1)
+    else:
+        worker = Worker("elsewhere", 12345, "other-boot/pid:[1]", 1)
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    spec = SweepSpec(lengths=(64,), mappings=(24,), heads=(4,), tails=(2,))
+    study = optuna.create_study(study_name="tiny", storage=storage)
+    point = SweepPoint(64, 24, 4, 2)
+    number = _foreign_claim(storage, study, point, worker)
+
+    started = time.monotonic()
+    result = run_sweep(tiny_llama(vocab_size=len(char_tokenizer())), books, spec, storage, "tiny")
+    waited = time.monotonic() - started
+    census = sweep_census(url, "tiny")
+    assert_each_point_once(census, spec, "tiny")
+    assert len(result.measurements) == 2 and not result.missing
+    (failed,) = census["failed"]["tiny"]
+    assert failed.number == number
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+    assert [t.state for t in retried] == [optuna.trial.TrialState.COMPLETE]
+    if where == "this machine":
+        assert failed.user_attrs["error"] == f"its worker {worker.describe()} died"
+        assert waited < 30
+    else:
+        assert "error" not in failed.user_attrs  # failed by Optuna's heartbeat check
+        assert waited >= 2  # the grace period
+
+
+CALIBRATE = [
+    "--model",
+    "reference",
+    "--data",
+    str(SAMPLE),
+    "--lengths",
+    "512,1024,1536",
+    "--mappings",
+    "112,144,176,208",
+    "--samples",
+    "1",
+    "--bootstrap",
+    "0",
+]
+
+
+def _lampe_calibrate() -> str:
+    return str(Path(sys.executable).with_name("lampe-calibrate"))
+
+
+def _running_evaluation(url: str, pid: int) -> bool:
+    """Whether worker ``pid`` is evaluating a grid point (a running trial it claimed)."""
+    storage = open_storage(url, heartbeat_interval=None)
+    for summary in storage.get_all_studies():
+        if summary.study_name != "reference":
+            continue
+        study_id = storage.get_study_id_from_name("reference")
+        for t in storage.get_all_trials(study_id, states=(optuna.trial.TrialState.RUNNING,)):
+            claim = t.system_attrs.get(CLAIM) or {}
+            if claim.get("worker", {}).get("pid") == pid and claim.get("evaluates"):
+                return True
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    server_binaries() is None, reason="PostgreSQL server not installed (apt-get install postgresql)"
+)
+def test_three_postgres_workers_give_the_one_worker_profile(tmp_path, capsys):
+    # One worker, SQLite: the reference profile.
+    assert calibrate_main([*CALIBRATE, "--out", str(tmp_path / "one")]) == 0
+    one = load_profile(tmp_path / "one" / "reference.json")
+    assert one.status == "fitted"
+    capsys.readouterr()
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with postgres_server(server_binaries()) as url:
+        logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(4)]
+        argv = [*CALIBRATE, "--storage", url, "--heartbeat", "2"]
+
+        def start(i: int) -> subprocess.Popen:
+            cmd = [_lampe_calibrate(), *argv, "--out", str(tmp_path / f"w{i}")]
+            return subprocess.Popen(cmd, stdout=logs[i], stderr=subprocess.STDOUT, env=env)
+
+        workers = [start(i) for i in range(3)]
+        # Kill worker 0 in the middle of an evaluation: another worker must re-run its trial.
+        deadline = time.monotonic() + 240
+        while not _running_evaluation(url, workers[0].pid):
+            assert workers[0].poll() is None and time.monotonic() < deadline, "worker 0 never evaluated"
+            time.sleep(0.2)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        codes = [w.wait(timeout=600) for w in workers[1:]]
+        for f in logs:
+            f.close()
+        assert codes == [0, 0], [(tmp_path / f"worker{i}.log").read_text()[-3000:] for i in (1, 2)]
+        census = sweep_census(url, "reference")
+    spec = SweepSpec(lengths=(512, 1024, 1536), mappings=(112, 144, 176, 208), heads=(32,), tails=(16,))
+    assert_each_point_once(census, spec, "reference")
+    assert len(census["workers"]) >= 2  # the work was shared
+    (killed,) = census["failed"]["reference"]  # worker 0's trial, failed and re-run by another
+    assert killed.user_attrs["error"].startswith("its worker ")
+    three = [load_profile(tmp_path / f"w{i}" / "reference.json") for i in (1, 2)]
+    for profile in three:
+        for name in ("a", "b", "c"):
+            assert profile.sigmoid[name] == pytest.approx(one.sigmoid[name], rel=1e-6), name
+        assert profile.sigmoid["missing"] == []
+    print(
+        "one worker a, b, c:",
+        [one.sigmoid[k] for k in "abc"],
+        "three workers:",
+        [three[0].sigmoid[k] for k in "abc"],
+    )
