@@ -192,7 +192,9 @@ def _table(
     table.add_column("method")
     for length in lengths:
         table.add_column(f"L={length}", justify="right")
-    winners = {length: best([cells[m, length][0] for m in methods]) for length in lengths}
+    # The best value of each column in bold, unless the whole column ties.
+    columns = {length: [cells[m, length][0] for m in methods] for length in lengths}
+    winners = {n: best(v) if len(set(v)) > 1 else None for n, v in columns.items()}
     for method in methods:
         row = []
         for length in lengths:
