@@ -242,7 +242,7 @@ class _Runner:
         (or GP studies with budget left), each by cost, most expensive first, among the points
         nobody has taken."""
         for stage in stages:
-            if view.waiting.get(stage.name):
+            if view.waiting.get(stage.name) and stage.name not in self.stopped:
                 return stage, None
         best: tuple[tuple[Any, ...], _Stage, SweepPoint | None] | None = None
         for index, stage in enumerate(stages):
