@@ -4,7 +4,6 @@ processes that gives the one-worker profile."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -20,6 +18,7 @@ import pytest
 from calib_support import SAMPLE, tiny_llama
 from char_tokenizer import char_tokenizer
 from pg_server import postgres_server, server_binaries
+from sweep_checks import assert_each_point_once, sweep_census
 
 import lampe_calib._sweep as sweep_module
 from lampe_calib._data import load_books
@@ -36,34 +35,6 @@ SPEC = SweepSpec(lengths=(64, 96, 128), mappings=(16, 24, 48), heads=(4,), tails
 @pytest.fixture(scope="module")
 def books():
     return load_books("pg19", char_tokenizer(), max_length=128, samples=2, seed=0, online=False)
-
-
-def sweep_census(storage, base: str) -> dict:
-    """Finished trials per study and per point, and how often each evaluation was evaluated."""
-    storage = open_storage(storage, heartbeat_interval=None)
-    census = {"complete": {}, "points": {}, "evaluated": Counter(), "workers": set(), "failed": {}}
-    for summary in storage.get_all_studies():
-        name = summary.study_name
-        if name != base and not name.startswith(base + ":"):
-            continue
-        trials = storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
-        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        census["complete"][name] = len(complete)
-        census["points"][name] = Counter(json.dumps(t.user_attrs["point"], sort_keys=True) for t in complete)
-        census["failed"][name] = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
-        for t in complete:
-            if "reused_from" not in t.user_attrs:
-                census["evaluated"][SweepPoint.from_dict(t.user_attrs["point"]).key()] += 1
-                census["workers"].add(t.system_attrs[CLAIM]["worker"]["pid"])
-    return census
-
-
-def assert_each_point_once(census: dict, spec: SweepSpec, base: str) -> None:
-    grid = len(spec.lengths) * len(spec.mappings)
-    assert census["complete"] == {f"{base}:vanilla": len(spec.lengths), base: grid}
-    for name, points in census["points"].items():
-        assert all(n == 1 for n in points.values()), f"{name}: a point finished twice: {points}"
-    assert all(n == 1 for n in census["evaluated"].values()), census["evaluated"]
 
 
 def test_three_workers_in_threads_take_each_point_once(tmp_path, books, monkeypatch):
