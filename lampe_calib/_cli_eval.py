@@ -137,6 +137,8 @@ def _quiet_libraries() -> Iterator[None]:
 
 
 def _check_output(path: str | None) -> None:
+    if path is not None and Path(path).expanduser().is_dir():
+        raise ValueError(f"--json {path!r}: is a directory; give a file name such as results.json")
     if path is not None and not Path(path).expanduser().parent.is_dir():
         raise ValueError(f"--json {path!r}: directory {str(Path(path).parent)!r} does not exist")
 

@@ -16,10 +16,12 @@ the same books on every machine.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -142,6 +144,43 @@ def resolve_data(data: str | os.PathLike[str], online: bool | None = None) -> Da
     raise ValueError(f"--data {text!r}: not 'pg19', 'pg19:SPLIT', an existing JSONL file or a directory")
 
 
+def _jsonl_problem(path: str) -> str | None:
+    """What is wrong with a JSONL file, found by reading it (only once ``datasets`` failed on it).
+
+    Example: a file whose second line is ``{"text": `` -> ``"line 2 is not valid JSON (Expecting value)"``.
+    """
+    if path.endswith(".gz"):
+        return None
+    seen = False
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                seen = True
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    return f"line {number} is not valid JSON ({error.msg})"
+                if not isinstance(row, dict) or "text" not in row:
+                    return f"line {number} is not a JSON object with a 'text' field"
+    except (OSError, UnicodeDecodeError) as error:
+        return f"cannot be read as UTF-8 text ({error})"
+    return None if seen else "holds no books (the file is empty)"
+
+
+@contextmanager
+def _datasets_quiet() -> Iterator[None]:
+    """``datasets`` logs a file it cannot parse before raising; the error raised here says it."""
+    library = logging.getLogger("datasets")
+    level = library.level
+    library.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        library.setLevel(level)
+
+
 def _load_files(files: Sequence[str]) -> Any:
     import datasets
 
@@ -152,9 +191,17 @@ def _load_files(files: Sequence[str]) -> Any:
         if not group:
             continue
         try:
-            part = datasets.load_dataset(builder, data_files=group, split="train")
-        except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
-            raise ValueError(f"--data: cannot read {', '.join(group)}: {error}") from error
+            with _datasets_quiet():
+                part = datasets.load_dataset(builder, data_files=group, split="train")
+        except (datasets.exceptions.DatasetGenerationError, ValueError, StopIteration, OSError) as error:
+            for path in group if builder == "json" else ():
+                problem = _jsonl_problem(path)
+                if problem:
+                    raise ValueError(
+                        f"--data: {path} {problem}; each line must be one JSON object with a 'text' field"
+                    ) from error
+            detail = " ".join(str(error).split())[:200] or type(error).__name__
+            raise ValueError(f"--data: cannot read {', '.join(group)}: {detail}") from error
         if "text" not in part.column_names:
             raise ValueError(f"--data: {', '.join(group)} has no 'text' field (fields: {part.column_names})")
         parts.append(part)

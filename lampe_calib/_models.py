@@ -372,8 +372,14 @@ def _resolve_source(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
 def _load_dir(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
     if not (Path(path) / "config.json").is_file():
         raise ValueError(f"directory {path!r} has no config.json; it is not a transformers model")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-    return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+        return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:  # a broken config, weights or tokenizer file
+        message = " ".join(str(error).split())[:300]
+        raise ValueError(
+            f"name_or_path {path!r}: cannot load it as a transformers model: {message}"
+        ) from error
 
 
 def _load_gguf(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:

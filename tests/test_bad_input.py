@@ -1,0 +1,245 @@
+"""Bad input wherever a user types something: flags of ``lampe-calibrate`` and ``lampe-eval``, data
+files, profiles, model paths, devices, storages. Each case runs the real entry point and must
+exit with code 2 after one line on stderr that names what is wrong and what would be right, with
+no traceback, leaving the output directory empty."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import huggingface_hub.constants
+import pytest
+import torch
+from calib_support import SAMPLE, tiny_model_dir, write_jsonl
+
+from lampe_calib.cli import calibrate_main, eval_main
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Every input file the cases refer to, by name."""
+    root = tmp_path_factory.mktemp("inputs")
+    model = tiny_model_dir(root / "tiny")
+    (root / "no-config").mkdir()
+    corrupt = tiny_model_dir(root / "corrupt")
+    (corrupt / "config.json").write_text("{not json")
+    (root / "weights.bin").write_bytes(b"\0" * 16)
+    (root / "books.txt").write_text("plain text\n")
+    (root / "broken.jsonl").write_text('{"text": "a book"}\n{"text": \n')
+    write_jsonl(root / "no-text.jsonl", ["x", "y"])
+    (root / "no-text.jsonl").write_text('{"body": "a book"}\n{"body": "another"}\n')
+    (root / "empty.jsonl").write_text("")
+    write_jsonl(root / "short.jsonl", ["a short book", "another short one"])
+    (root / "empty-dir").mkdir()
+    (root / "a-file").write_text("x")
+    (root / "bad.json").write_text('{"schema_version": 1,')
+    profile = {
+        "schema_version": 1,
+        "model": {"alias": "tiny", "source": None, "revision": None},
+        "window": 32,
+        "rope": {"theta": 10000.0, "type": "default", "scaling": {}},
+        "lampe": {"head": 4, "tail": 2, "mode": "exact", "attention_factor": 1.0},
+        "sigmoid": {
+            "status": "imported",
+            "a": 0.02,
+            "b": -1.0,
+            "c": 24.0,
+            "c_mode": "free",
+            "r2": None,
+            "ci": None,
+        },
+        "curves": [],
+        "provenance": {"imported": True},
+    }
+    (root / "negative-a.json").write_text(
+        json.dumps({**profile, "sigmoid": {**profile["sigmoid"], "a": -1.0}})
+    )
+    (root / "window-64.json").write_text(json.dumps({**profile, "window": 64}))
+    return {"model": str(model), "root": str(root), **{p.name: str(p) for p in root.iterdir()}}
+
+
+# (arguments after the model; the message that must appear, as a regex)
+CALIBRATE = [
+    (
+        ["--lengths", "1k"],
+        r"--lengths: expected a token count such as 512 or a multiple of W such as 2W, got '1k'",
+    ),
+    (["--lengths", "1"], r"lengths must hold integers >= 2, got 1"),
+    (["--mappings", "5"], r"mappings must all be >= head \+ tail \+ 1 = 7"),
+    (["--head", "-1"], r"--head: expected a token count"),
+    (["--samples", "0"], r"--samples must be >= 1, got 0"),
+    (["--samples", "many"], r"argument --samples: invalid int value: 'many' \(see lampe-calibrate --help\)"),
+    (["--frobnicate"], r"unrecognized arguments: --frobnicate"),
+    (["--mode", "round"], r"argument --mode: invalid choice: 'round' \(choose from '?exact'?, '?floor'?\)"),
+    (["--dtype", "float8"], r"argument --dtype: invalid choice: 'float8'"),
+    (["--device", "tpu"], r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    (["--device", "cuda:99"], r"device 'cuda:99' requested but (CUDA is not available|only \d+ CUDA device)"),
+    (["--evaluations", "0"], r"--evaluations must be >= 1"),
+    (["--bootstrap", "-1"], r"--bootstrap must be >= 0"),
+    (["--batch-tokens", "0"], r"--batch-tokens must be >= 1"),
+    (["--heartbeat", "0"], r"--heartbeat must be >= 1"),
+    (["--attention-factor", "0"], r"attention_factors must hold finite numbers > 0, got 0.0"),
+    (["--attention-factor", "nan"], r"attention_factors must hold finite numbers > 0, got nan"),
+    (["--attention-factor", "x"], r"--attention-factor: expected numbers, got 'x'"),
+    (["--study", "a:b"], r"--study must be a non-empty name without ':'"),
+    (
+        ["--data", "{root}/missing.jsonl"],
+        r"--data '.*missing.jsonl': not 'pg19', 'pg19:SPLIT', an existing JSONL",
+    ),
+    (["--data", "{books.txt}"], r"--data '.*books.txt': expected a .jsonl or .parquet file"),
+    (
+        ["--data", "{broken.jsonl}"],
+        r"--data: .*broken.jsonl line 2 is not valid JSON \(Expecting value\); each line must be one",
+    ),
+    (["--data", "{no-text.jsonl}"], r"--data: .*no-text.jsonl has no 'text' field \(fields: \['body'\]\)"),
+    (["--data", "{empty.jsonl}"], r"--data: .*empty.jsonl holds no books"),
+    (["--data", "{empty-dir}"], r"--data '.*empty-dir': the directory holds no .jsonl or .parquet file"),
+    (
+        ["--data", "pg19:nosuch"],
+        r"--data: PG-19 split must be one of \('train', 'validation', 'test'\), got 'nosuch'",
+    ),
+    (["--data", "{short.jsonl}", "--samples", "2"], r"none of the 2 selected books has 64 tokens"),
+    (["--data", "{SAMPLE}", "--samples", "11"], r"samples=11 but the data holds only 10 books"),
+    (
+        ["--storage", "sweep.db"],
+        r"--storage must be a database URL such as sqlite:///sweep.db, got 'sweep.db'",
+    ),
+    (
+        ["--storage", "sqlite:////no/such/dir/x.db"],
+        r"--storage sqlite:////no/such/dir/x.db: directory '/no/such/dir' does not exist",
+    ),
+    (
+        ["--storage", "mongodb://host/db"],
+        r"--storage mongodb://host/db: cannot open: unsupported database 'mongodb'",
+    ),
+    (
+        ["--storage", "postgresql://u:secret@127.0.0.1:1/db"],
+        r"--storage postgresql\+psycopg://u:\*\*\*@127.0.0.1:1/db: cannot open: .*(refused|connect)",
+    ),
+    (["--out", "{a-file}"], r"--out '.*a-file' exists and is not a directory"),
+    (["--out", "{a-file}/sub"], r"--out '.*a-file/sub': '.*a-file' is a file, not a directory"),
+]
+MODELS = [
+    (
+        "{root}/no-such-model",
+        r"name_or_path '.*no-such-model' is neither an alias, a hub id nor an existing path",
+    ),
+    ("no-such-alias", r"unknown model alias 'no-such-alias'; known aliases: .*reference"),
+    ("{no-config}", r"directory '.*no-config' has no config.json; it is not a transformers model"),
+    (
+        "{corrupt}",
+        r"name_or_path '.*corrupt': cannot load it as a transformers model: .*config.json' is not a valid",
+    ),
+    ("{weights.bin}", r"name_or_path '.*weights.bin' is a file but not a .gguf file; pass its directory"),
+]
+EVAL = [
+    (["ppl", "--methods", "vanilla,rope"], r"--methods: unknown method 'rope'; known: vanilla, pi"),
+    (["ppl", "--lengths", "1W,x"], r"--lengths: 'x' is not a length \(e.g. 4096, 2W, 8K\)"),
+    (["ppl", "--lengths", "0.3W"], r"--lengths: '0.3W' is not a whole number of tokens"),
+    (["ppl", "--samples", "0"], r"--samples must be >= 1, got 0"),
+    (["ppl", "--seed", "x"], r"argument --seed: invalid int value: 'x' \(see lampe-eval ppl --help\)"),
+    (["ppl", "--methods", "lampe"], r"--profile: method 'lampe' needs a calibrated profile"),
+    (
+        ["ppl", "--methods", "lampe", "--profile", "{root}/nope.json"],
+        r"--profile '.*nope.json': profile .* is neither a JSON file nor a shipped profile",
+    ),
+    (
+        ["ppl", "--methods", "lampe", "--profile", "{bad.json}"],
+        r"--profile '.*bad.json': profile .*: not valid JSON \(line 1, column 22",
+    ),
+    (
+        ["ppl", "--methods", "lampe", "--profile", "{negative-a.json}"],
+        r"profile field 'sigmoid.a' must be > 0 \(m grows with L\), got -1.0",
+    ),
+    (
+        ["ppl", "--methods", "lampe", "--profile", "{window-64.json}"],
+        r"--profile '.*window-64.json' was calibrated for window 64, model window is 32",
+    ),
+    (
+        ["ppl", "--json", "{root}/nowhere/out.json"],
+        r"--json '.*nowhere/out.json': directory '.*nowhere' does not exist",
+    ),
+    (["ppl", "--json", "{root}"], r"--json '.*': is a directory; give a file name such as results.json"),
+    (["ppl", "--data", "{no-text.jsonl}"], r"--data: .*no-text.jsonl has no 'text' field"),
+    (["ppl", "--device", "tpu"], r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    (["ppl", "--dtype", "float8"], r"dtype must be one of \['bfloat16', 'float16', 'float32'\]"),
+    (["passkey", "--depths", "0,2"], r"--depths '0,2': each depth must be in \[0, 1\]"),
+    (["passkey", "--new-tokens", "0"], r"--new-tokens must be >= 1, got 0"),
+    (["passkey", "--lengths", "2W"], r"--lengths 64: "),
+    (["bleu"], r"argument command: invalid choice: 'bleu' \(choose from '?ppl'?, '?passkey'?\)"),
+]
+
+
+def _fill(values: list[str], files: dict) -> list[str]:
+    """``{name}`` -> the path of input file ``name`` (``{SAMPLE}``: the shipped PG-19 sample)."""
+    paths = {**files, "SAMPLE": str(SAMPLE)}
+    return [re.sub(r"\{([^}]+)\}", lambda m: paths[m.group(1)], v) for v in values]
+
+
+def _check(code: int, err: str, prog: str, message: str, out) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # one line: no traceback, no warning
+    assert lines[0].startswith(f"{prog}: error: "), lines[0]
+    assert re.search(message, lines[0]), f"{message!r} not in {lines[0]!r}"
+    assert "Traceback" not in err and "secret" not in err
+    assert list(out.iterdir()) == [], "something was written"
+
+
+@pytest.mark.parametrize("extra, message", CALIBRATE, ids=[" ".join(a) for a, _ in CALIBRATE])
+def test_lampe_calibrate(extra, message, files, tmp_path, capsys):
+    if "cuda:99" in extra and torch.cuda.device_count() > 99:
+        pytest.skip("a machine with 100 GPUs")
+    out = tmp_path / "out"
+    if "--out" not in extra:  # else the case's own --out counts (argparse keeps the last)
+        out.mkdir()
+    argv = ["--model", files["model"], "--out", str(out), "--head", "4", "--tail", "2", "--lengths", "64"]
+    argv += ["--samples", "2", "--data", str(SAMPLE), "--bootstrap", "0", *_fill(extra, files)]
+    _check(
+        calibrate_main(argv),
+        capsys.readouterr().err,
+        "lampe-calibrate",
+        message,
+        tmp_path / "out" if out.exists() else tmp_path,
+    )
+
+
+def test_lampe_calibrate_without_model(tmp_path, capsys):
+    code = calibrate_main(["--out", str(tmp_path / "o"), "--lengths", "64"])
+    _check(
+        code,
+        capsys.readouterr().err,
+        "lampe-calibrate",
+        r"the following arguments are required: --model",
+        tmp_path,
+    )
+
+
+@pytest.mark.parametrize("model, message", MODELS, ids=[m for m, _ in MODELS])
+@pytest.mark.parametrize("prog", ["lampe-calibrate", "lampe-eval"])
+def test_model_paths(prog, model, message, files, tmp_path, capsys):
+    (model,) = _fill([model], files)
+    if prog == "lampe-calibrate":
+        code = calibrate_main(["--model", model, "--out", str(tmp_path / "out"), "--lengths", "64"])
+    else:
+        argv = ["ppl", "--model", model, "--methods", "vanilla", "--lengths", "64", "--data", str(SAMPLE)]
+        code = eval_main([*argv, "--json", str(tmp_path / "out.json")])
+    _check(code, capsys.readouterr().err, prog, message, tmp_path)
+
+
+@pytest.mark.parametrize("extra, message", EVAL, ids=[" ".join(a) for a, _ in EVAL])
+def test_lampe_eval(extra, message, files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    command, *rest = _fill(extra, files)
+    argv = [command, "--model", files["model"], "--methods", "vanilla", "--lengths", "1W", "--samples", "2"]
+    if command == "ppl":
+        argv += ["--data", str(SAMPLE)]
+    argv += ["--json", str(out / "results.json"), *rest]
+    _check(eval_main(argv), capsys.readouterr().err, "lampe-eval", message, out)
