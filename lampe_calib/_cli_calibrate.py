@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resamples=args.bootstrap,
         batch_tokens=args.batch_tokens,
         chunk_size=args.chunk_size,
-        command=shlex.join(["lampe-calibrate", *argv]),
+        command=shlex.join(["lampe-calibrate", *_without_passwords(argv)]),
         seed=args.seed,
     )
     from ._plots import plot_profile
@@ -294,6 +294,21 @@ def _check_out(text: str, out: Path) -> None:
         raise ValueError(
             f"--out {text!r}: no permission to write in {str(parent)!r}; choose another directory"
         )
+
+
+def _without_passwords(argv: list[str]) -> list[str]:
+    """The command line as recorded in a profile: a ``--storage`` password becomes ``***``.
+
+    Example: ``["--storage", "postgresql://u:pw@db/x"]`` -> ``["--storage", "postgresql://u:***@db/x"]``.
+    """
+    out, storage = [], False
+    for item in argv:
+        if storage or item.startswith("--storage="):
+            prefix = "--storage=" if item.startswith("--storage=") else ""
+            item = prefix + _hide_password(item.removeprefix(prefix))
+        storage = item == "--storage"
+        out.append(item)
+    return out
 
 
 def _hide_password(url: str) -> str:

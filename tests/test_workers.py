@@ -202,3 +202,15 @@ def test_three_postgres_workers_give_the_one_worker_profile(tmp_path, capsys):
         "three workers:",
         [three[0].sigmoid[k] for k in "abc"],
     )
+
+
+def test_the_recorded_command_hides_the_storage_password():
+    from lampe_calib._cli_calibrate import _without_passwords
+
+    assert _without_passwords(["--storage", "postgresql://u:pw@db/x", "--out", "o"]) == [
+        "--storage",
+        "postgresql://u:***@db/x",
+        "--out",
+        "o",
+    ]
+    assert _without_passwords(["--storage=postgresql://u:pw@db/x"]) == ["--storage=postgresql://u:***@db/x"]
