@@ -96,7 +96,8 @@ class _View:
     ``taken[study]`` holds the points of the study's waiting, running and complete trials,
     ``complete[study]`` those of its complete ones, ``holders`` the trial numbers holding each;
     ``finished`` maps an evaluation key to its measurement, ``inflight`` to the number of the
-    running trial evaluating it; ``busy`` counts running trials of this run's studies.
+    running trial evaluating it; ``busy`` counts the claimed running trials of this run's studies
+    (``running``), ``unclaimed`` holds the running trials that no worker claimed.
     """
 
     finished: dict[tuple[Any, ...], Measurement]
@@ -108,6 +109,7 @@ class _View:
     inflight: dict[tuple[Any, ...], int] = field(default_factory=dict)
     holders: dict[tuple[str, SweepPoint], list[int]] = field(default_factory=dict)
     running: list[tuple[str, optuna.trial.FrozenTrial]] = field(default_factory=list)
+    unclaimed: list[tuple[str, optuna.trial.FrozenTrial]] = field(default_factory=list)
     busy: int = 0
 
 
@@ -209,8 +211,11 @@ class _Runner:
                         view.finished.setdefault(measurement.point.key(), measurement)
                 elif trial.state == TrialState.WAITING:
                     view.waiting[name] += 1
-                elif claim is None and point is None:
-                    continue  # created but never claimed (its worker died at once): holds nothing
+                elif claim is None:
+                    # A trial is claimed before its worker lets go of the lock, so one seen
+                    # unclaimed under the lock lost its worker (or an older lampe-calib's).
+                    view.unclaimed.append((name, trial))
+                    continue
                 else:
                     view.running.append((name, trial))
                     view.busy += name in ours
@@ -231,11 +236,14 @@ class _Runner:
         gone = [(name, t) for name, t in view.running if name in studies and worker_gone(t, self.worker)]
         for name, trial in gone:
             fail_trial(studies[name], self.storage, trial)
+        unclaimed = [(name, t) for name, t in view.unclaimed if name in studies]
+        for name, trial in unclaimed:  # their points are free again; nothing to re-queue
+            fail_trial(studies[name], self.storage, trial, retry=False)
         stale = False
         if time.monotonic() - self._stale_checked >= self.poll_interval:
             self._stale_checked = time.monotonic()
             stale = any(fail_stale(study, self.storage) for study in studies.values())
-        return bool(gone) or stale
+        return bool(gone or unclaimed) or stale
 
     def next_action(self, stages: list[_Stage], view: _View) -> tuple[_Stage, SweepPoint | None] | None:
         """The next trial to run: a re-queued one first, then the vanilla points, then the grid
@@ -286,6 +294,8 @@ class _Runner:
             try:
                 claim = {"number": trial.number, "worker": self.worker.to_dict(), "evaluates": None}
                 self.storage.set_trial_system_attr(trial._trial_id, CLAIM, claim)
+                if getattr(self.storage, "get_heartbeat_interval", lambda: None)():
+                    self.storage.record_heartbeat(trial._trial_id)  # the heartbeat check sees it from now on
                 point = stage.point_of(trial)
                 trial.set_user_attr("point", point.to_dict())
                 # The view read in ``work`` holds unless Optuna popped a trial other than ours.

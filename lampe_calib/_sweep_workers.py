@@ -158,22 +158,22 @@ def worker_gone(trial: FrozenTrial, here: Worker) -> bool:
     return worker is not None and worker.gone(here)
 
 
-def fail_trial(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial) -> bool:
-    """Fail the running ``trial`` of a dead worker and hand it to the storage's stale-trial
-    callback (which re-queues it), as ``fail_stale_trials`` does. False if it finished meanwhile."""
-    claim = claim_of(trial) or {}
-    worker = Worker.from_dict(claim.get("worker"))
-    storage.set_trial_user_attr(
-        trial._trial_id, ERROR, f"its worker {worker.describe() if worker else '?'} died"
-    )
+def fail_trial(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial, retry: bool = True) -> bool:
+    """Fail the running ``trial`` of a dead worker and (``retry``) hand it to the storage's
+    stale-trial callback, which re-queues it, as ``fail_stale_trials`` does. False if it
+    finished meanwhile."""
+    claim = claim_of(trial)
+    worker = Worker.from_dict(claim["worker"]) if claim else None
+    reason = f"its worker {worker.describe()} died" if worker else "its worker stopped before claiming it"
     try:
+        storage.set_trial_user_attr(trial._trial_id, ERROR, reason)
         if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-    logger.warning("%s: trial %d lost its worker; re-queued", study.study_name, trial.number)
+    logger.warning("%s: trial %d failed: %s", study.study_name, trial.number, reason)
     callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
-    if callback is not None:
+    if retry and callback is not None:
         callback(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
     return True
 

@@ -69,30 +69,34 @@ def test_three_workers_in_threads_take_each_point_once(tmp_path, books, monkeypa
     assert len(calls) == len(census["evaluated"]) == 12
 
 
-def _foreign_claim(storage, study, point: SweepPoint, worker: Worker) -> int:
-    """A running trial of ``point`` claimed by ``worker`` (as a worker that died would leave it)."""
+def _foreign_claim(storage, study, point: SweepPoint, worker: Worker | None) -> int:
+    """A running trial of ``point`` claimed by ``worker`` (as a worker that died would leave it;
+    None: left unclaimed, as by a worker killed before claiming it or an older lampe-calib)."""
     study.enqueue_trial(point.params())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ask() with a heartbeat storage: Optuna suggests optimize()
         trial = study.ask()
     SweepSpec(lengths=(point.length,), mappings=(point.mapping,), heads=(4,), tails=(2,)).grid_point(trial)
-    claim = {"number": trial.number, "worker": worker.to_dict(), "evaluates": list(point.key())}
-    storage.set_trial_system_attr(trial._trial_id, CLAIM, claim)
+    if worker is not None:
+        claim = {"number": trial.number, "worker": worker.to_dict(), "evaluates": list(point.key())}
+        storage.set_trial_system_attr(trial._trial_id, CLAIM, claim)
     storage.record_heartbeat(trial._trial_id)
     return trial.number
 
 
-@pytest.mark.parametrize("where", ["this machine", "another machine"])
+@pytest.mark.parametrize("where", ["this machine", "another machine", "unclaimed"])
 def test_a_dead_workers_trial_is_rerun(tmp_path, books, where):
-    """A worker gone from this machine is seen at once; one elsewhere by its missing heartbeat."""
+    """A worker gone from this machine is seen at once, one elsewhere by its missing heartbeat,
+    a trial nobody claimed at once (claims are made under the lock)."""
     here = Worker.this()
+    worker = None
     if where == "this machine":
         if here.kernel is None:
             pytest.skip("no /proc: a dead local worker is found through the heartbeat only")
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
         worker = Worker(here.host, dead.pid, here.kernel, 1)
-    else:
+    elif where == "another machine":
         worker = Worker("elsewhere", 12345, "other-boot/pid:[1]", 1)
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     storage = open_storage(url, heartbeat_interval=1, grace_period=2)
@@ -110,6 +114,10 @@ def test_a_dead_workers_trial_is_rerun(tmp_path, books, where):
     (failed,) = census["failed"]["tiny"]
     assert failed.number == number
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
+    if where == "unclaimed":
+        assert failed.user_attrs["error"] == "its worker stopped before claiming it"
+        assert retried == [] and waited < 30  # not re-queued: the point was simply free again
+        return
     assert [t.state for t in retried] == [optuna.trial.TrialState.COMPLETE]
     if where == "this machine":
         assert failed.user_attrs["error"] == f"its worker {worker.describe()} died"
