@@ -86,8 +86,9 @@ class PositionScheme(Protocol):
     SelfExtend): a temperature and a per-batch plan.
 
     ``plan(lengths)`` takes each row's input length l, ``(B,)`` int64, and returns an object
-    with the interface of ``LampePlan``: ``identity``, ``region_key_version``, ``row(b)``,
-    ``query_positions``, ``key_positions`` and ``regions``.
+    with the interface of ``LampePlan``: ``length`` (``(B,)``, the planned l of each row),
+    ``identity``, ``region_key_version``, ``row(b)``, ``query_positions``, ``key_positions`` and
+    ``regions``.
     """
 
     attention_factor: float
