@@ -2,13 +2,13 @@
 
 The vanilla study (the stock model at every length), then the grid study or one GP study per
 length (``_sweep_store`` describes the layout). Any number of workers may run one sweep on one
-storage (``_sweep_workers``): each takes, under the sweep's lock, the most expensive point that
-nobody has taken (longest first, so the workers finish together), enqueues it and pops it as
-its next trial, so every grid point gets exactly one finished trial. Before evaluating, a trial
-looks for a finished evaluation of the same thing anywhere in the sweep and copies it (m >= L
-is the stock model; re-running a command or changing the grid never evaluates a point twice),
-or waits for the worker evaluating it. A worker with nothing left to take waits while others
-run trials, so that a trial whose worker died (heartbeat) is re-run before the sweep ends.
+storage (``_sweep_workers``): each takes, under the sweep's lock, a point that nobody has taken
+(the vanilla points, then the grid, most expensive first, so that the workers finish together),
+enqueues it and pops it as its next trial, so every grid point gets exactly one finished trial.
+Before evaluating, a trial looks for a finished evaluation of the same thing anywhere in the
+sweep and copies it (m >= L is the stock model; re-running a command or changing the grid never
+evaluates a point twice), or waits for the worker evaluating it. A worker with nothing left to
+take waits while others run trials, so that a trial whose worker died is re-run before the end.
 
 A trial whose evaluation fails (a non-finite loss, out of memory) is marked failed with the
 reason in its user attribute ``error``; the sweep goes on without it, and ``collect_sweep``
@@ -23,27 +23,20 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 import torch
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
 
 from ._apply import apply_lampe
 from ._data import Books, BooksAtLength
 from ._perplexity import PerplexityResult, evaluate_perplexity
 from ._sweep_spec import SweepPoint, SweepSpec, initial_mappings
-from ._sweep_store import (
-    Measurement,
-    SweepResult,
-    collect_sweep,
-    open_storage,
-    open_study,
-    related_studies,
-)
-from ._sweep_workers import CLAIM, ERROR, SweepLock, Worker, claim_of, fail_stale, fail_trial, worker_gone
+from ._sweep_store import Measurement, SweepResult, collect_sweep, open_storage, open_study
+from ._sweep_view import SweepView, read_view
+from ._sweep_workers import CLAIM, ERROR, SweepLock, Worker, fail_stale, fail_trial, worker_gone
 
 __all__ = ["SweepProgress", "TrialFailure", "run_sweep"]
 
@@ -79,7 +72,8 @@ class SweepProgress:
 
 @dataclass
 class _Stage:
-    """One study of a sweep: a grid (``points``) or a GP study of one ``length`` (``budget`` trials)."""
+    """One study of a sweep: a grid (``points``, the vanilla study is one) or the GP study of one
+    ``length``."""
 
     name: str
     sampler: optuna.samplers.BaseSampler
@@ -87,39 +81,6 @@ class _Stage:
     points: list[SweepPoint] | None = None
     length: int | None = None
     study: optuna.Study | None = None
-
-
-@dataclass
-class _View:
-    """The sweep's trials as one worker sees them under the lock.
-
-    ``taken[study]`` holds the points of the study's waiting, running and complete trials,
-    ``complete[study]`` those of its complete ones, ``holders`` the trial numbers holding each;
-    ``finished`` maps an evaluation key to its measurement, ``inflight`` to the number of the
-    running trial evaluating it; ``busy`` counts the claimed running trials of this run's studies
-    (``running``), ``unclaimed`` holds the running trials that no worker claimed.
-    """
-
-    finished: dict[tuple[Any, ...], Measurement]
-    taken: dict[str, set[SweepPoint]] = field(default_factory=dict)
-    complete: dict[str, set[SweepPoint]] = field(default_factory=dict)
-    completes: dict[str, int] = field(default_factory=dict)
-    counted: dict[str, int] = field(default_factory=dict)
-    waiting: dict[str, int] = field(default_factory=dict)
-    inflight: dict[tuple[Any, ...], int] = field(default_factory=dict)
-    holders: dict[tuple[str, SweepPoint], list[int]] = field(default_factory=dict)
-    running: list[tuple[str, optuna.trial.FrozenTrial]] = field(default_factory=list)
-    unclaimed: list[tuple[str, optuna.trial.FrozenTrial]] = field(default_factory=list)
-    busy: int = 0
-
-
-def _trial_point(trial: optuna.trial.FrozenTrial) -> SweepPoint | None:
-    """The point of a vanilla or grid trial: its parameters, or those it was enqueued with."""
-    params = trial.system_attrs.get("fixed_params") or trial.params
-    try:
-        return SweepPoint.from_params(params) if params else None
-    except (KeyError, TypeError, ValueError):
-        return None  # killed half-way through suggesting its parameters
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -159,7 +120,7 @@ class _Runner:
         self._reported: tuple[int, int] | None = None
         self._stale_checked = -math.inf
         # Handed from ``work`` to the objective of the trial it starts.
-        self._view = _View({})
+        self._view = SweepView({})
         self._enqueued: SweepPoint | None = None
 
     def at_length(self, length: int) -> BooksAtLength:
@@ -189,47 +150,12 @@ class _Runner:
 
     # -- the sweep as seen under the lock ---------------------------------------------------
 
-    def view(self, stages: list[_Stage]) -> _View:
-        """Read every trial of the sweep once (``stages``: this run's studies)."""
-        view = _View({})
-        ours = {stage.name: stage for stage in stages}
-        for name in sorted(related_studies(self.storage, self.base)):
-            study_id = self.storage.get_study_id_from_name(name)
-            taken, complete = view.taken.setdefault(name, set()), view.complete.setdefault(name, set())
-            view.completes[name] = view.counted[name] = view.waiting[name] = 0
-            grid = name in ours and ours[name].points is not None
-            for trial in self.storage.get_all_trials(study_id, deepcopy=False):
-                if trial.state.is_finished() and trial.state != TrialState.COMPLETE:
-                    continue
-                claim = claim_of(trial) if trial.state == TrialState.RUNNING else None
-                point = _trial_point(trial) if grid else None
-                if trial.state == TrialState.COMPLETE:
-                    view.completes[name] += 1
-                    attrs = trial.user_attrs
-                    if "point" in attrs and "reused_from" not in attrs:  # first wins, as in collect_sweep
-                        measurement = Measurement.from_trial(name, trial)
-                        view.finished.setdefault(measurement.point.key(), measurement)
-                elif trial.state == TrialState.WAITING:
-                    view.waiting[name] += 1
-                elif claim is None:
-                    # A trial is claimed before its worker lets go of the lock, so one seen
-                    # unclaimed under the lock lost its worker (or an older lampe-calib's).
-                    view.unclaimed.append((name, trial))
-                    continue
-                else:
-                    view.running.append((name, trial))
-                    view.busy += name in ours
-                    if claim and claim.get("evaluates") is not None:
-                        view.inflight[tuple(claim["evaluates"])] = trial.number
-                view.counted[name] += 1
-                if point is not None:
-                    taken.add(point)
-                    view.holders.setdefault((name, point), []).append(trial.number)
-                    if trial.state == TrialState.COMPLETE:
-                        complete.add(point)
-        return view
+    def view(self, stages: list[_Stage]) -> SweepView:
+        """Every trial of the sweep, read once (``stages``: this run's studies)."""
+        grids = {stage.name for stage in stages if stage.points is not None}
+        return read_view(self.storage, self.base, grids, {stage.name for stage in stages})
 
-    def reap(self, stages: list[_Stage], view: _View) -> bool:
+    def reap(self, stages: list[_Stage], view: SweepView) -> bool:
         """Fail (and re-queue) the trials of dead workers: gone from this machine, or silent past
         the heartbeat's grace period (checked every ``poll_interval``). True if any was failed."""
         studies = {stage.name: stage.study for stage in stages}
@@ -245,7 +171,7 @@ class _Runner:
             stale = any(fail_stale(study, self.storage) for study in studies.values())
         return bool(gone or unclaimed) or stale
 
-    def next_action(self, stages: list[_Stage], view: _View) -> tuple[_Stage, SweepPoint | None] | None:
+    def next_action(self, stages: list[_Stage], view: SweepView) -> tuple[_Stage, SweepPoint | None] | None:
         """The next trial to run: a re-queued one first, then the vanilla points, then the grid
         (or GP studies with budget left), each by cost, most expensive first, among the points
         nobody has taken."""
@@ -271,7 +197,7 @@ class _Runner:
         return None if best is None else (best[1], best[2])
 
     @staticmethod
-    def decide(stage: _Stage, trial: optuna.Trial, point: SweepPoint, view: _View) -> Any:
+    def decide(stage: _Stage, trial: optuna.Trial, point: SweepPoint, view: SweepView) -> Any:
         """Under the lock: "duplicate" (another trial of this grid study has the point),
         the ``Measurement`` to copy, "wait" (another worker evaluates it) or "evaluate"."""
         key = point.key()
@@ -306,6 +232,8 @@ class _Runner:
                     time.sleep(self.poll_interval)
                     self.lock.acquire()
                     view = self.view(stages)
+                    if self.reap(stages, view):  # the worker waited for may have died
+                        view = self.view(stages)
                 if outcome == "duplicate":
                     raise optuna.TrialPruned(f"{point.describe()} already has a trial in {stage.name}")
                 if isinstance(outcome, Measurement):
@@ -393,7 +321,7 @@ class _Runner:
 
     # -- progress -------------------------------------------------------------------------
 
-    def plan(self, stages: list[_Stage], view: _View) -> None:
+    def plan(self, stages: list[_Stage], view: SweepView) -> None:
         """Record the work left at the start of the run (the progress totals)."""
         for stage in stages:
             if stage.points is not None:
@@ -412,7 +340,7 @@ class _Runner:
         count = len(self.items) + sum(b for _, b, _ in self.budgets.values())
         return count, sum(c for *_, c in self.items) + sum(b * c for _, b, c in self.budgets.values())
 
-    def report(self, view: _View, waiting: int = 0) -> None:
+    def report(self, view: SweepView, waiting: int = 0) -> None:
         if self.progress is None:
             return
         done = [c for name, p, c in self.items if p in view.complete.get(name, set())]
