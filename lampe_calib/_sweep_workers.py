@@ -14,10 +14,12 @@ decided while holding ``SweepLock``, a mutex shared through the storage itself:
 
 Grid points are enqueued and popped one at a time under the lock, so each is taken by exactly
 one trial, and a trial evaluates only when no finished or running trial of the sweep evaluates
-the same thing. A trial records its worker (``Worker``) in the system attribute ``lampe:claim``:
-a worker whose process is gone on this machine is detected at once (``Worker.gone``); one on
-another machine through Optuna's heartbeat (``fail_stale``). Either way its trial is
-failed and re-queued by the storage's stale-trial callback (``RetryStaleTrial``).
+the same thing. A trial records its worker (``Worker``) in the system attribute ``lampe:claim``
+before the lock is let go: a worker whose process is gone from this machine is detected by the
+next worker here that looks (``Worker.gone``), one on another machine through Optuna's heartbeat
+(``fail_stale``); either way its trial is failed and re-queued by the storage's stale-trial
+callback (``RetryStaleTrial``). A running trial seen without a claim under the lock lost its
+worker before it could claim; it is failed, and its point is free again.
 """
 
 from __future__ import annotations
