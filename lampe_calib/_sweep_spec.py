@@ -222,7 +222,7 @@ class SweepSpec:
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
     def grid_space(self) -> dict[str, list[Any]]:
-        """The GridSampler search space."""
+        """The grid as an Optuna search space (``GridSampler``'s form)."""
         return {
             "length": list(self.lengths),
             "mapping": list(self.mappings),

@@ -2,18 +2,18 @@
 
 Studies of a sweep named ``NAME`` (by default the model's alias), all in one storage:
 
-- ``NAME:vanilla``: the stock model at every length (GridSampler over L), the reference of
+- ``NAME:vanilla``: the stock model at every length (each L enqueued once), the reference of
   every V-curve and the "vanilla" column of the closing table;
-- ``NAME``: ``--search grid``, GridSampler over L × m × head × tail × attention_factor;
+- ``NAME``: ``--search grid``, each point of L × m × head × tail × attention_factor enqueued once;
 - ``NAME:gp:L<L>``: ``--search gp``, one study per length (Optuna's GPSampler over m): a GP
   models one objective surface, and the V of each length is its own surface.
 
 Each trial's user attributes hold its point (``point``), the per-book NLL sums (``nll``) and
 token counts (``tokens``), the book rows, skipped books and seconds; a trial that copied an
 equal, finished evaluation also holds ``reused_from`` ("study#trial"), and a failed trial the
-reason in ``error``. Each study holds the
-sweep's ``signature`` (model, data, samples, seed, dtype, mode, book rows): results are only
-comparable under one signature, so a resumed study with another is refused.
+reason in ``error``. Each study holds the sweep's ``signature`` (model, data, samples, seed,
+dtype, mode, book rows): results are only comparable under one signature, so a resumed study
+with another is refused.
 """
 
 from __future__ import annotations
