@@ -51,6 +51,8 @@ __all__ = [
     "creation_lock",
     "fail_stale",
     "fail_trial",
+    "stale_trial_callback",
+    "stale_trial_callback_option",
     "worker_gone",
 ]
 
@@ -134,7 +136,9 @@ class RetryStaleTrial:
     def __init__(self, max_retry: int | None = None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry)
+            # Optuna >= 4.9 names it RetryHeartbeatStaleTrialCallback; before, RetryFailedTrialCallback.
+            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+            self._retry = (retry or optuna.storages.RetryFailedTrialCallback)(max_retry)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         clean = copy.deepcopy(trial)
@@ -143,6 +147,23 @@ class RetryStaleTrial:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._retry(study, clean)
+
+
+def stale_trial_callback_option(callback: Any) -> dict[str, Any]:
+    """``RDBStorage``'s keyword for the stale-trial callback (renamed in Optuna 4.9)."""
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        return {"heartbeat_stale_trial_callback": callback}
+    return {"failed_trial_callback": callback}
+
+
+def stale_trial_callback(storage: BaseStorage) -> Any:
+    """The stale-trial callback ``storage`` was opened with, if any."""
+    for name in ("get_heartbeat_stale_trial_callback", "get_failed_trial_callback"):
+        if hasattr(storage, name):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # the old name, deprecated in 4.9
+                return getattr(storage, name)()
+    return None
 
 
 def claim_of(trial: FrozenTrial) -> dict[str, Any] | None:
@@ -174,7 +195,7 @@ def fail_trial(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial, re
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
     logger.warning("%s: trial %d failed: %s", study.study_name, trial.number, reason)
-    callback = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    callback = stale_trial_callback(storage)
     if retry and callback is not None:
         callback(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
     return True
