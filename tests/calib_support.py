@@ -64,3 +64,25 @@ def write_jsonl(path: Path, texts: list[str], **fields: list[str]) -> Path:
             row = {"text": text, **{k: v[i] for k, v in fields.items()}}
             f.write(json.dumps(row) + "\n")
     return path
+
+
+def minimal_profile(window: int = TINY_W) -> dict:
+    """A minimal valid profile (schema 1) for the tiny models: imported m(L), no curves."""
+    return {
+        "schema_version": 1,
+        "model": {"alias": "tiny", "source": None, "revision": None},
+        "window": window,
+        "rope": {"theta": 10000.0, "type": "default", "scaling": {}},
+        "lampe": {"head": 4, "tail": 2, "mode": "exact", "attention_factor": 1.0},
+        "sigmoid": {
+            "status": "imported",
+            "a": 0.02,
+            "b": -1.0,
+            "c": 24.0,
+            "c_mode": "free",
+            "r2": None,
+            "ci": None,
+        },
+        "curves": [],
+        "provenance": {"imported": True},
+    }

@@ -11,7 +11,7 @@ import re
 import huggingface_hub.constants
 import pytest
 import torch
-from calib_support import SAMPLE, tiny_model_dir, write_jsonl
+from calib_support import SAMPLE, minimal_profile, tiny_model_dir, write_jsonl
 
 from lampe_calib.cli import calibrate_main, eval_main
 
@@ -39,24 +39,7 @@ def files(tmp_path_factory):
     (root / "empty-dir").mkdir()
     (root / "a-file").write_text("x")
     (root / "bad.json").write_text('{"schema_version": 1,')
-    profile = {
-        "schema_version": 1,
-        "model": {"alias": "tiny", "source": None, "revision": None},
-        "window": 32,
-        "rope": {"theta": 10000.0, "type": "default", "scaling": {}},
-        "lampe": {"head": 4, "tail": 2, "mode": "exact", "attention_factor": 1.0},
-        "sigmoid": {
-            "status": "imported",
-            "a": 0.02,
-            "b": -1.0,
-            "c": 24.0,
-            "c_mode": "free",
-            "r2": None,
-            "ci": None,
-        },
-        "curves": [],
-        "provenance": {"imported": True},
-    }
+    profile = minimal_profile(32)
     (root / "negative-a.json").write_text(
         json.dumps({**profile, "sigmoid": {**profile["sigmoid"], "a": -1.0}})
     )

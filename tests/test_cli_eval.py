@@ -9,6 +9,7 @@ import string
 
 import pytest
 import torch
+from calib_support import minimal_profile
 from char_tokenizer import char_tokenizer
 from conftest import TINY_WINDOW, tiny_model
 
@@ -156,28 +157,6 @@ def test_unknown_model_is_a_user_error(books_file, capsys):
     assert "no-such-model" in capsys.readouterr().err
 
 
-def _profile(window: int) -> dict:
-    """A minimal valid profile (schema 1) for the tiny model."""
-    return {
-        "schema_version": 1,
-        "model": {"alias": "tiny", "source": None, "revision": None},
-        "window": window,
-        "rope": {"theta": 10000.0, "type": "default", "scaling": {}},
-        "lampe": {"head": 4, "tail": 2, "mode": "exact", "attention_factor": 1.0},
-        "sigmoid": {
-            "status": "imported",
-            "a": 0.02,
-            "b": -1.0,
-            "c": 24.0,
-            "c_mode": "free",
-            "r2": None,
-            "ci": None,
-        },
-        "curves": [],
-        "provenance": {"imported": True},
-    }
-
-
 def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
@@ -185,7 +164,7 @@ def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys)
     from lampe_calib._perplexity import evaluate_perplexity
 
     profile = tmp_path / "tiny.json"
-    profile.write_text(json.dumps(_profile(W)))
+    profile.write_text(json.dumps(minimal_profile(W)))
     out = tmp_path / "ppl.json"
     argv = ["ppl", "--model", str(model_dir), "--profile", str(profile), "--methods", "lampe,lampe-fixed"]
     argv += ["--lengths", "4W", "--data", str(books_file), "--samples", "3", "--json", str(out)]
@@ -204,6 +183,6 @@ def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys)
         assert got[name] == pytest.approx(want, rel=1e-5)
     assert got["lampe"] != pytest.approx(got["lampe-fixed"], rel=1e-4)
 
-    profile.write_text(json.dumps(_profile(2 * W)))
+    profile.write_text(json.dumps(minimal_profile(2 * W)))
     assert eval_main(argv) == 2
     assert "--profile" in capsys.readouterr().err
