@@ -10,9 +10,37 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["MODES", "LampeConfig", "SigmoidMapping", "sigmoid_mapping_length"]
+__all__ = [
+    "MODES",
+    "LampeConfig",
+    "SigmoidMapping",
+    "check_attention_factor",
+    "check_integer",
+    "sigmoid_mapping_length",
+]
 
 MODES = ("exact", "floor")
+
+
+def check_integer(name: str, value: Any, low: int) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``low`` (bools
+    are not integers here). Shared by every position scheme's ``__post_init__``.
+
+    Example: ``check_integer("head", 2.5, 0)`` -> ``ValueError: head must be an integer >= 0, got 2.5``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_attention_factor(value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (the RoPE cos/sin factor).
+
+    Example: ``check_attention_factor(0)`` -> ``ValueError: attention_factor must be a finite
+    number > 0, got 0``.
+    """
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"attention_factor must be a finite number > 0, got {value!r}")
 
 
 def sigmoid_mapping_length(length: float, a: float, b: float, c: float) -> float:
@@ -85,9 +113,7 @@ class LampeConfig:
 
     def __post_init__(self) -> None:
         for name in ("head", "tail"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            check_integer(name, getattr(self, name), 0)
         if (self.mapping_length is None) == (self.sigmoid is None):
             raise ValueError(
                 "exactly one of mapping_length and sigmoid must be set, got "
@@ -105,9 +131,7 @@ class LampeConfig:
             raise ValueError(f"sigmoid must be a SigmoidMapping, got {self.sigmoid!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        f = self.attention_factor
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
-            raise ValueError(f"attention_factor must be a finite number > 0, got {f!r}")
+        check_attention_factor(self.attention_factor)
 
     def mapping_length_for(self, length: int) -> float:
         """The mapping length m used for an input of ``length`` tokens.

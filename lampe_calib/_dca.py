@@ -20,7 +20,6 @@ The official code (``chunkllama_attn_replace.py``) caps at c rather than c − 1
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from ._apply import apply_position_scheme
+from ._config import check_attention_factor, check_integer
 
 __all__ = ["DualChunkConfig", "DualChunkPlan", "dual_chunk_attention"]
 
@@ -123,16 +123,12 @@ class DualChunkConfig:
 
     def __post_init__(self) -> None:
         for name, low in (("chunk_size", 1), ("local_window", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_integer(name, getattr(self, name), low)
         if self.local_window > self.chunk_size:
             raise ValueError(
                 f"local_window must not exceed chunk_size={self.chunk_size}, got {self.local_window!r}"
             )
-        f = self.attention_factor
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
-            raise ValueError(f"attention_factor must be a finite number > 0, got {f!r}")
+        check_attention_factor(self.attention_factor)
 
     @classmethod
     def recommended(cls, window: int) -> DualChunkConfig:

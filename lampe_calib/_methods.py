@@ -14,7 +14,8 @@ Registry contract (``METHODS``, a plain dict like transformers' ``ROPE_INIT_FUNC
 Entering the context runs ``model`` under the method, for a plain forward and for
 ``generate()``; leaving it restores the model exactly. Parameters default to each paper's
 recommended settings for (W, L), listed on each factory. Every method is the stock model when
-it has nothing to do (an input that fits the window), except DCA and LaMPE, whose own rules
+it has nothing to do (an input that fits the window; STRING and ReRoPE included, although
+their rules would also change such an input), except DCA and LaMPE, whose own rules
 decide (DCA chunks anything longer than a chunk; LaMPE compresses whenever L > m(L)).
 """
 
@@ -31,6 +32,7 @@ from torch import nn
 from ._apply import apply_lampe
 from ._config import LampeConfig
 from ._dca import DualChunkConfig, dual_chunk_attention
+from ._rerope import ReRopeConfig, rerope_attention
 from ._rope_scaling import (
     ntk_rope_parameters,
     pi_rope_parameters,
@@ -40,6 +42,7 @@ from ._rope_scaling import (
     yarn_rope_parameters,
 )
 from ._selfextend import SelfExtendConfig, self_extend
+from ._string import StringConfig, string_attention
 
 __all__ = ["FIXED_MAPPING_FRACTION", "METHODS", "MethodFactory", "method_context"]
 
@@ -113,6 +116,25 @@ def dca(model: nn.Module, window: int, length: int, profile: Any = None) -> Abst
     return dual_chunk_attention(model, DualChunkConfig.recommended(window))
 
 
+def string(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
+    """STRING (An et al. 2024, arXiv 2410.18745): d >= S shown as d − S + w, with w = 128 (at
+    most W/16), S ≈ L/3 raised so every shown position stays inside W where possible, and the
+    official temperature 0.1·ln 2 + 1 (``StringConfig.recommended``)."""
+    _check(window, length)
+    if length <= window:
+        return contextlib.nullcontext()
+    return string_attention(model, StringConfig.recommended(window, length))
+
+
+def rerope(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
+    """ReRoPE (Su 2023): relative positions clipped to min(d, w), w = W/4 (the author's
+    published setting, ``ReRopeConfig.recommended``)."""
+    _check(window, length)
+    if length <= window:
+        return contextlib.nullcontext()
+    return rerope_attention(model, ReRopeConfig.recommended(window))
+
+
 def _profile_config(profile: Any, method: str) -> LampeConfig:
     if isinstance(profile, LampeConfig):
         return profile
@@ -152,6 +174,8 @@ METHODS: dict[str, MethodFactory] = {
     "yarn": yarn,
     "selfextend": selfextend,
     "dca": dca,
+    "string": string,
+    "rerope": rerope,
     "lampe-fixed": lampe_fixed,
     "lampe": lampe,
 }

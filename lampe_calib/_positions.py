@@ -23,6 +23,7 @@ __all__ = [
     "MIDDLE",
     "TAIL",
     "LampePlan",
+    "band_regions",
     "floor_group",
     "floor_grouping",
     "position_encoding",
@@ -43,6 +44,19 @@ def region_of(d: torch.Tensor, length: float, head: int, tail: int) -> torch.Ten
     region = torch.full_like(d, MIDDLE, dtype=torch.long)
     region = torch.where(d <= head, HEAD, region)
     return torch.where(d >= length - tail, TAIL, region)
+
+
+def band_regions(query_positions: torch.Tensor, key_positions: torch.Tensor, boundary: float) -> torch.Tensor:
+    """Two regions split at one relative distance: 0 where ``d = i − j < boundary``, 1 elsewhere.
+
+    The region map of every two-level baseline (SelfExtend's neighbours, STRING's exact band,
+    ReRoPE's window): ``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long.
+
+    Example: ``band_regions(torch.tensor([[5]]), torch.arange(6)[None], 3)``
+    -> ``[[[1, 1, 1, 0, 0, 0]]]`` (d = 5, 4, 3 beyond the band; 2, 1, 0 inside).
+    """
+    d = query_positions[:, :, None] - key_positions[:, None, :]  # (B, S, T)
+    return (d >= boundary).long()
 
 
 def position_encoding(

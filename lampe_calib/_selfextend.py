@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from ._apply import apply_position_scheme
+from ._config import check_attention_factor, check_integer
+from ._positions import band_regions
 
 __all__ = ["SelfExtendConfig", "SelfExtendPlan", "self_extend", "self_extend_group"]
 
@@ -102,10 +104,9 @@ class SelfExtendPlan:
     def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
         """``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long: NEIGHBOUR where d < w_n,
         GROUPED elsewhere (the official code's mask: grouped where j <= i − w_n)."""
-        d = query_positions[:, :, None] - key_positions[:, None, :]  # (B, S, T)
-        if self.identity:
-            return torch.zeros_like(d, dtype=torch.long)
-        return (d >= self.neighbor_window).long()
+        # With G = 1 both levels are stock positions, so the split is harmless but unused.
+        boundary = float("inf") if self.identity else self.neighbor_window
+        return band_regions(query_positions, key_positions, boundary)
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,8 @@ class SelfExtendConfig:
 
     def __post_init__(self) -> None:
         for name, low in (("group", 1), ("neighbor_window", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        f = self.attention_factor
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or f <= 0:
-            raise ValueError(f"attention_factor must be a finite number > 0, got {f!r}")
+            check_integer(name, getattr(self, name), low)
+        check_attention_factor(self.attention_factor)
 
     @classmethod
     def recommended(cls, window: int, length: int) -> SelfExtendConfig:

@@ -14,8 +14,17 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from lampe_calib import LampeConfig, SigmoidMapping
 from lampe_calib._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
 from lampe_calib._methods import METHODS, method_context
+from lampe_calib._rerope import ReRopeConfig, ReRopePlan, rerope_attention, rerope_position
 from lampe_calib._rope_scaling import ntk_base, rope_parameters_of
 from lampe_calib._selfextend import SelfExtendConfig, self_extend, self_extend_group
+from lampe_calib._string import (
+    STRING_ATTENTION_FACTOR,
+    StringConfig,
+    string_attention,
+    string_local_window,
+    string_position,
+    string_shifted_offset,
+)
 
 TOL = 1e-4  # fp32 through a 2-layer model; the engine's contract
 W = TINY_WINDOW
@@ -55,6 +64,19 @@ def dca_pe(length: int, chunk: int, local: int) -> torch.Tensor:
     return torch.where(gap == 0, d, torch.where(gap == 1, successive, inter))
 
 
+def string_pe(length: int, shifted: int, local: int) -> torch.Tensor:
+    """STRING's relative positions written from the paper: d below the shifted offset S, else
+    d − S + w."""
+    _, _, d = _relative(length)
+    return torch.where(d < shifted, d, d - shifted + local)
+
+
+def rerope_pe(length: int, window: int) -> torch.Tensor:
+    """ReRoPE's relative positions written from its definition: min(d, w)."""
+    _, _, d = _relative(length)
+    return torch.where(d < window, d, torch.full_like(d, float(window)))
+
+
 # --- position rules, worked examples -----------------------------------------------------------
 
 
@@ -78,6 +100,52 @@ def test_dca_plan_positions():
     assert DualChunkPlan(torch.tensor([6.0]), chunk_size=6, local_window=2).identity
 
 
+def test_string_plan_positions():
+    assert string_position(torch.arange(10), 6, 2).tolist() == [0, 1, 2, 3, 4, 5, 2, 3, 4, 5]
+    plan = StringConfig(shifted_offset=6, local_window=2).plan(torch.tensor([20]))
+    assert plan.query_positions(torch.tensor([[9]]))[:, 0, 0].tolist() == [9.0, 5.0]
+    assert plan.key_positions(torch.tensor([[5]]))[:, 0, 0].tolist() == [5.0]
+    assert plan.region_key_version == (0, 0)
+    regions = plan.regions(torch.tensor([[9]]), torch.arange(10)[None])
+    assert regions[0, 0].tolist() == [1] * 4 + [0] * 6  # d = 9..6 shifted, 5..0 exact
+    # Every pair sees P_q − P_k = PE(d) of its region.
+    q = plan.query_positions(torch.tensor([[9]]))[:, 0, 0]
+    k = plan.key_positions(torch.arange(10)[None])[0, 0]
+    shown = torch.where(regions[0, 0] == 1, q[1] - k, q[0] - k)
+    assert shown.tolist() == string_position(9 - torch.arange(10), 6, 2).tolist()
+    assert StringConfig(shifted_offset=6, local_window=2).plan(torch.tensor([6])).identity
+
+
+def test_rerope_plan_positions():
+    assert rerope_position(torch.arange(7), 4).tolist() == [0, 1, 2, 3, 4, 4, 4]
+    plan = ReRopeConfig(window=4).plan(torch.tensor([20]))
+    assert plan.query_positions(torch.tensor([[9]]))[:, 0, 0].tolist() == [9.0, 4.0]
+    assert plan.key_positions(torch.tensor([[5]]))[:, 0, 0].tolist() == [5.0, 0.0]
+    assert plan.region_key_version == (0, 1)
+    regions = plan.regions(torch.tensor([[9]]), torch.arange(10)[None])
+    assert regions[0, 0].tolist() == [1] * 6 + [0] * 4  # d = 9..4 clipped, 3..0 exact
+    assert ReRopePlan(torch.tensor([4.0]), window=4).identity
+    assert not ReRopePlan(torch.tensor([4.0, 5.0]), window=4).identity
+
+
+def test_string_offset_keeps_positions_inside_the_window():
+    # The worked examples of string_shifted_offset (W = 8192, w = 128).
+    assert string_local_window(8192) == 128 and string_local_window(256) == 16
+    offsets = [string_shifted_offset(8192, n, 128) for n in (8192, 9000, 12288, 16384)]
+    assert offsets == [8192, 3000, 4224, 8256]
+    window, local = 64, 4
+    for length in range(window + 1, 4 * window):
+        s = string_shifted_offset(window, length, local)
+        largest = max(s - 1, length - 1 - s + local)
+        best = min(max(t - 1, length - 1 - t + local) for t in range(local, length))
+        if length <= 2 * window - local:
+            assert largest <= window - 1 and s >= length // 3
+        else:  # no S fits: the one with the fewest positions past the window
+            assert largest == best
+    assert StringConfig.recommended(8192, 12288) == StringConfig(4224, 128, STRING_ATTENTION_FACTOR)
+    assert ReRopeConfig.recommended(4096) == ReRopeConfig(window=1024)
+
+
 def test_recommended_settings():
     assert self_extend_group(4096, 15800, 1024) == 5  # the SelfExtend README's example
     assert SelfExtendConfig.recommended(4096, 16384) == SelfExtendConfig(group=5, neighbor_window=1024)
@@ -96,6 +164,13 @@ def test_recommended_settings():
         (SelfExtendConfig, {"group": 2.5, "neighbor_window": 4}, "group"),
         (DualChunkConfig, {"chunk_size": 4, "local_window": 5}, "local_window"),
         (DualChunkConfig, {"chunk_size": 0, "local_window": 0}, "chunk_size"),
+        (StringConfig, {"shifted_offset": 0, "local_window": 0}, "shifted_offset"),
+        (StringConfig, {"shifted_offset": 4, "local_window": 5}, "local_window"),
+        (StringConfig, {"shifted_offset": 4, "local_window": -1}, "local_window"),
+        (StringConfig, {"shifted_offset": 8, "local_window": 2, "attention_factor": 0.0}, "attention_factor"),
+        (ReRopeConfig, {"window": 0}, "window"),
+        (ReRopeConfig, {"window": True}, "window"),
+        (ReRopeConfig, {"window": 4, "attention_factor": float("nan")}, "attention_factor"),
     ],
 )
 def test_configs_reject_bad_values(factory, kwargs, field):
@@ -190,7 +265,47 @@ def test_dca_matches_its_dense_rule(family_model, chunk, local):
     assert (got - want).abs().max().item() <= TOL
 
 
-@pytest.mark.parametrize("name", ["pi", "ntk", "yarn", "selfextend", "dca"])
+@pytest.mark.parametrize("shifted,local", [(40, 8), (17, 0), (9, 9)])
+def test_string_matches_its_dense_rule(family_model, shifted, local):
+    length = 3 * W + 5
+    ids = _ids(length)
+    with string_attention(family_model, StringConfig(shifted_offset=shifted, local_window=local)):
+        got = _logits(family_model, ids)
+    with dense_lampe(family_model, string_pe(length, shifted, local)):
+        want = _logits(family_model, ids)
+    assert (got - want).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("window", [8, 1, 50])
+def test_rerope_matches_its_dense_rule(family_model, window):
+    length = 3 * W + 5
+    ids = _ids(length)
+    with rerope_attention(family_model, ReRopeConfig(window=window)):
+        got = _logits(family_model, ids)
+    with dense_lampe(family_model, rerope_pe(length, window)):
+        want = _logits(family_model, ids)
+    assert (got - want).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("length", [W + 9, 4 * W])
+def test_string_and_rerope_registry_use_the_recommended_settings(length):
+    # The factories, temperature included, against the dense rule of the recommended numbers.
+    model = tiny_model("qwen3")
+    ids = _ids(length)
+    s, w = string_shifted_offset(W, length, 2), ReRopeConfig.recommended(W).window
+    assert string_local_window(W) == 2 and w == 8
+    for name, pe, factor in (
+        ("string", string_pe(length, s, 2), STRING_ATTENTION_FACTOR),
+        ("rerope", rerope_pe(length, w), 1.0),
+    ):
+        with method_context(name, model, W, length):
+            got = _logits(model, ids)
+        with dense_lampe(model, pe, attention_factor=factor):
+            want = _logits(model, ids)
+        assert (got - want).abs().max().item() <= TOL, name
+
+
+@pytest.mark.parametrize("name", ["pi", "ntk", "yarn", "selfextend", "dca", "string", "rerope"])
 def test_baselines_change_long_inputs(name):
     # Guards the comparisons above: a long input under a baseline must differ from the stock model.
     model = tiny_model("llama")
@@ -201,7 +316,7 @@ def test_baselines_change_long_inputs(name):
     assert (got - stock).abs().max().item() > 100 * TOL
 
 
-@pytest.mark.parametrize("name", ["pi", "ntk", "yarn", "selfextend"])
+@pytest.mark.parametrize("name", ["pi", "ntk", "yarn", "selfextend", "string", "rerope"])
 def test_scaling_methods_are_stock_within_the_window(name):
     model = tiny_model("llama")
     ids = _ids(W)
@@ -214,13 +329,27 @@ def test_scaling_methods_are_stock_within_the_window(name):
 # --- decoding, batching, restoration ------------------------------------------------------------
 
 
+RUNNERS = {
+    SelfExtendConfig: self_extend,
+    DualChunkConfig: dual_chunk_attention,
+    StringConfig: string_attention,
+    ReRopeConfig: rerope_attention,
+}
+
+
 @pytest.mark.parametrize(
-    "scheme", [SelfExtendConfig(group=3, neighbor_window=8), DualChunkConfig(chunk_size=20, local_window=4)]
+    "scheme",
+    [
+        SelfExtendConfig(group=3, neighbor_window=8),
+        DualChunkConfig(chunk_size=20, local_window=4),
+        StringConfig(shifted_offset=40, local_window=4, attention_factor=1.1),
+        ReRopeConfig(window=8),
+    ],
 )
 def test_generate_with_cache_equals_one_prefill(scheme):
     model = tiny_model("llama")
     ids = _ids(3 * W)
-    runner = self_extend if isinstance(scheme, SelfExtendConfig) else dual_chunk_attention
+    runner = RUNNERS[type(scheme)]
     with runner(model, scheme), torch.no_grad():
         out = model.generate(
             ids, max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True
@@ -231,7 +360,7 @@ def test_generate_with_cache_equals_one_prefill(scheme):
     assert (steps - want).abs().max().item() <= TOL
 
 
-@pytest.mark.parametrize("name", ["selfextend", "dca"])
+@pytest.mark.parametrize("name", ["selfextend", "dca", "string", "rerope"])
 def test_left_padded_batch_gives_each_rows_result(name):
     model = tiny_model("qwen2")
     long, short = _ids(3 * W, seed=1), _ids(2 * W + 7, seed=2)
@@ -266,10 +395,12 @@ def test_every_method_restores_the_model(name):
 
 
 def test_registry_names_and_errors():
-    assert list(METHODS) == ["vanilla", "pi", "ntk", "yarn", "selfextend", "dca", "lampe-fixed", "lampe"]
+    assert list(METHODS) == [
+        "vanilla", "pi", "ntk", "yarn", "selfextend", "dca", "string", "rerope", "lampe-fixed", "lampe"
+    ]  # fmt: skip
     model = tiny_model("llama")
-    with pytest.raises(KeyError, match="unknown method 'rerope'.*vanilla"):
-        method_context("rerope", model, W, 4 * W)
+    with pytest.raises(KeyError, match="unknown method 'longrope'.*vanilla"):
+        method_context("longrope", model, W, 4 * W)
     with pytest.raises(ValueError, match="'lampe' needs a calibrated profile"):
         method_context("lampe", model, W, 4 * W, None)
     with pytest.raises(ValueError, match="length must be a positive integer"):

@@ -1,0 +1,147 @@
+"""ReRoPE (Su 2023, "Rectified Rotary Position Embeddings", github.com/bojone/rerope, blog
+kexue.fm/archives/9708) as a position scheme.
+
+Relative positions inside a window w keep their spacing and every farther one is clipped to w,
+like a ReLU turned over: PE(d) = min(d, w). So no input length shows RoPE a position above w:
+
+    Exact    d <  w    P_q = i    P_k = j
+    Clipped  d >= w    P_q = w    P_k = 0      (P_q − P_k = w for every such pair)
+
+Two disjoint key sets per query, each with its own rotation: the engine's general path runs them
+exactly. As distance bands: [0, w − 1] at stock positions, [w, ∞) clipped to w.
+
+Window: w = W/4, the setting of the author's published results (README: ReRoPE-w1024 on
+Llama-2-13B, W = 4096, loss falling from 4K to 16K). The patch file's default is 512 (W/8) and
+the LaMPE release runs ReRoPE with a fixed 4096 on Llama-3-8B (W/2); all three keep w well inside
+W, which is what the rule needs. For L <= W the method is the stock model.
+
+Differences from the official patch (``rerope_patch.py``, read for this module): it also
+multiplies each query by max(1, log(i + 1)/log W) (log-n attention scaling past the window), a
+per-query temperature that a ``PositionScheme`` cannot express; we implement the rule min(d, w)
+alone, as the LaMPE release's ReRoPE comparison does. The LaMPE release's ReRoPE counts the
+key at d = w twice (exact at w and clipped at w + 1); ours does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._apply import apply_position_scheme
+from ._config import check_attention_factor, check_integer
+from ._positions import band_regions
+
+__all__ = ["ReRopeConfig", "ReRopePlan", "rerope_attention", "rerope_position"]
+
+EXACT, CLIPPED = 0, 1
+
+
+def rerope_position(d: torch.Tensor, window: int) -> torch.Tensor:
+    """PE(d) = min(d, w): the relative position ReRoPE shows RoPE for a true one ``d``.
+
+    Example: ``rerope_position(torch.arange(7), window=4)`` -> ``[0, 1, 2, 3, 4, 4, 4]``.
+    """
+    return torch.as_tensor(d, dtype=torch.float64).clamp(max=window)
+
+
+@dataclass(frozen=True)
+class ReRopePlan:
+    """ReRoPE positions of one batch (the plan interface of ``LampePlan``).
+
+    ``length`` is each row's input length ``(B,)`` float64; a batch whose rows are all at most
+    w long has no pair with d >= w and is the stock model (``identity``).
+    """
+
+    length: torch.Tensor  # (B,)
+    window: int  # w
+
+    @property
+    def identity(self) -> bool:
+        """True when no row reaches d = w: one region, stock positions."""
+        return bool((self.length <= self.window).all())
+
+    @property
+    def region_key_version(self) -> tuple[int, ...]:
+        """Key rotation per region: stock (0) inside the window, position 0 (1) beyond it."""
+        return (0,) if self.identity else (0, 1)
+
+    def row(self, index: int) -> ReRopePlan:
+        """The plan of one batch row, as a batch of one."""
+        return ReRopePlan(self.length[index : index + 1], self.window)
+
+    def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` token positions -> ``(R, B, S)`` float32: stock, then w for every query.
+
+        Example (w=4): i = 9 -> stock 9, clipped 4.
+        """
+        pos = positions.to(torch.float32)
+        if self.identity:
+            return pos[None]
+        return torch.stack([pos, torch.full_like(pos, float(self.window))])
+
+    def key_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> ``(V, B, T)`` float32: stock, then 0 for every key.
+
+        Example: j = 5 -> stock 5, clipped 0.
+        """
+        pos = positions.to(torch.float32)
+        if self.identity:
+            return pos[None]
+        return torch.stack([pos, torch.zeros_like(pos)])
+
+    def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long: EXACT where d < w,
+        CLIPPED elsewhere (the official mask: exact where |i − j| < window)."""
+        boundary = float("inf") if self.identity else self.window
+        return band_regions(query_positions, key_positions, boundary)
+
+
+@dataclass(frozen=True)
+class ReRopeConfig:
+    """ReRoPE's window, as a position scheme for ``apply_position_scheme``.
+
+    Args:
+        window: w, relative positions ``d < w`` keep their spacing, the rest are shown as w.
+        attention_factor: multiplies cos and sin; ReRoPE changes no logit scale (1.0).
+
+    Example: ``ReRopeConfig.recommended(4096)`` -> ``ReRopeConfig(window=1024)``.
+    """
+
+    window: int
+    attention_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_integer("window", self.window, 1)
+        check_attention_factor(self.attention_factor)
+
+    @classmethod
+    def recommended(cls, window: int) -> ReRopeConfig:
+        """w = W/4 for a model of window W (the author's published setting, see the module
+        docstring); it does not depend on the input length."""
+        return cls(window=max(1, window // 4))
+
+    def plan(self, lengths: torch.Tensor) -> ReRopePlan:
+        """The plan of a batch whose rows have ``lengths`` tokens, ``(B,)`` int64."""
+        return ReRopePlan(lengths.to(torch.float64).cpu(), self.window)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": self.window, "attention_factor": self.attention_factor}
+
+
+@contextmanager
+def rerope_attention(model: nn.Module, config: ReRopeConfig) -> Iterator[Any]:
+    """Run ``model`` under ReRoPE inside the ``with`` block (prefill and ``generate()``);
+    restored exactly on exit. Yields the attention session.
+
+    Example::
+
+        with rerope_attention(model, ReRopeConfig.recommended(window=256)):
+            logits = model(input_ids).logits
+    """
+    with apply_position_scheme(model, config) as session:
+        yield session
