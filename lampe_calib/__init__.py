@@ -19,7 +19,9 @@ from ._passkey import PasskeyResult, evaluate_passkey, passkey_prompts
 from ._perplexity import PerplexityResult, evaluate_perplexity
 from ._positions import LampePlan, position_encoding, region_of
 from ._profiles import SCHEMA_VERSION, Profile, load_profile, save_profile
+from ._rerope import ReRopeConfig, rerope_attention
 from ._selfextend import SelfExtendConfig, self_extend
+from ._string import StringConfig, string_attention
 
 __version__ = "0.1.0"
 
@@ -36,8 +38,10 @@ __all__ = [
     "PasskeyResult",
     "PerplexityResult",
     "Profile",
+    "ReRopeConfig",
     "SelfExtendConfig",
     "SigmoidMapping",
+    "StringConfig",
     "__version__",
     "apply_lampe",
     "apply_position_scheme",
@@ -53,7 +57,9 @@ __all__ = [
     "passkey_prompts",
     "position_encoding",
     "region_of",
+    "rerope_attention",
     "save_profile",
     "self_extend",
     "sigmoid_mapping_length",
+    "string_attention",
 ]

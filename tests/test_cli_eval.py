@@ -51,6 +51,16 @@ def test_parse_lengths_and_methods():
         parse_methods("vanilla,rope")
 
 
+@pytest.mark.parametrize("command", ["ppl", "passkey"])
+def test_methods_help_lists_every_registered_method(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # argparse would break the long list mid-word
+    with pytest.raises(SystemExit):
+        eval_main([command, "--help"])
+    help_text = capsys.readouterr().out
+    assert "vanilla,pi,ntk,yarn,selfextend,dca,string,rerope,lampe-fixed,lampe" in help_text
+    assert parse_methods("rerope, string") == ("rerope", "string")
+
+
 def test_write_json_atomic(tmp_path):
     target = tmp_path / "out.json"
     write_json_atomic(target, {"a": 1})
