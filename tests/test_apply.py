@@ -122,3 +122,106 @@ def test_config_round_trips_and_sigmoid_example():
     assert abs(config.mapping_length_for(8192) - 1036.13) < 0.01
     tiny = LampeConfig(head=8, tail=4, sigmoid=SigmoidMapping(1e-3, -20.0, 100.0))
     assert tiny.mapping_length_for(1) == 13.0  # a value below head + tail is raised to head + tail + 1
+
+
+# --- The transformers hook refuses what it does not understand ------------------------------
+
+
+def _lampe_inputs(model, length: int = 8):
+    hidden = torch.randn(1, length, model.config.hidden_size)
+    positions = torch.arange(length)[None]
+    return hidden, model.model.rotary_emb(hidden, positions)
+
+
+def test_swapped_attention_refuses_an_unknown_keyword():
+    import transformers
+
+    model = tiny_model("llama")
+    with torch.no_grad(), apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+        hidden, rope = _lampe_inputs(model)
+        attn = model.model.layers[0].self_attn
+        attn(hidden, position_embeddings=rope)  # the known keywords run
+        with pytest.raises(TypeError, match=rf"kv_cache.*transformers {transformers.__version__}.*>=5"):
+            attn(hidden, position_embeddings=rope, kv_cache=object())
+
+
+def test_swapped_attention_refuses_two_different_caches():
+    from transformers import DynamicCache
+
+    model = tiny_model("llama")
+    with torch.no_grad(), apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+        hidden, rope = _lampe_inputs(model)
+        attn = model.model.layers[0].self_attn
+        with pytest.raises(TypeError, match="two different caches"):
+            attn(hidden, position_embeddings=rope, cache=DynamicCache(), past_key_values=DynamicCache())
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_swapped_attention_takes_the_cache_under_either_name(name):
+    """The cache filled through either keyword holds this layer's keys (both rotations)."""
+    from transformers import DynamicCache
+
+    model = tiny_model("llama")
+    cache = DynamicCache()
+    with torch.no_grad(), apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+        hidden, rope = _lampe_inputs(model, 40)
+        model.model.layers[0].self_attn(hidden, position_embeddings=rope, **{name: cache})
+    assert cache.get_seq_length(0) == 40
+
+
+def test_custom_position_ids_are_refused():
+    model = tiny_model("llama")
+    ids = torch.randint(0, 96, (1, 40))
+    with torch.no_grad(), apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+        model(ids, position_ids=torch.arange(40)[None])  # the default positions run
+        with pytest.raises(ValueError, match="position_ids"):
+            model(ids, position_ids=torch.arange(40)[None] + 5)
+
+
+def test_attention_with_an_unknown_signature_is_refused():
+    """A future attention interface (here a renamed cache keyword) is refused on entry."""
+    from torch import nn
+
+    model = tiny_model("llama")
+
+    class RenamedCache(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.layer_idx = inner, inner.layer_idx
+
+        def forward(self, hidden_states, position_embeddings=None, attention_mask=None, kv_store=None):
+            raise AssertionError("never called")
+
+    model.model.layers[0].self_attn = RenamedCache(model.model.layers[0].self_attn)
+    with pytest.raises(ValueError, match=r"kv_store.*supported: transformers >=5\.0,<6"):
+        with apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+            pass
+    assert type(model.model.layers[1].self_attn).__name__ == "LlamaAttention"
+
+
+def test_mask_hook_refuses_an_unknown_keyword_and_a_cutting_sliding_window():
+    from lampe_calib._apply import _padding_mask
+
+    assert _padding_mask(batch_size=1, kv_length=4, attention_mask=torch.ones(1, 4)) is None
+    with pytest.raises(TypeError, match="chunk_size"):
+        _padding_mask(batch_size=1, kv_length=4, chunk_size=2)
+    with pytest.raises(ValueError, match="sliding window of 16"):
+        _padding_mask(batch_size=1, kv_length=40, local_size=16)
+
+
+def test_sliding_window_model_shorter_than_the_input_is_refused():
+    model = tiny_model("mistral", sliding_window=16)
+    with pytest.raises(ValueError, match="sliding window"):
+        with torch.no_grad(), apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+            model(torch.randint(0, 96, (1, 40)))
+
+
+def test_declared_transformers_range_is_the_supported_one():
+    """pyproject.toml declares the range the hook is tested on (both ends in CI)."""
+    import re
+    from pathlib import Path
+
+    from lampe_calib._apply import SUPPORTED_TRANSFORMERS
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert re.findall(r'"(transformers[^"]*)"', pyproject) == [f"transformers{SUPPORTED_TRANSFORMERS}"]
