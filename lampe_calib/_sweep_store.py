@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from ._perplexity import PerplexityResult
 from ._sweep_spec import SweepPoint, SweepSpec
-from ._sweep_workers import RetryStaleTrial, creation_lock, stale_trial_callback_option
+from ._sweep_workers import RetryStaleTrial, creation_lock
 
 __all__ = [
     "Measurement",
@@ -310,7 +310,7 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = {}
             if heartbeat_interval:
-                retry = stale_trial_callback_option(RetryStaleTrial(max_retry=3))
+                retry = {"heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=3)}
             return optuna.storages.RDBStorage(
                 url.render_as_string(hide_password=False),
                 engine_kwargs=engine_kwargs,

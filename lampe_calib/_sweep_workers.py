@@ -52,7 +52,6 @@ __all__ = [
     "fail_stale",
     "fail_trial",
     "stale_trial_callback",
-    "stale_trial_callback_option",
     "worker_gone",
 ]
 
@@ -136,9 +135,7 @@ class RetryStaleTrial:
     def __init__(self, max_retry: int | None = None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # Optuna >= 4.9 names it RetryHeartbeatStaleTrialCallback; before, RetryFailedTrialCallback.
-            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-            self._retry = (retry or optuna.storages.RetryFailedTrialCallback)(max_retry)
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         clean = copy.deepcopy(trial)
@@ -149,21 +146,10 @@ class RetryStaleTrial:
             self._retry(study, clean)
 
 
-def stale_trial_callback_option(callback: Any) -> dict[str, Any]:
-    """``RDBStorage``'s keyword for the stale-trial callback (renamed in Optuna 4.9)."""
-    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-        return {"heartbeat_stale_trial_callback": callback}
-    return {"failed_trial_callback": callback}
-
-
 def stale_trial_callback(storage: BaseStorage) -> Any:
-    """The stale-trial callback ``storage`` was opened with, if any."""
-    for name in ("get_heartbeat_stale_trial_callback", "get_failed_trial_callback"):
-        if hasattr(storage, name):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # the old name, deprecated in 4.9
-                return getattr(storage, name)()
-    return None
+    """The stale-trial callback ``storage`` was opened with, if any (only ``RDBStorage`` has one)."""
+    getter = getattr(storage, "get_heartbeat_stale_trial_callback", None)
+    return getter() if getter is not None else None
 
 
 def claim_of(trial: FrozenTrial) -> dict[str, Any] | None:
