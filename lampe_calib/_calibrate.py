@@ -38,6 +38,11 @@ logger = logging.getLogger(__name__)
 _VERSIONED = ("lampe-calib", "torch", "transformers", "optuna", "datasets", "scipy")
 
 
+# The largest mapping length a sweep may try, in windows: past the V's right arm (about W) a
+# mapping only shows the model positions it never saw.
+MAX_MAPPING_WINDOWS = 2
+
+
 def default_spec(window: int, **overrides: Any) -> SweepSpec:
     """The default sweep for a model of window W: s1 = W/8, s2 = W/16, L in {W/2, W, 2W, 4W, 8W},
     8 mapping lengths from s1 + s2 + 1 to 1.25·W. ``overrides`` replace ``SweepSpec`` fields.
@@ -56,7 +61,31 @@ def default_spec(window: int, **overrides: Any) -> SweepSpec:
         "tails": tail,
     }
     fields.update(overrides)
-    return SweepSpec(**fields)
+    spec = SweepSpec(**fields)
+    check_spec_window(spec, window)
+    return spec
+
+
+def check_spec_window(spec: SweepSpec, window: int) -> None:
+    """Refuse a sweep that cannot mean anything for a model of window W: a head or tail of W
+    or more (nothing left to map), a length at or below head + tail (nothing to compress), or a
+    mapping length past 2·W (positions the model never saw, far beyond the V's right arm).
+
+    Example: for W = 256, s1 = 32, s2 = 16, lengths must be > 48 and mappings <= 512.
+    """
+    for name, sizes in (("head", spec.heads), ("tail", spec.tails)):
+        if sizes[-1] >= window:
+            raise ValueError(f"{name} sizes must be < the window W = {window}, got {sizes[-1]}")
+    floor = spec.heads[-1] + spec.tails[-1]
+    if spec.lengths[0] <= floor:
+        raise ValueError(
+            f"lengths must be > head + tail = {floor} (valid: {floor + 1} and up), got {spec.lengths[0]}"
+        )
+    if spec.mappings[-1] > MAX_MAPPING_WINDOWS * window:
+        raise ValueError(
+            f"mappings must be <= {MAX_MAPPING_WINDOWS}·W = {MAX_MAPPING_WINDOWS * window} "
+            f"(valid: {floor + 1} .. {MAX_MAPPING_WINDOWS * window}), got {spec.mappings[-1]}"
+        )
 
 
 def profile_name(info: ModelInfo) -> str:

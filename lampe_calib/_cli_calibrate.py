@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode", choices=("exact", "floor"), default="exact", help="position mode (default: exact)"
     )
-    p.add_argument("--samples", type=int, default=8, help="books (default: 8)")
+    p.add_argument("--samples", type=int, help="books (default: all, up to 8)")
     p.add_argument(
         "--seed", type=int, default=0, help="book selection, samplers and bootstrap seed (default: 0)"
     )
@@ -196,7 +196,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers=[RichHandler(console=console, show_path=False)],
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _quiet_progress_bars()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -270,12 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=shlex.join(["lampe-calibrate", *_without_passwords(argv)]),
         seed=args.seed,
     )
-    from ._plots import plot_profile
-    from ._profiles import save_profile
+    from ._plots import render_profile
+    from ._profiles import save_profile, write_atomic
 
     json_path, png_path = out / f"{name}.json", out / f"{name}.png"
+    figure = render_profile(run.profile)  # first: a figure that fails to render replaces nothing
     save_profile(run.profile, json_path)
-    plot_profile(run.profile, png_path)
+    write_atomic(png_path, figure)
     _report(console, run)
     console.print(f"wrote {json_path} and {png_path} in {time.perf_counter() - started:.0f} s")
     return 0
@@ -315,15 +315,6 @@ def _hide_password(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _quiet_progress_bars() -> None:
-    """The CLI draws its own progress: silence the libraries' tqdm bars."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _run_with_progress(console: Any, calibrate_model: Any, *args: Any, **kwargs: Any) -> Any:

@@ -16,9 +16,7 @@ import json
 import math
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +78,10 @@ def parse_methods(text: str) -> tuple[str, ...]:
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file in the same directory."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON to ``path`` atomically (``_profiles.write_atomic``)."""
+    from ._profiles import write_atomic
+
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def _parser() -> _Parser:
@@ -110,30 +101,12 @@ def _parser() -> _Parser:
         )
         if name == "ppl":
             sub.add_argument("--data", required=True, help="JSONL file, directory of JSONL/parquet, or pg19")
-            sub.add_argument("--samples", type=int, default=8, help="books (default 8)")
+            sub.add_argument("--samples", type=int, help="books (default: all, up to 8)")
         else:
             sub.add_argument("--samples", type=int, default=2, help="keys per depth (default 2)")
             sub.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="key depths in [0, 1]")
             sub.add_argument("--new-tokens", type=int, default=10, help="tokens generated per prompt")
     return parser
-
-
-@contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Turn off transformers' and datasets' progress bars (ours go to stderr) for the block."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if bars[0]:
-            hf_logging.enable_progress_bar()
-        if bars[1]:
-            datasets.enable_progress_bars()
 
 
 def _check_output(path: str | None) -> None:
@@ -212,15 +185,15 @@ def _run_ppl(args, model, tokenizer, window, methods, lengths, profile, progress
     from ._perplexity import evaluate_perplexity
 
     try:
-        with _quiet_libraries():
-            books = load_books(
-                args.data, tokenizer, max_length=max(lengths), samples=args.samples, seed=args.seed
-            )
+        books = load_books(
+            args.data, tokenizer, max_length=max(lengths), samples=args.samples, seed=args.seed
+        )
     except ValueError as error:
         message = str(error.args[0] if error.args else error)
         if message.startswith("--"):
             raise
-        raise ValueError(f"--data {args.data.location!r} (--samples {args.samples}): {message}") from error
+        given = f" (--samples {args.samples})" if args.samples is not None else ""
+        raise ValueError(f"--data {args.data.location!r}{given}: {message}") from error
     results = []
     for length in lengths:
         selected = books.at_length(length)
@@ -285,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything that can be checked without the model is checked first, so a typo fails fast.
     methods = parse_methods(args.methods)
     parse_lengths(args.lengths, window=1024)  # syntax only; multiples of W are resolved below
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     _check_output(args.json)
     if args.command == "ppl":
@@ -302,8 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ._models import load_model, model_info
 
-    with _quiet_libraries():
-        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     info = model_info(model)
     lengths = parse_lengths(args.lengths, info.window)
     profile = _load_profile(args, methods, getattr(info, "alias", None), info.window)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "DEFAULT_SAMPLES",
     "PG19_HUB_ID",
     "Books",
     "BooksAtLength",
@@ -221,6 +222,11 @@ def read_texts(source: DataSource) -> Any:
     return _load_files(source.files)
 
 
+# Books per evaluation when the user names no number: enough to average over styles, few enough
+# for long inputs on one machine.
+DEFAULT_SAMPLES = 8
+
+
 def choose_books(available: int, samples: int, seed: int) -> list[int]:
     """Row indices of ``samples`` books out of ``available``: a permutation seeded by ``seed``.
 
@@ -305,7 +311,7 @@ def load_books(
     tokenizer: Any,
     *,
     max_length: int,
-    samples: int,
+    samples: int | None,
     seed: int,
     online: bool | None = None,
 ) -> Books:
@@ -315,7 +321,8 @@ def load_books(
         data: a ``--data`` value (see the module docstring) or a resolved ``DataSource``.
         tokenizer: a transformers tokenizer (called as ``tokenizer(text)["input_ids"]``).
         max_length: the longest L that will be asked of ``Books.at_length``.
-        samples: number of books to select.
+        samples: number of books to select; None: all of them, up to ``DEFAULT_SAMPLES``
+            (an explicit number larger than the data is an error).
         seed: seed of the selection.
         online: passed to ``resolve_data`` for ``pg19``.
 
@@ -331,6 +338,8 @@ def load_books(
         raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
     source = data if isinstance(data, DataSource) else resolve_data(data, online=online)
     rows_data = read_texts(source)
+    if samples is None:
+        samples = min(DEFAULT_SAMPLES, len(rows_data))
     rows = choose_books(len(rows_data), samples, seed)
     title_field = next((name for name in _TITLE_FIELDS if name in rows_data.column_names), None)
     selected = rows_data.select(rows)

@@ -7,11 +7,12 @@ means a bug. The commands themselves live in ``_cli_calibrate`` and ``_cli_eval`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "calibrate_main", "eval_main", "run_cli"]
+__all__ = ["ArgumentParser", "calibrate_main", "eval_main", "quiet_library_progress", "run_cli"]
 
 # Errors a user can cause by what they typed; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
@@ -23,6 +24,21 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ValueError(f"{message} (see {self.prog} --help)")
+
+
+def quiet_library_progress() -> None:
+    """Silence the libraries' own progress bars for this process: the commands draw their own.
+
+    transformers' and datasets' switches cover their bars; a few loaders (transformers' GGUF
+    conversion) call ``tqdm`` directly, which only tqdm's ``TQDM_DISABLE`` reaches, and tqdm reads
+    it when it is imported: so this runs first thing in each entry point.
+    """
+    os.environ["TQDM_DISABLE"] = "1"
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _one_line(error: BaseException) -> str:
@@ -46,6 +62,7 @@ def run_cli(
 
 def calibrate_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lampe-calibrate``."""
+    quiet_library_progress()
     from ._cli_calibrate import main
 
     return run_cli(main, argv, "lampe-calibrate")
@@ -53,6 +70,7 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lampe-eval``."""
+    quiet_library_progress()
     from ._cli_eval import main
 
     return run_cli(main, argv, "lampe-eval")

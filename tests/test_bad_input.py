@@ -55,6 +55,11 @@ CALIBRATE = [
     ),
     (["--lengths", "1"], r"lengths must hold integers >= 2, got 1"),
     (["--mappings", "5"], r"mappings must all be >= head \+ tail \+ 1 = 7"),
+    (["--lengths", "3"], r"lengths must be > head \+ tail = 6 \(valid: 7 and up\), got 3"),
+    (["--lengths", "6"], r"lengths must be > head \+ tail = 6 \(valid: 7 and up\), got 6"),
+    (["--head", "32"], r"head sizes must be < the window W = 32, got 32"),
+    (["--tail", "1W"], r"tail sizes must be < the window W = 32, got 32"),
+    (["--mappings", "8,65"], r"mappings must be <= 2·W = 64 \(valid: 7 \.\. 64\), got 65"),
     (["--head", "-1"], r"--head: expected a token count"),
     (["--samples", "0"], r"--samples must be >= 1, got 0"),
     (["--samples", "many"], r"argument --samples: invalid int value: 'many' \(see lampe-calibrate --help\)"),
@@ -126,6 +131,7 @@ EVAL = [
     (["ppl", "--lengths", "1W,x"], r"--lengths: 'x' is not a length \(e.g. 4096, 2W, 8K\)"),
     (["ppl", "--lengths", "0.3W"], r"--lengths: '0.3W' is not a whole number of tokens"),
     (["ppl", "--samples", "0"], r"--samples must be >= 1, got 0"),
+    (["ppl", "--samples", "11"], r"--samples 11\): samples=11 but the data holds only 10 books"),
     (["ppl", "--seed", "x"], r"argument --seed: invalid int value: 'x' \(see lampe-eval ppl --help\)"),
     (["ppl", "--methods", "lampe"], r"--profile: method 'lampe' needs a calibrated profile"),
     (
@@ -226,3 +232,16 @@ def test_lampe_eval(extra, message, files, tmp_path, capsys):
         argv += ["--data", str(SAMPLE)]
     argv += ["--json", str(out / "results.json"), *rest]
     _check(eval_main(argv), capsys.readouterr().err, "lampe-eval", message, out)
+
+
+def test_a_refused_run_leaves_an_existing_profile_and_figure(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    name = "tiny"
+    before = {f"{name}.json": b'{"old": true}', f"{name}.png": b"old figure"}
+    for file, data in before.items():
+        (out / file).write_bytes(data)
+    argv = ["--model", files["model"], "--out", str(out), "--head", "4", "--tail", "2", "--lengths", "3"]
+    assert calibrate_main([*argv, "--data", str(SAMPLE), "--samples", "2"]) == 2
+    assert "lengths must be > head + tail" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

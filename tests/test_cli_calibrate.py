@@ -167,3 +167,23 @@ def test_reference_two_by_two(tmp_path, capsys):
     assert profile.status == "degenerate"  # two lengths cannot determine m(L), and the profile says so
     assert "the fit needs 3" in profile.sigmoid["message"]
     assert all(c["m_star"] < c["length"] for c in profile.curves)
+
+
+def test_a_figure_that_fails_replaces_neither_profile_nor_figure(tmp_path, model_dir, monkeypatch):
+    import lampe_calib._plots
+
+    out = tmp_path / "out"
+    out.mkdir()
+    name = model_dir.name
+    before = {f"{name}.json": b'{"old": true}', f"{name}.png": b"old figure"}
+    for file, data in before.items():
+        (out / file).write_bytes(data)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure")
+
+    monkeypatch.setattr(lampe_calib._plots, "render_profile", broken)
+    small = [*SMALL[:2], "48", *SMALL[4:]]  # one length is enough
+    with pytest.raises(RuntimeError, match="no figure"):
+        calibrate_main(["--model", str(model_dir), "--out", str(out), *small])
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".db"} == before

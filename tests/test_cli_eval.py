@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import string
 
@@ -196,3 +197,37 @@ def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys)
     profile.write_text(json.dumps(minimal_profile(2 * W)))
     assert eval_main(argv) == 2
     assert "--profile" in capsys.readouterr().err
+
+
+def test_ppl_without_samples_takes_every_book_of_a_small_file(model_dir, tmp_path, capsys):
+    """A file of fewer books than the default takes them all; only an explicit larger
+    --samples is an error (tests/test_bad_input.py)."""
+    rng = random.Random(1)
+    data = tmp_path / "seven.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": "".join(rng.choice(string.ascii_lowercase) for _ in range(80))}) + "\n"
+            for _ in range(7)
+        )
+    )
+    out = tmp_path / "ppl.json"
+    argv = ["ppl", "--model", str(model_dir), "--methods", "vanilla", "--lengths", "1W", "--data", str(data)]
+    assert eval_main([*argv, "--json", str(out)]) == 0
+    assert [r["books"] for r in json.loads(out.read_text())["results"]] == [7]
+
+
+def test_library_progress_bars_are_silenced():
+    """The GGUF loader's raw tqdm bar as well as transformers' and datasets' own, in a fresh
+    process as an entry point sees them (tqdm reads its switch when imported)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from lampe_calib.cli import quiet_library_progress; quiet_library_progress(); "
+        "import datasets; from transformers import modeling_gguf_pytorch_utils as g; "
+        "from transformers.utils import logging as h; "
+        "print(g.tqdm(range(2)).disable, h.is_progress_bar_enabled(), datasets.is_progress_bar_enabled())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert run.stdout.split() == ["True", "False", "False"]
