@@ -407,7 +407,8 @@ def _check_attention(decoder: nn.Module) -> None:
     if problems:
         raise ValueError(
             f"{type(attn).__name__}.forward in transformers {transformers.__version__} has an interface "
-            f"apply_lampe does not know ({'; '.join(problems)}); supported: transformers {SUPPORTED_TRANSFORMERS}"
+            f"apply_lampe does not know ({'; '.join(problems)}); "
+            f"supported: transformers {SUPPORTED_TRANSFORMERS}"
         )
 
 
