@@ -24,15 +24,14 @@ key at d = w twice (exact at w and clipped at w + 1); ours does not.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._apply import apply_position_scheme
+from ._apply import LampeSession, apply_position_scheme
 from ._config import check_attention_factor, check_integer
 from ._positions import band_regions
 
@@ -130,18 +129,16 @@ class ReRopeConfig:
         return ReRopePlan(lengths.to(torch.float64).cpu(), self.window)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"window": self.window, "attention_factor": self.attention_factor}
+        return asdict(self)
 
 
-@contextmanager
-def rerope_attention(model: nn.Module, config: ReRopeConfig) -> Iterator[Any]:
+def rerope_attention(model: nn.Module, config: ReRopeConfig) -> AbstractContextManager[LampeSession]:
     """Run ``model`` under ReRoPE inside the ``with`` block (prefill and ``generate()``);
-    restored exactly on exit. Yields the attention session.
+    restored exactly on exit. Yields the attention session (``apply_position_scheme``).
 
     Example::
 
         with rerope_attention(model, ReRopeConfig.recommended(window=256)):
             logits = model(input_ids).logits
     """
-    with apply_position_scheme(model, config) as session:
-        yield session
+    return apply_position_scheme(model, config)

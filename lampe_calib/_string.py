@@ -35,15 +35,14 @@ Differences from the official code (``string_for_llama.py``, read for this modul
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._apply import apply_position_scheme
+from ._apply import LampeSession, apply_position_scheme
 from ._config import check_attention_factor, check_integer
 from ._positions import band_regions
 
@@ -194,22 +193,16 @@ class StringConfig:
         return StringPlan(lengths.to(torch.float64).cpu(), self.shifted_offset, self.local_window)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "shifted_offset": self.shifted_offset,
-            "local_window": self.local_window,
-            "attention_factor": self.attention_factor,
-        }
+        return asdict(self)
 
 
-@contextmanager
-def string_attention(model: nn.Module, config: StringConfig) -> Iterator[Any]:
+def string_attention(model: nn.Module, config: StringConfig) -> AbstractContextManager[LampeSession]:
     """Run ``model`` under STRING inside the ``with`` block (prefill and ``generate()``);
-    restored exactly on exit. Yields the attention session.
+    restored exactly on exit. Yields the attention session (``apply_position_scheme``).
 
     Example::
 
         with string_attention(model, StringConfig.recommended(window=256, length=384)):
             logits = model(input_ids).logits
     """
-    with apply_position_scheme(model, config) as session:
-        yield session
+    return apply_position_scheme(model, config)

@@ -243,46 +243,49 @@ def test_yarn_is_the_stock_model_with_yarn_parameters(family_model):
     assert (got - want).abs().max().item() <= TOL
 
 
-@pytest.mark.parametrize("group,neighbor", [(4, 8), (3, 8), (2, 0)])
-def test_selfextend_matches_its_dense_rule(family_model, group, neighbor):
+def dense_rule(scheme, length: int) -> torch.Tensor:
+    """The relative positions of ``scheme``'s own rule, from the reference functions above."""
+    if isinstance(scheme, SelfExtendConfig):
+        return selfextend_pe(length, scheme.group, scheme.neighbor_window)
+    if isinstance(scheme, DualChunkConfig):
+        return dca_pe(length, scheme.chunk_size, scheme.local_window)
+    if isinstance(scheme, StringConfig):
+        return string_pe(length, scheme.shifted_offset, scheme.local_window)
+    return rerope_pe(length, scheme.window)
+
+
+RUNNERS = {
+    SelfExtendConfig: self_extend,
+    DualChunkConfig: dual_chunk_attention,
+    StringConfig: string_attention,
+    ReRopeConfig: rerope_attention,
+}
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        SelfExtendConfig(group=4, neighbor_window=8),
+        SelfExtendConfig(group=3, neighbor_window=8),
+        SelfExtendConfig(group=2, neighbor_window=0),
+        DualChunkConfig(chunk_size=20, local_window=4),
+        DualChunkConfig(chunk_size=13, local_window=0),
+        DualChunkConfig(chunk_size=9, local_window=9),
+        StringConfig(shifted_offset=40, local_window=8, attention_factor=STRING_ATTENTION_FACTOR),
+        StringConfig(shifted_offset=17, local_window=0),
+        StringConfig(shifted_offset=9, local_window=9),
+        ReRopeConfig(window=8),
+        ReRopeConfig(window=1),
+        ReRopeConfig(window=50),
+    ],
+    ids=repr,
+)
+def test_scheme_matches_its_dense_rule(family_model, scheme):
     length = 3 * W + 5
     ids = _ids(length)
-    with self_extend(family_model, SelfExtendConfig(group=group, neighbor_window=neighbor)):
+    with RUNNERS[type(scheme)](family_model, scheme):
         got = _logits(family_model, ids)
-    with dense_lampe(family_model, selfextend_pe(length, group, neighbor)):
-        want = _logits(family_model, ids)
-    assert (got - want).abs().max().item() <= TOL
-
-
-@pytest.mark.parametrize("chunk,local", [(20, 4), (13, 0), (9, 9)])
-def test_dca_matches_its_dense_rule(family_model, chunk, local):
-    length = 3 * W + 5
-    ids = _ids(length)
-    with dual_chunk_attention(family_model, DualChunkConfig(chunk_size=chunk, local_window=local)):
-        got = _logits(family_model, ids)
-    with dense_lampe(family_model, dca_pe(length, chunk, local)):
-        want = _logits(family_model, ids)
-    assert (got - want).abs().max().item() <= TOL
-
-
-@pytest.mark.parametrize("shifted,local", [(40, 8), (17, 0), (9, 9)])
-def test_string_matches_its_dense_rule(family_model, shifted, local):
-    length = 3 * W + 5
-    ids = _ids(length)
-    with string_attention(family_model, StringConfig(shifted_offset=shifted, local_window=local)):
-        got = _logits(family_model, ids)
-    with dense_lampe(family_model, string_pe(length, shifted, local)):
-        want = _logits(family_model, ids)
-    assert (got - want).abs().max().item() <= TOL
-
-
-@pytest.mark.parametrize("window", [8, 1, 50])
-def test_rerope_matches_its_dense_rule(family_model, window):
-    length = 3 * W + 5
-    ids = _ids(length)
-    with rerope_attention(family_model, ReRopeConfig(window=window)):
-        got = _logits(family_model, ids)
-    with dense_lampe(family_model, rerope_pe(length, window)):
+    with dense_lampe(family_model, dense_rule(scheme, length), scheme.attention_factor):
         want = _logits(family_model, ids)
     assert (got - want).abs().max().item() <= TOL
 
@@ -327,14 +330,6 @@ def test_scaling_methods_are_stock_within_the_window(name):
 
 
 # --- decoding, batching, restoration ------------------------------------------------------------
-
-
-RUNNERS = {
-    SelfExtendConfig: self_extend,
-    DualChunkConfig: dual_chunk_attention,
-    StringConfig: string_attention,
-    ReRopeConfig: rerope_attention,
-}
 
 
 @pytest.mark.parametrize(
