@@ -5,61 +5,70 @@ Public API (DESIGN §4)::
     from lampe_calib import load_model, load_profile, LampeConfig, apply_lampe
 
 The implementation lives in private modules, one paper concept each; this module re-exports
-what users and other code rely on.
+what users and other code rely on, lazily (PEP 562): ``import lampe_calib`` loads none of torch,
+transformers, optuna, scipy, matplotlib or datasets until a name that needs them is used, so the
+command-line entry points start fast and can configure those libraries before they load.
 """
 
-from ._apply import SUPPORTED_MODEL_TYPES, apply_lampe, apply_position_scheme
-from ._calibrate import calibrate_model
-from ._config import LampeConfig, SigmoidMapping, sigmoid_mapping_length
-from ._dca import DualChunkConfig, dual_chunk_attention
-from ._fit import fit_sigmoid
-from ._methods import METHODS, method_context
-from ._models import MODELS, ModelInfo, ModelSpec, load_model, model_info
-from ._passkey import PasskeyResult, evaluate_passkey, passkey_prompts
-from ._perplexity import PerplexityResult, evaluate_perplexity
-from ._positions import LampePlan, position_encoding, region_of
-from ._profiles import SCHEMA_VERSION, Profile, load_profile, save_profile
-from ._rerope import ReRopeConfig, rerope_attention
-from ._selfextend import SelfExtendConfig, self_extend
-from ._string import StringConfig, string_attention
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "METHODS",
-    "MODELS",
-    "SCHEMA_VERSION",
-    "SUPPORTED_MODEL_TYPES",
-    "DualChunkConfig",
-    "LampeConfig",
-    "LampePlan",
-    "ModelInfo",
-    "ModelSpec",
-    "PasskeyResult",
-    "PerplexityResult",
-    "Profile",
-    "ReRopeConfig",
-    "SelfExtendConfig",
-    "SigmoidMapping",
-    "StringConfig",
-    "__version__",
-    "apply_lampe",
-    "apply_position_scheme",
-    "calibrate_model",
-    "dual_chunk_attention",
-    "evaluate_passkey",
-    "evaluate_perplexity",
-    "fit_sigmoid",
-    "load_model",
-    "load_profile",
-    "method_context",
-    "model_info",
-    "passkey_prompts",
-    "position_encoding",
-    "region_of",
-    "rerope_attention",
-    "save_profile",
-    "self_extend",
-    "sigmoid_mapping_length",
-    "string_attention",
-]
+# Public name -> the private module that defines it.
+_EXPORTS = {
+    "SUPPORTED_MODEL_TYPES": "_apply",
+    "SUPPORTED_TRANSFORMERS": "_apply",
+    "apply_lampe": "_apply",
+    "apply_position_scheme": "_apply",
+    "calibrate_model": "_calibrate",
+    "LampeConfig": "_config",
+    "SigmoidMapping": "_config",
+    "sigmoid_mapping_length": "_config",
+    "DualChunkConfig": "_dca",
+    "dual_chunk_attention": "_dca",
+    "fit_sigmoid": "_fit",
+    "METHODS": "_methods",
+    "method_context": "_methods",
+    "MODELS": "_models",
+    "ModelInfo": "_models",
+    "ModelSpec": "_models",
+    "load_model": "_models",
+    "model_info": "_models",
+    "PasskeyResult": "_passkey",
+    "evaluate_passkey": "_passkey",
+    "passkey_prompts": "_passkey",
+    "PerplexityResult": "_perplexity",
+    "evaluate_perplexity": "_perplexity",
+    "LampePlan": "_positions",
+    "position_encoding": "_positions",
+    "region_of": "_positions",
+    "SCHEMA_VERSION": "_profiles",
+    "Profile": "_profiles",
+    "load_profile": "_profiles",
+    "save_profile": "_profiles",
+    "ReRopeConfig": "_rerope",
+    "rerope_attention": "_rerope",
+    "SelfExtendConfig": "_selfextend",
+    "self_extend": "_selfextend",
+    "StringConfig": "_string",
+    "string_attention": "_string",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
