@@ -225,3 +225,16 @@ def test_declared_transformers_range_is_the_supported_one():
 
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert re.findall(r'"(transformers[^"]*)"', pyproject) == [f"transformers{SUPPORTED_TRANSFORMERS}"]
+
+
+def test_ci_floors_are_the_declared_floors():
+    """.ci/floor.txt pins each key dependency at the floor pyproject.toml declares."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    pins = dict(re.findall(r"^([\w-]+)==(\S+)$", (root / ".ci" / "floor.txt").read_text(), re.M))
+    declared = dict(re.findall(r'"([\w-]+)>=([\d.]+),<\d+"', (root / "pyproject.toml").read_text()))
+    assert pins
+    for name, version in pins.items():
+        assert declared[name] in (version, version.removesuffix(".0")), name
