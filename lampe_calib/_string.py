@@ -27,9 +27,9 @@ Differences from the official code (``string_for_llama.py``, read for this modul
 - its prefill gives the exact band a flash-attention window of S, which includes d = S, while
   the shifted attention also covers d = S, so that key is counted twice; its decoding path keeps
   them disjoint (d < S exact). We use d < S everywhere, so prefill and decoding agree.
-- it always multiplies cos and sin by 0.1·ln 2 + 1 (YaRN's temperature for s = 2, "to recover"
-  the smoothed attention map); here that is ``attention_factor``, which ``recommended`` sets to
-  the official value and the dataclass leaves neutral (1.0) by default.
+- it always multiplies cos and sin by 0.1·ln 2 + 1 (YaRN's temperature for s = 2, meant to undo
+  the smoothing of the attention map that the shift causes); here that is ``attention_factor``,
+  which ``recommended`` sets to the official value and the dataclass leaves neutral (1.0).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ EXACT, SHIFTED = 0, 1
 
 # The official code's fixed temperature: cos and sin times 0.1·ln 2 + 1 (logits × ≈1.143).
 STRING_ATTENTION_FACTOR = 0.1 * math.log(2) + 1
-# The paper's local window (its README: "we suggest ... small_local_value to 128, 256, 512").
+# The paper's local window (its README suggests 128, or 256 and 512 when results disappoint).
 STRING_LOCAL_WINDOW = 128
 
 
@@ -75,8 +75,8 @@ def string_position(d: torch.Tensor, shifted_offset: int, local_window: int) -> 
 
 
 def string_local_window(window: int) -> int:
-    """w: the paper's 128, but at most W/16 (128 is 1/16 of TinyLlama's 2K window, the paper's
-    smallest), so a short-window model keeps the same small fraction.
+    """w: the paper's 128, but at most W/16 (128 is 1/16 of a 2K window), so a short-window model
+    keeps a local window that is small against W instead of one comparable to it.
 
     Example: ``string_local_window(8192)`` -> 128; ``string_local_window(256)`` -> 16.
     """
@@ -125,7 +125,8 @@ class StringPlan:
         return StringPlan(self.length[index : index + 1], self.shifted_offset, self.local_window)
 
     def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` token positions -> ``(R, B, S)`` float32: stock, then shifted i − S + w.
+        """``(B, n)`` token positions -> ``(2, B, n)`` float32: stock, then shifted i − S + w
+        (``(1, B, n)``, stock, for an identity plan).
 
         Example (S=6, w=2): i = 9 -> stock 9, shifted 5.
         """
@@ -142,8 +143,8 @@ class StringPlan:
         return positions.to(torch.float32)[None]
 
     def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
-        """``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long: EXACT where d < S,
-        SHIFTED elsewhere."""
+        """``(B, n)``, ``(B, T)`` token positions -> ``(B, n, T)`` long: EXACT where d < S,
+        SHIFTED elsewhere (all EXACT for an identity plan)."""
         boundary = float("inf") if self.identity else self.shifted_offset
         return band_regions(query_positions, key_positions, boundary)
 
