@@ -33,7 +33,7 @@ import transformers
 from torch import nn
 
 from ._config import LampeConfig
-from ._engine import dense_region_attention, lampe_prefill
+from ._engine import dense_region_attention, fused_attention
 from ._positions import LampePlan
 from ._rope import Rope, rotate_many
 
@@ -310,21 +310,12 @@ class LampeAttention(nn.Module):
             if past:
                 keys = packed.view(B, -1, T, V, D).permute(3, 0, 1, 2, 4)
 
-        fast = isinstance(plan, LampePlan)
-        if fast and past == 0 and key_valid is None:
-            out = lampe_prefill(queries, keys, values, plan, attn.scaling)
-        elif fast and past == 0 and _left_padded(key_valid):
-            out = queries.new_zeros(queries.shape[1:])
-            for b in range(B):
-                pad = T - int(key_valid[b].sum())
-                out[b : b + 1, :, pad:] = lampe_prefill(
-                    queries[:, b : b + 1, :, pad:],
-                    keys[:, b : b + 1, :, pad:],
-                    values[b : b + 1, :, pad:],
-                    plan.row(b),
-                    attn.scaling,
-                )
-        else:
+        # Fused kernels for distance pieces and DCA chunks (prefill, left padding, decode steps);
+        # the blocked dense path for anything else (other padding, other schemes).
+        out = None
+        if key_valid is None or _left_padded(key_valid):
+            out = fused_attention(queries, keys, values, plan, key_valid, attn.scaling)
+        if out is None:
             out, _ = dense_region_attention(
                 queries, keys, values, plan, q_positions, positions, key_valid, attn.scaling
             )

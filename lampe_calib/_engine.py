@@ -1,4 +1,4 @@
-"""The LaMPE attention engine: per query, attentions over disjoint key sets, each with its own
+"""The attention engine: per query, attentions over disjoint key sets, each with its own
 rotation, merged exactly (DESIGN §1).
 
 Layout everywhere: ``(B, H, S, D)`` for queries, ``(B, Hkv, T, D)`` for keys and values, with
@@ -7,52 +7,40 @@ rotations are stacked in front: queries ``(R, B, H, S, D)``, keys ``(V, B, Hkv, 
 
 Two paths, one result:
 
-- ``dense_region_attention``: any plan, any positions, padding, a KV cache (decoding). Works in
-  blocks of queries, so it holds a ``(block × T)`` score tile, never ``S × T``. It computes every
+- ``fused_attention``: a plan with distance pieces (LaMPE, SelfExtend, or any plan with a
+  ``pieces()`` method; ``_pieces``) or DCA's chunks (``_chunked``), on fused kernels that
+  return their LSE, merged through it: the causal triangle about once. It runs prefills
+  (left padding one row at a time) and cached steps of up to ``DECODE_ROWS`` queries; it
+  returns None for anything else.
+- ``dense_region_attention``: any plan, any positions, padding, a KV cache. Works in blocks
+  of queries, so it holds a ``(block × T)`` score tile, never ``S × T``. It computes every
   region's logits for a block and keeps, for each pair, the logit of the pair's region: one
-  softmax, no merge needed.
-- ``lampe_prefill``: the common prefill (no cache, no padding, one plan for the batch). The
-  middle region is a plain causal attention between shifted slices (query i sees keys
-  j <= i - s1 - 1), which runs on a fused kernel that returns its LSE; the head band runs in
-  small blocks; both merge through their LSE; the at most s2 rows that reach the tail corner
-  run on the dense path.
+  softmax, no merge needed. The reference the fused path is tested against.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ._kernels import causal_attention_with_lse
-from ._merge import merge_attention
-from ._positions import HEAD, MIDDLE, LampePlan
+from ._chunked import chunk_attention
+from ._pieces import Piece, piece_attention, pieces_of
 
-__all__ = ["band_attention", "dense_region_attention", "expand_kv", "lampe_prefill"]
+__all__ = ["DECODE_ROWS", "DENSE_BLOCK", "dense_region_attention", "fused_attention"]
 
 # Query rows per tile in the dense path: a (B, H, block, T) fp32 tile per region.
 DENSE_BLOCK = 128
-# Query rows per tile of the head band: tiles of (block, block + s1) logits.
-BAND_BLOCK = 32
-# Query rows per pass of the head band (bounds its temporaries; any multiple of BAND_BLOCK).
-# On a GPU, launches cost more than memory, so passes are longer.
-BAND_ROWS = {"cpu": 1024, "cuda": 16384}
-
-
-def expand_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """``(B, Hkv, T, D)`` -> ``(B, Hkv·G, T, D)``: each KV head repeated for its G query heads."""
-    if groups == 1:
-        return x
-    B, Hkv, T, D = x.shape
-    return x[:, :, None].expand(B, Hkv, groups, T, D).reshape(B, Hkv * groups, T, D)
+# Cached steps with at most this many new queries run fused: each piece builds an
+# (S × window) mask, small for decoding; longer continuations take the dense path.
+DECODE_ROWS = 64
 
 
 def dense_region_attention(
     queries: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    plan: LampePlan,
+    plan: Any,
     query_positions: torch.Tensor,
     key_positions: torch.Tensor,
     key_valid: torch.Tensor | None,
@@ -105,123 +93,68 @@ def dense_region_attention(
     return out, lse
 
 
-def band_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    width: int,
-    scale: float,
-    block: int = BAND_BLOCK,
-    rows_per_pass: int | None = None,
-    out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention of query i over keys ``max(0, i - width) .. i`` (the head band), with its LSE.
+def _is_chunked(plan: Any) -> bool:
+    # Imported here: _dca imports the attention swap, which imports the engine.
+    from ._dca import DualChunkPlan
 
-    Args:
-        q: ``(B, H, S, D)``; k, v: ``(B, Hkv, S, D)`` (same positions as the queries).
-        out: optional ``(B, H, S, D)`` buffer to write the output into.
-
-    Returns:
-        out ``(B, H, S, D)``, lse ``(B, H, S)`` float32.
-
-    Queries are cut in tiles of ``block`` rows; tile t sees the ``block + width`` keys ending
-    at its last row, gathered with ``unfold``. Tiles run ``rows_per_pass`` rows at a time
-    (default per device, ``BAND_ROWS``), so the working set stays a small multiple of
-    ``rows_per_pass × (block + width)``.
-    """
-    B, H, S, D = q.shape
-    Hkv = k.shape[1]
-    G = H // Hkv
-    span = block + width
-    out = q.new_empty(B, H, S, D) if out is None else out
-    lse = q.new_empty(B, H, S, dtype=torch.float32)
-    a = torch.arange(block, device=q.device)[:, None]
-    c = torch.arange(span, device=q.device)[None, :]
-    rows_per_pass = rows_per_pass or BAND_ROWS.get(q.device.type, 1024)
-    rows_per_pass = max(block, rows_per_pass // block * block)
-    for start in range(0, S, rows_per_pass):
-        stop = min(S, start + rows_per_pass)
-        n_tiles = math.ceil((stop - start) / block)
-        pad_q = n_tiles * block - (stop - start)
-        qt = F.pad(q[:, :, start:stop], (0, 0, 0, pad_q)).view(B, Hkv, G, n_tiles, block, D)
-        # Keys from `width` before the first row (zeros before key 0) to the padded last row.
-        lo = start - width
-        kp = F.pad(k[:, :, max(0, lo) : stop], (0, 0, max(0, -lo), pad_q))  # (B, Hkv, span-ish, D)
-        vp = F.pad(v[:, :, max(0, lo) : stop], (0, 0, max(0, -lo), pad_q))
-        kt = kp.unfold(2, span, block).transpose(-1, -2)  # (B, Hkv, n_tiles, span, D)
-        vt = vp.unfold(2, span, block).transpose(-1, -2)
-        scores = torch.einsum("bhgtqd,bhtkd->bhgtqk", qt * scale, kt).float()  # (B, Hkv, G, n, block, span)
-        # Row a of a tile sits at key column a + width; it sees columns a .. a + width and never
-        # a key before the sequence start (global index < 0).
-        tile_start = start + torch.arange(n_tiles, device=q.device)[:, None, None] * block
-        in_band = (c <= a + width) & (c >= a) & (tile_start + c - width >= 0)  # (n, block, span)
-        scores.masked_fill_(~in_band, float("-inf"))
-        pass_lse = torch.logsumexp(scores, dim=-1)  # (B, Hkv, G, n, block)
-        probs = scores.sub_(pass_lse[..., None]).exp_().to(v.dtype)
-        o = torch.einsum("bhgtqk,bhtkd->bhgtqd", probs, vt)
-        out[:, :, start:stop] = o.reshape(B, H, n_tiles * block, D)[:, :, : stop - start]
-        lse[:, :, start:stop] = pass_lse.reshape(B, H, n_tiles * block)[:, :, : stop - start]
-    return out, lse
+    return isinstance(plan, DualChunkPlan)
 
 
-def lampe_prefill(
+def _fused_rows(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: Any, scale: float
+) -> torch.Tensor | None:
+    """``fused_attention`` for rows without padding (positions 0..T-1, queries the last S)."""
+    S, T = queries.shape[3], keys.shape[3]
+    if T > S and S > DECODE_ROWS:
+        return None
+    # An identity plan (or row) is the stock model: one piece with the stock rotations.
+    pieces = (Piece(0, None, 0, 0),) if plan.identity else pieces_of(plan)
+    if pieces is not None:
+        return piece_attention(queries, keys, values, pieces, scale)
+    if _is_chunked(plan):
+        return chunk_attention(queries, keys, values, plan.chunk_size, scale)
+    return None
+
+
+def fused_attention(
     queries: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    plan: LampePlan,
+    plan: Any,
+    key_valid: torch.Tensor | None,
     scale: float,
-    backend: str | None = None,
-) -> torch.Tensor:
-    """Prefill fast path: no cache, no padding, positions ``0..S-1``, one (l, m) for all rows.
+) -> torch.Tensor | None:
+    """Region attention on fused kernels, or None where only the dense path applies.
 
     Args:
-        queries: ``(3, B, H, S, D)`` rotated for HEAD, MIDDLE, TAIL.
-        keys: ``(2, B, Hkv, S, D)`` rotated at stock and middle positions.
-        values: ``(B, Hkv, S, D)``.
-        plan: a plan whose rows all share l and m.
-        backend: kernel for the middle region (``_kernels.BACKENDS``), default the fastest.
+        queries: ``(R, B, H, S, D)`` rotated per region; keys ``(V, B, Hkv, T, D)`` per key
+            version; values ``(B, Hkv, T, D)``; the queries are the last S of the T tokens.
+        plan: the batch's plan (``PositionScheme.plan``).
+        key_valid: ``(B, T)`` bool, left padding only (each row's real tokens at the right
+            end; the caller checks), or None.
 
     Returns:
-        ``(B, H, S, D)``, equal to ``dense_region_attention`` on the same inputs.
+        ``(B, H, S, D)`` (0 for padding queries), equal to ``dense_region_attention``; None for a
+        plan without pieces or chunks, or a cached step of more than ``DECODE_ROWS`` queries.
     """
+    if key_valid is None:
+        return _fused_rows(queries, keys, values, plan, scale)
     _, B, H, S, D = queries.shape
-    G = H // keys.shape[2]
-    if not bool(plan.compressed[0]):
-        # l <= m: every pair is in the head's stock rotation; one causal attention.
-        k, v = expand_kv(keys[0], G), expand_kv(values, G)
-        return causal_attention_with_lse(queries[HEAD], k, v, scale, backend)[0]
-    s1 = plan.head
-    # Query rows below l - s2 never reach the tail corner (their largest d is i < l - s2).
-    regular = min(S, math.ceil(float(plan.tail_start[0])))
-    out = queries.new_empty(B, H, S, D)
-    _, band_lse = band_attention(
-        queries[HEAD, :, :, :regular],
-        keys[0, :, :, :regular],
-        values[:, :, :regular],
-        s1,
-        scale,
-        out=out[:, :, :regular],
-    )
-    first_mid = s1 + 1  # the first query with a middle key (d = s1 + 1)
-    if regular > first_mid:
-        # Middle: query i sees keys j <= i - s1 - 1, i.e. a top-left causal attention between
-        # queries first_mid.. and keys 0.. (row r = i - s1 - 1 sees keys 0..r).
-        n = regular - first_mid
-        mid_out, mid_lse = causal_attention_with_lse(
-            queries[MIDDLE, :, :, first_mid:regular],
-            expand_kv(keys[1, :, :, :n], G),
-            expand_kv(values[:, :, :n], G),
+    T = keys.shape[3]
+    out = queries.new_zeros(B, H, S, D)
+    for b in range(B):
+        pad = T - int(key_valid[b].sum())
+        start = max(0, pad - (T - S))  # the first query row that is a real token
+        if start >= S:
+            continue
+        row = _fused_rows(
+            queries[:, b : b + 1, :, start:],
+            keys[:, b : b + 1, :, pad:],
+            values[b : b + 1, :, pad:],
+            plan.row(b),
             scale,
-            backend,
         )
-        # Rows first_mid.. hold the band's output: merge the middle into them in place.
-        merge_attention(
-            [out[:, :, first_mid:regular], mid_out], [band_lse[:, :, first_mid:], mid_lse], inplace=True
-        )
-    if regular < S:
-        positions = torch.arange(S, device=queries.device).expand(B, S)
-        tail_out, _ = dense_region_attention(
-            queries[:, :, :, regular:], keys, values, plan, positions[:, regular:], positions, None, scale
-        )
-        out[:, :, regular:] = tail_out
+        if row is None:
+            return None
+        out[b : b + 1, :, start:] = row
     return out

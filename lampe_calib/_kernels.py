@@ -1,6 +1,6 @@
-"""Causal attention that also returns the log-sum-exp, on whatever kernel the device offers.
+"""Attention that also returns the log-sum-exp, on whatever kernel the device offers.
 
-The engine needs each region's LSE to merge regions exactly (see ``_merge``). The public
+The engine needs each piece's LSE to merge pieces exactly (see ``_merge``). The public
 ``scaled_dot_product_attention`` does not return it, so this module picks, in order:
 
 - ``flash-attn``: ``flash_attn_func(..., return_attn_probs=True)`` on CUDA when installed;
@@ -11,10 +11,15 @@ The engine needs each region's LSE to merge regions exactly (see ``_merge``). Th
   backend stays the fallback;
 - ``torch``: a plain blocked implementation (never builds an S × T tensor), always available.
 
-All backends compute the same thing and are tested against each other. Registry contract:
-``fn(q, k, v, scale) -> (out, lse)`` with q ``(B, H, S, D)``, k and v ``(B, H, S, D)`` (same S,
-same number of heads), top-left causal mask (query s sees keys 0..s); out ``(B, H, S, D)`` in
-q's dtype, lse ``(B, H, S)`` float32.
+Registry contract (``BACKENDS``): ``fn(q, k, v, scale, causal, mask) -> (out, lse)`` with
+q ``(B, H, S, D)``, k and v ``(B, Hkv, T, D)`` (H a multiple of Hkv: query head h reads KV
+head h // (H/Hkv)); ``causal``: top-left mask (query s sees keys 0..s); ``mask``: None or an
+additive ``(S, T)`` float mask in q's dtype (0 or -inf), the same for every batch row and head.
+Out ``(B, H, S, D)`` in q's dtype, lse ``(B, H, S)`` float32. A query must see at least one
+key: the CPU kernel returns lse 0, not -inf, for a fully masked row, so callers never pass one.
+Inputs may be strided views (the CPU kernel reads strides, so an overlapping ``as_strided``
+view of the keys costs no copy). The GPU kernels take no mask here: a masked call on CUDA runs
+on the torch backend.
 """
 
 from __future__ import annotations
@@ -24,57 +29,89 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["BACKENDS", "causal_attention_with_lse", "pick_backend"]
+__all__ = ["BACKENDS", "attention_with_lse", "causal_attention_with_lse", "pick_backend"]
 
-Backend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
+Backend = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, float, bool, "torch.Tensor | None"],
+    tuple[torch.Tensor, torch.Tensor],
+]
 
-# Rows of queries per block in the pure-torch backend: bounds the (block × S) score tile.
+# Rows of queries per block in the pure-torch backend: bounds the (block × T) score tile.
 _TORCH_BLOCK = 256
 
 
-def _torch_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
+def _expand_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(B, Hkv, T, D)`` -> ``(B, Hkv·G, T, D)`` for kernels without grouped-query support."""
+    if groups == 1:
+        return x
+    B, Hkv, T, D = x.shape
+    return x[:, :, None].expand(B, Hkv, groups, T, D).reshape(B, Hkv * groups, T, D)
+
+
+def _torch_backend(q, k, v, scale, causal, mask):
     B, H, S, D = q.shape
+    Hkv, T = k.shape[1], k.shape[2]
+    G = H // Hkv
     out = torch.empty_like(q)
     lse = torch.empty(B, H, S, dtype=torch.float32, device=q.device)
+    kt = k[:, :, None]  # (B, Hkv, 1, T, D): query heads of one group share it
+    vt = v[:, :, None]
     for start in range(0, S, _TORCH_BLOCK):
         stop = min(S, start + _TORCH_BLOCK)
-        scores = (q[:, :, start:stop] @ k[:, :, :stop].transpose(-1, -2)).float() * scale  # (B, H, b, stop)
-        rows = torch.arange(start, stop, device=q.device)[:, None]
-        cols = torch.arange(stop, device=q.device)[None, :]
-        scores = scores.masked_fill(cols > rows, float("-inf"))
-        block_lse = torch.logsumexp(scores, dim=-1)  # (B, H, b)
+        qb = q[:, :, start:stop].reshape(B, Hkv, G, stop - start, D)
+        scores = (qb @ kt.transpose(-1, -2)).float() * scale  # (B, Hkv, G, b, T)
+        if mask is not None:
+            scores = scores + mask[start:stop].float()
+        if causal:
+            rows = torch.arange(start, stop, device=q.device)[:, None]
+            cols = torch.arange(T, device=q.device)[None, :]
+            scores = scores.masked_fill(cols > rows, float("-inf"))
+        block_lse = torch.logsumexp(scores, dim=-1)  # (B, Hkv, G, b)
         probs = torch.exp(scores - block_lse[..., None])
-        out[:, :, start:stop] = (probs.to(v.dtype) @ v[:, :, :stop]).to(q.dtype)
-        lse[:, :, start:stop] = block_lse
+        o = probs.to(v.dtype) @ vt  # (B, Hkv, G, b, D)
+        out[:, :, start:stop] = o.reshape(B, H, stop - start, D).to(q.dtype)
+        lse[:, :, start:stop] = block_lse.reshape(B, H, stop - start)
     return out, lse
 
 
-def _aten_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
+def _aten_backend(q, k, v, scale, causal, mask):
     if q.device.type == "cpu":
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
+        # Grouped-query heads are read in place (no expanded copy of k and v).
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, causal, attn_mask=None if mask is None else mask[None, None], scale=scale
+        )
         return out, lse.float()
+    if mask is not None:
+        return _torch_backend(q, k, v, scale, causal, mask)
+    G = q.shape[1] // k.shape[1]
+    k, v = _expand_kv(k, G), _expand_kv(v, G)
     if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256:
         # PyTorch's own FlashAttention-2 kernel (half precision only).
         out, lse, *_ = torch.ops.aten._scaled_dot_product_flash_attention(
-            q, k, v, 0.0, True, False, scale=scale
+            q, k, v, 0.0, causal, False, scale=scale
         )
         return out, lse.float()
     out, lse, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(
-        q, k, v, None, True, 0.0, True, scale=scale
+        q, k, v, None, True, 0.0, causal, scale=scale
     )
     return out, lse[..., : q.shape[2]].float()  # the memory-efficient kernel pads the LSE's last dim
 
 
-def _flash_attn_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
+def _flash_attn_backend(q, k, v, scale, causal, mask):
+    if mask is not None:
+        return _torch_backend(q, k, v, scale, causal, mask)
     from flash_attn import flash_attn_func
 
-    # flash-attn's layout is (B, S, H, D); its LSE comes back as (B, H, S).
+    # flash-attn's layout is (B, S, H, D) and it reads grouped KV heads itself; its LSE comes
+    # back as (B, H, S). Its causal mask is bottom-right aligned, the same as top-left when
+    # S == T (the only causal calls the engine makes on a GPU kernel).
+    assert not causal or q.shape[2] == k.shape[2]
     out, lse, _ = flash_attn_func(
         q.transpose(1, 2),
         k.transpose(1, 2),
         v.transpose(1, 2),
         softmax_scale=scale,
-        causal=True,
+        causal=causal,
         return_attn_probs=True,
     )
     return out.transpose(1, 2), lse.float()
@@ -102,14 +139,22 @@ def pick_backend(q: torch.Tensor) -> str:
     return "torch"
 
 
-def causal_attention_with_lse(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, backend: str | None = None
+def attention_with_lse(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    causal: bool = False,
+    mask: torch.Tensor | None = None,
+    backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-left causal attention with its LSE.
+    """Attention with its LSE (the ``BACKENDS`` contract above).
 
     Args:
-        q: ``(B, H, S, D)``; k, v: ``(B, H, S, D)`` (expand grouped KV heads before calling).
+        q: ``(B, H, S, D)``; k, v: ``(B, Hkv, T, D)`` with H a multiple of Hkv.
         scale: logit scale (usually D ** -0.5).
+        causal: top-left causal mask (query s sees keys 0..s).
+        mask: None or an additive ``(S, T)`` mask in q's dtype; no row may be fully masked.
         backend: a key of ``BACKENDS``; default ``pick_backend(q)``.
 
     Returns:
@@ -117,4 +162,11 @@ def causal_attention_with_lse(
     """
     if q.shape[2] == 0:
         return torch.zeros_like(q), q.new_zeros(q.shape[:3], dtype=torch.float32)
-    return BACKENDS[backend or pick_backend(q)](q, k, v, scale)
+    return BACKENDS[backend or pick_backend(q)](q, k, v, scale, causal, mask)
+
+
+def causal_attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, backend: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left causal attention with its LSE: ``attention_with_lse(..., causal=True)``."""
+    return attention_with_lse(q, k, v, scale, causal=True, backend=backend)

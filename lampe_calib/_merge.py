@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["merge_attention"]
+__all__ = ["merge_attention", "merge_into"]
 
 
 def merge_attention(
@@ -47,3 +47,25 @@ def merge_attention(
     for w, o in zip(weights[1:], outputs[1:], strict=True):
         out.addcmul_(w[..., None], o.to(torch.float32))
     return out.to(outputs[0].dtype), lse
+
+
+def merge_into(out: torch.Tensor, lse: torch.Tensor, part: torch.Tensor, part_lse: torch.Tensor) -> None:
+    """Merge one more disjoint key set into a running result, in place.
+
+    Args:
+        out: ``(..., S, D)`` running output (any dtype, any strides: a view of the full output).
+        lse: ``(..., S)`` float32 running log-sum-exp (-inf where no key was seen yet).
+        part: ``(..., S, D)`` the new set's softmax-weighted values.
+        part_lse: ``(..., S)`` its log-sum-exp (-inf where the set is empty for a query).
+
+    The weights and the sum are formed in float32 even for a bf16 output, so merging several
+    pieces rounds once per piece, like one kernel's output.
+
+    Example: out 1 with lse 0, part 3 with lse 0 -> out 2, lse ln 2.
+    """
+    new = torch.logaddexp(lse, part_lse)
+    safe = torch.where(torch.isfinite(new), new, torch.zeros_like(new))
+    w_old = torch.exp(lse - safe)[..., None]  # exp(-inf) = 0 where nothing was seen
+    w_new = torch.exp(part_lse.float() - safe)[..., None]
+    out.copy_(out.float().mul_(w_old).addcmul_(part.float(), w_new))
+    lse.copy_(new)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import TINY_WINDOW, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
-from lampe_calib import LampeConfig, apply_lampe
-from lampe_calib._engine import band_attention, dense_region_attention, lampe_prefill
-from lampe_calib._kernels import BACKENDS, causal_attention_with_lse
+from lampe_calib import LampeConfig, _apply, _pieces, apply_lampe
+from lampe_calib._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
+from lampe_calib._engine import dense_region_attention, fused_attention
+from lampe_calib._kernels import BACKENDS, attention_with_lse
+from lampe_calib._pieces import Piece, piece_parts, pieces_of
 from lampe_calib._positions import LampePlan
+from lampe_calib._selfextend import SelfExtendConfig, SelfExtendPlan, self_extend
 
 # fp32 on activations of order 1 over a 2-layer model: rounding stays near 1e-6; 1e-4 is the contract.
 TOL = 1e-4
@@ -149,47 +154,170 @@ def _random_qkv(B=2, H=4, Hkv=2, S=70, D=8, seed=0):
     return q, k, v
 
 
+def _softmax_reference(q, k, v, keep, scale):
+    """Masked softmax in float64 with grouped heads expanded: out, lse (keep: (S, T) bool)."""
+    G = q.shape[1] // k.shape[1]
+    k, v = k.double().repeat_interleave(G, 1), v.double().repeat_interleave(G, 1)
+    scores = (q.double() @ k.transpose(-1, -2) * scale).masked_fill(~keep, float("-inf"))
+    return torch.softmax(scores, -1) @ v, torch.logsumexp(scores, -1)
+
+
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_kernel_backends_match_softmax(backend):
+@pytest.mark.parametrize("causal,masked", [(True, False), (False, True), (False, False)])
+def test_kernel_backends_match_softmax(backend, causal, masked):
     if backend == "flash-attn":
         pytest.importorskip("flash_attn")
         if not torch.cuda.is_available():
             pytest.skip("flash-attn needs CUDA")
-    q, k, v = _random_qkv(H=2, Hkv=2)
+    q, k, v = _random_qkv(H=6, Hkv=2)  # grouped heads read in place
     device = "cuda" if backend == "flash-attn" else "cpu"
     dtype = torch.bfloat16 if backend == "flash-attn" else torch.float32
     q, k, v = (x.to(device, dtype) for x in (q, k, v))
-    out, lse = causal_attention_with_lse(q, k, v, 0.3, backend=backend)
-    scores = (q.float() @ k.float().transpose(-1, -2)) * 0.3
-    causal = torch.ones(q.shape[2], q.shape[2], dtype=torch.bool, device=device).tril()
-    scores = scores.masked_fill(~causal, float("-inf"))
-    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
-    assert (lse - torch.logsumexp(scores, -1)).abs().max().item() <= tol
-    assert (out.float() - torch.softmax(scores, -1) @ v.float()).abs().max().item() <= tol
-
-
-@pytest.mark.parametrize("width", [0, 3, 64, 100])
-def test_band_attention_matches_masked_softmax(width):
-    q, k, v = _random_qkv()
-    out, lse = band_attention(q, k, v, width, 0.5, block=16, rows_per_pass=32)
     S = q.shape[2]
-    i, j = torch.arange(S)[:, None], torch.arange(S)[None, :]
-    keep = (j <= i) & (j >= i - width)
-    scores = (q @ k.repeat_interleave(2, 1).transpose(-1, -2)) * 0.5
-    scores = scores.masked_fill(~keep, float("-inf"))
-    assert (lse - torch.logsumexp(scores, -1)).abs().max().item() <= 1e-5
-    assert (out - torch.softmax(scores, -1) @ v.repeat_interleave(2, 1)).abs().max().item() <= 1e-5
+    i, j = torch.arange(S, device=device)[:, None], torch.arange(S, device=device)[None, :]
+    keep = (j <= i) if causal else torch.ones(S, S, dtype=torch.bool, device=device)
+    mask = None
+    if masked:  # a band, every row keeps at least one key
+        keep = (j <= i + 3) & (j >= i - 5)
+        mask = torch.zeros(S, S, dtype=dtype, device=device).masked_fill(~keep, float("-inf"))
+    out, lse = attention_with_lse(q, k, v, 0.3, causal=causal, mask=mask, backend=backend)
+    want, want_lse = _softmax_reference(q, k, v, keep, 0.3)
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    assert lse.dtype == torch.float32
+    assert (lse - want_lse).abs().max().item() <= tol
+    assert (out.double() - want).abs().max().item() <= tol
 
 
-@pytest.mark.parametrize("mode", ["exact", "floor"])
-@pytest.mark.parametrize("length,mapping,head,tail", [(70, 20, 4, 3), (70, 20, 4, 0), (50, 60, 4, 2)])
-def test_prefill_fast_path_equals_dense_path(mode, length, mapping, head, tail):
-    q, k, v = _random_qkv(S=length)
-    plan = LampePlan(torch.tensor([float(length)] * 2), torch.tensor([float(mapping)] * 2), head, tail, mode)
-    pos = torch.arange(length).expand(2, length)
-    qpos, kpos = plan.query_positions(pos), plan.key_positions(pos)
-    queries = torch.stack([q * (1 + r) for r in range(len(qpos))])  # distinct per-region queries
-    keys = torch.stack([k * (1 - 0.5 * r) for r in range(len(kpos))])
-    fast = lampe_prefill(queries, keys, v, plan, 0.4)
-    dense, _ = dense_region_attention(queries, keys, v, plan, pos, pos, None, 0.4, block=16)
-    assert (fast - dense).abs().max().item() <= 1e-5
+@pytest.mark.parametrize(
+    "lo,hi,chunk",
+    [
+        (0, 3, 16),  # narrow band, many full chunks and a remainder
+        (0, 40, 16),  # band wider than the chunk
+        (5, 30, 7),  # a piece that starts past 0; chunk not dividing the rows
+        (20, 60, 16),  # few band rows (a wide middle and a short tail)
+        (0, None, 16),  # unbounded: one causal call
+        (33, None, 16),  # unbounded, starting late (a tail)
+        (0, 69, 16),  # hi >= S - 1: no band rows
+        (80, None, 16),  # starts past the input: nothing
+    ],
+)
+def test_piece_parts_cover_exactly_the_piece(lo, hi, chunk):
+    q, k, v = _random_qkv(S=70)
+    S = q.shape[2]
+    out = torch.zeros(q.shape, dtype=torch.float64)
+    lse = torch.full(q.shape[:3], float("-inf"), dtype=torch.float64)
+    for batch, row, part, part_lse in piece_parts(q, k, v, lo, hi, 0.5, chunk=chunk):
+        n = part.shape[2]
+        assert bool(torch.isneginf(lse[batch, :, row : row + n]).all())  # no row twice
+        out[batch, :, row : row + n], lse[batch, :, row : row + n] = part.double(), part_lse.double()
+    d = torch.arange(S)[:, None] - torch.arange(S)[None, :]
+    keep = (d >= lo) if hi is None else (d >= lo) & (d <= hi)
+    want, want_lse = _softmax_reference(q, k, v, keep, 0.5)
+    seen = keep.any(-1)  # rows with a key in the piece
+    assert torch.equal(torch.isfinite(lse[0, 0]), seen)
+    assert (lse[:, :, seen] - want_lse[:, :, seen]).abs().max().item() <= 1e-5 if seen.any() else True
+    assert (out[:, :, seen] - want[:, :, seen]).abs().max().item() <= 1e-5 if seen.any() else True
+
+
+def _plans(length):
+    """One plan of every fused kind for a batch of two rows of ``length`` tokens."""
+    lengths = torch.tensor([float(length)] * 2)
+    return [
+        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 3, "exact"),
+        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 0, "exact"),  # no tail
+        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 3, "floor"),
+        LampePlan(lengths, torch.tensor([float(length) + 10] * 2), 4, 2, "exact"),  # l <= m
+        LampePlan(lengths, torch.tensor([float(length - 1)] * 2), 17, 5, "exact"),  # l just past m
+        SelfExtendConfig(group=3, neighbor_window=8).plan(lengths.long()),
+        SelfExtendConfig(group=2, neighbor_window=0).plan(lengths.long()),
+        DualChunkConfig(chunk_size=20, local_window=4).plan(lengths.long()),
+        DualChunkConfig(chunk_size=9, local_window=9).plan(lengths.long()),
+    ]
+
+
+def _rotations(plan, q, k):
+    """Distinct per-region queries and keys (wrong region -> wrong answer)."""
+    pos = torch.arange(q.shape[2]).expand(q.shape[0], -1)
+    R, V = plan.query_positions(pos).shape[0], plan.key_positions(pos).shape[0]
+    return torch.stack([q * (1 + r) for r in range(R)]), torch.stack([k * (1 - 0.4 * r) for r in range(V)])
+
+
+@pytest.mark.parametrize("plan", _plans(75), ids=lambda p: type(p).__name__)
+def test_fused_path_equals_dense_path(plan, monkeypatch):
+    monkeypatch.setattr(_pieces, "BAND_CHUNK", 16)  # full band chunks at this size
+    q, k, v = _random_qkv(S=75)
+    queries, keys = _rotations(plan, q, k)
+    pos = torch.arange(75).expand(2, 75)
+    want, _ = dense_region_attention(queries, keys, v, plan, pos, pos, None, 0.4, block=16)
+    got = fused_attention(queries, keys, v, plan, None, 0.4)
+    assert (got - want).abs().max().item() <= 1e-5
+    for S in (1, 3):  # cached steps: the last S queries after 75 - S keys
+        step = fused_attention(queries[:, :, :, -S:], keys, v, plan, None, 0.4)
+        assert (step - want[:, :, -S:]).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("plan", _plans(75)[::2], ids=lambda p: type(p).__name__)
+def test_fused_path_in_bfloat16_is_close_to_float32(plan):
+    q, k, v = _random_qkv(S=75)
+    queries, keys = _rotations(plan, q, k)
+    pos = torch.arange(75).expand(2, 75)
+    want, _ = dense_region_attention(queries, keys, v, plan, pos, pos, None, 0.4)
+    half = [x.bfloat16() for x in (queries, keys, v)]
+    got = fused_attention(*half, plan, None, 0.4)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max().item() <= 3e-2  # bf16 has 8 bits of mantissa
+
+
+def test_pieces_of_lampe_and_selfextend():
+    plan = LampePlan(torch.tensor([12288.0]), torch.tensor([6144.0]), 1024, 512)
+    assert pieces_of(plan) == (Piece(0, 1024, 0, 0), Piece(1025, 11775, 1, 1), Piece(11776, None, 2, 0))
+    floor = LampePlan(torch.tensor([12288.0]), torch.tensor([6144.0]), 1024, 512, "floor")
+    assert pieces_of(floor)[2].lo == math.ceil(float(floor.tail_start[0]))
+    mixed = LampePlan(torch.tensor([12288.0, 9000.0]), torch.tensor([6144.0, 6144.0]), 1024, 512)
+    assert pieces_of(mixed) is None  # rows with different l: one row at a time
+    assert pieces_of(SelfExtendPlan(torch.tensor([9.0]), 2, 2048)) == (
+        Piece(0, 2047, 0, 0),
+        Piece(2048, None, 1, 1),
+    )
+    assert pieces_of(DualChunkPlan(torch.tensor([90.0]), 20, 4)) is None  # chunks, not distances
+
+
+def _no_dense(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dense path ran")
+
+    monkeypatch.setattr(_apply, "dense_region_attention", refuse)
+
+
+@pytest.mark.parametrize(
+    "runner,config",
+    [
+        (apply_lampe, LampeConfig(head=21, tail=5, mapping_length=3 * W - 7)),  # l just past m
+        (apply_lampe, LampeConfig(head=21, tail=5, mapping_length=40, mode="floor")),
+        (self_extend, SelfExtendConfig(group=3, neighbor_window=19)),
+        (dual_chunk_attention, DualChunkConfig(chunk_size=23, local_window=5)),
+    ],
+)
+def test_fused_prefill_and_decode_match_the_dense_reference(runner, config, monkeypatch):
+    # Bands wider than the chunk, s1 not a multiple of it, GQA (4 heads on 2): every prefill and
+    # decode step runs fused (the dense path is refused); generate == one prefill.
+    monkeypatch.setattr(_pieces, "BAND_CHUNK", 8)
+    model = tiny_model("llama")
+    ids = torch.randint(1, 96, (1, 3 * W - 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), runner(model, config):
+        full_ref = model(torch.cat([ids, ids[:, :9]], 1), use_cache=False).logits
+        _no_dense(monkeypatch)
+        out = model.generate(
+            ids, max_new_tokens=9, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
+        full = model(out.sequences, use_cache=False).logits
+    monkeypatch.undo()
+    steps = torch.stack(out.logits, 1)
+    assert (steps - full[:, ids.shape[1] - 1 : -1]).abs().max().item() <= TOL
+    if isinstance(config, LampeConfig):
+        length = out.sequences.shape[1]
+        pe = pe_matrix(length, config.mapping_length_for(length), config.head, config.tail, config.mode)
+        with dense_lampe(model, pe):
+            want = _logits(model, out.sequences)
+        assert (full - want).abs().max().item() <= TOL
+    assert full_ref.shape == full.shape

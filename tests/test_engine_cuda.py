@@ -8,7 +8,7 @@ from conftest import TINY_WINDOW, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
 from lampe_calib import LampeConfig, apply_lampe
-from lampe_calib._engine import dense_region_attention, lampe_prefill
+from lampe_calib._engine import dense_region_attention, fused_attention
 from lampe_calib._kernels import BACKENDS, pick_backend
 from lampe_calib._positions import LampePlan
 
@@ -63,6 +63,6 @@ def test_cuda_prefill_fast_path_equals_dense_path(dtype):
     want, _ = dense_region_attention(q, k, v, plan, pos, pos, None, 0.125)
     q, k, v = (x.cuda().to(dtype) for x in (q, k, v))
     assert pick_backend(q[0]) in BACKENDS
-    got = lampe_prefill(q, k, v, plan, 0.125).float().cpu()
+    got = fused_attention(q, k, v, plan, None, 0.125).float().cpu()
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     assert (got - want).abs().max().item() <= tol

@@ -1,0 +1,274 @@
+"""Distance pieces: a position scheme as attentions over bands of relative distance.
+
+LaMPE, SelfExtend, ReRoPE and STRING all give a (query, key) pair its positions by its
+relative distance d = i − j alone: the causal triangle splits into pieces ``lo <= d <= hi``,
+each with one query rotation and one key rotation, and attention is the LSE merge of the
+pieces (``_merge``). LaMPE is three pieces (DESIGN §1)::
+
+    head    [0, s1]                 stock q, stock k
+    middle  [s1 + 1, l − s2 − 1]    middle q, middle k     (l − t − 1 in floor mode)
+    tail    [l − s2, ∞)             tail q, stock k
+
+One piece on a fused kernel, for queries 0..S-1 over keys 0..S-1 (``piece_parts``):
+
+- rows ``lo <= i <= hi`` see keys ``0..i − lo``: one top-left causal call between queries
+  ``lo..`` and keys ``0..`` (row r = i − lo sees keys 0..r);
+- rows ``i > hi`` see the band ``i − hi .. i − lo``: cut in chunks of C rows, the chunk from
+  row c0 sees keys ``c0 − hi .. c0 + C − 1 − lo`` and row a of it sees key offsets
+  ``a .. a + hi − lo`` — the same mask for every chunk, so all chunks go in one call with the
+  chunks in the batch dim (keys as an overlapping ``unfold`` view, no copy).
+
+Work: the causal triangle once, plus C·(hi − lo) extra pairs per chunk; no path is
+quadratic in the band width times the length.
+
+A decode step (a few new queries after ``past`` cached keys) needs, per piece, only the keys
+``i − hi .. i − lo`` of its rows: one call on that window (``window_attention``).
+
+What a scheme provides: its plan's ``pieces()`` returns a tuple of ``Piece`` (or None when
+its rows do not share one set of pieces); ``pieces_of`` also knows LaMPE's and SelfExtend's
+plans. Pieces must be disjoint, cover d >= 0, and be valid for positions 0..S-1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from ._kernels import attention_with_lse
+from ._merge import merge_into
+from ._positions import HEAD, MIDDLE, TAIL, LampePlan
+
+__all__ = [
+    "BAND_CHUNK",
+    "DistancePlan",
+    "Piece",
+    "band_mask",
+    "lampe_pieces",
+    "piece_attention",
+    "piece_parts",
+    "pieces_of",
+    "selfextend_pieces",
+    "window_attention",
+]
+
+# Query rows per band chunk. The CPU flash kernel's cost per pair is flat from 128 to 256 rows
+# and grows past it (measured at SmolLM2's shape, 2 cores); smaller chunks waste fewer pairs
+# (C · (hi − lo) per chunk beyond the band).
+BAND_CHUNK = 128
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Pairs with ``lo <= d <= hi`` (``hi`` None: no upper bound), attended with query rotation
+    ``query`` (an index into the engine's queries) and key rotation ``key``.
+
+    Example: LaMPE's head with s1 = 1024 is ``Piece(0, 1024, query=0, key=0)``.
+    """
+
+    lo: int
+    hi: int | None
+    query: int
+    key: int
+
+
+class DistancePlan(Protocol):
+    """A plan whose regions are distance bands: the fast prefill and decode run it."""
+
+    def pieces(self) -> tuple[Piece, ...] | None: ...
+
+
+def lampe_pieces(plan: LampePlan) -> tuple[Piece, ...] | None:
+    """LaMPE's three pieces (exact and floor mode: both tails start at ``plan.tail_start``).
+
+    Example: l = 12288, s1 = 1024, s2 = 512 (exact) -> head [0, 1024], middle [1025, 11775],
+    tail [11776, ∞). None when rows have different (l, m).
+    """
+    if plan.identity:
+        return (Piece(0, None, HEAD, 0),)
+    if not (bool((plan.length == plan.length[0]).all()) and bool((plan.mapping == plan.mapping[0]).all())):
+        return None
+    tail = math.ceil(float(plan.tail_start[0]))  # d >= tail_start is the tail (integer d)
+    head = min(plan.head, tail - 1)  # the tail wins over the head, as in ``LampePlan.regions``
+    version = plan.region_key_version
+    return (
+        Piece(0, head, HEAD, version[HEAD]),
+        Piece(head + 1, tail - 1, MIDDLE, version[MIDDLE]),
+        Piece(tail, None, TAIL, version[TAIL]),
+    )
+
+
+def selfextend_pieces(plan: Any) -> tuple[Piece, ...]:
+    """SelfExtend's two levels: neighbours ``[0, w_n − 1]`` stock, ``[w_n, ∞)`` grouped.
+
+    Example: w_n = 2048, G = 2 -> ``(Piece(0, 2047, 0, 0), Piece(2048, None, 1, 1))``.
+    """
+    if plan.identity:
+        return (Piece(0, None, 0, 0),)
+    w = plan.neighbor_window
+    return (Piece(0, w - 1, 0, 0), Piece(w, None, 1, 1))
+
+
+def _builtin_pieces() -> dict[type, Callable[[Any], tuple[Piece, ...] | None]]:
+    # Imported here: _selfextend imports the attention swap, which imports the engine.
+    from ._selfextend import SelfExtendPlan
+
+    return {LampePlan: lampe_pieces, SelfExtendPlan: selfextend_pieces}
+
+
+def pieces_of(plan: Any) -> tuple[Piece, ...] | None:
+    """The plan's pieces: its own ``pieces()`` if it has one, else the built-in ones for LaMPE
+    and SelfExtend plans; None for a plan that is not distance-based (the dense path runs it)."""
+    own = getattr(plan, "pieces", None)
+    if callable(own):
+        return own()
+    for cls, pieces in _builtin_pieces().items():
+        if isinstance(plan, cls):
+            return pieces(plan)
+    return None
+
+
+def band_mask(rows: int, span: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Additive ``(rows, span)`` mask: row a sees columns ``a .. a + width``.
+
+    Example: ``band_mask(2, 3, 1, ...)`` -> ``[[0, 0, -inf], [-inf, 0, 0]]``.
+    """
+    a = torch.arange(rows, device=device)[:, None]
+    t = torch.arange(span, device=device)[None, :]
+    keep = (t >= a) & (t <= a + width)
+    return torch.zeros(rows, span, dtype=dtype, device=device).masked_fill_(~keep, float("-inf"))
+
+
+def piece_parts(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lo: int,
+    hi: int | None,
+    scale: float,
+    chunk: int | None = None,
+) -> Iterator[tuple[slice, int, torch.Tensor, torch.Tensor]]:
+    """One piece of a prefill (queries and keys at positions 0..S-1), in parts.
+
+    Args:
+        q: ``(B, H, S, D)`` rotated for the piece; k, v: ``(B, Hkv, S, D)``.
+        chunk: band rows per chunk, default ``BAND_CHUNK``.
+
+    Yields:
+        ``(batch, row, out, lse)``: rows ``row .. row + n − 1`` of batch rows ``batch``, out
+        ``(b, H, n, D)``, lse ``(b, H, n)`` float32; every yielded row sees at least one key.
+    """
+    B, H, S, D = q.shape
+    chunk = chunk or BAND_CHUNK
+    every = slice(0, B)
+    stop = S if hi is None else min(S, hi + 1)
+    if stop > lo:
+        # Rows lo..stop-1 see keys 0..i-lo: top-left causal.
+        out, lse = attention_with_lse(
+            q[:, :, lo:stop], k[:, :, : stop - lo], v[:, :, : stop - lo], scale, True
+        )
+        yield every, lo, out, lse
+    if hi is None or hi + 1 >= S:
+        return
+    width = hi - lo  # row a of a chunk sees key offsets a .. a + width
+    first, rows = hi + 1, S - hi - 1
+    full = rows // chunk
+    if full:
+        span = chunk + width
+        mask = band_mask(chunk, span, width, q.dtype, q.device)
+        keys_stop = first - hi + (full - 1) * chunk + span
+        for b in range(B):
+            # (H, full·C, D) -> (full, H, C, D); keys (Hkv, ·, D) -> overlapping (full, Hkv, span, D).
+            qc = q[b, :, first : first + full * chunk].unflatten(1, (full, chunk)).transpose(0, 1)
+            kc = k[b, :, first - hi : keys_stop].unfold(1, span, chunk).permute(1, 0, 3, 2)
+            vc = v[b, :, first - hi : keys_stop].unfold(1, span, chunk).permute(1, 0, 3, 2)
+            out, lse = attention_with_lse(qc, kc, vc, scale, mask=mask)  # (full, H, C, D)
+            out = out.transpose(0, 1).reshape(1, H, full * chunk, D)
+            lse = lse.transpose(0, 1).reshape(1, H, full * chunk)
+            yield slice(b, b + 1), first, out, lse
+    rest = rows - full * chunk
+    if rest:
+        c0 = first + full * chunk
+        mask = band_mask(rest, rest + width, width, q.dtype, q.device)
+        keys = slice(c0 - hi, c0 + rest - lo)
+        out, lse = attention_with_lse(q[:, :, c0:], k[:, :, keys], v[:, :, keys], scale, mask=mask)
+        yield every, c0, out, lse
+
+
+def window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    first: int,
+    lo: int,
+    hi: int | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Queries at positions ``first .. first + S − 1`` over the keys ``k`` (positions 0..T-1)
+    with ``lo <= i − j <= hi``: the decode step of one piece.
+
+    Args:
+        q: ``(B, H, S, D)``; k, v: ``(B, Hkv, T, D)`` (any strides, e.g. a view of a cache).
+
+    Returns:
+        out ``(B, H, S, D)``, lse ``(B, H, S)`` float32 (0 and -inf for rows with no key), or
+        None when no row sees a key of the piece.
+    """
+    B, H, S, D = q.shape
+    T = k.shape[2]
+    start = max(0, lo - first)  # rows before position lo have no key in the piece
+    if start >= S:
+        return None
+    k0 = 0 if hi is None else max(0, first + start - hi)
+    k1 = min(T, first + S - lo)  # exclusive
+    mask = None
+    if S - start > 1:
+        i = torch.arange(first + start, first + S, device=q.device)[:, None]
+        j = torch.arange(k0, k1, device=q.device)[None, :]
+        d = i - j
+        keep = (d >= lo) if hi is None else (d >= lo) & (d <= hi)
+        mask = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(~keep, float("-inf"))
+    part, part_lse = attention_with_lse(q[:, :, start:], k[:, :, k0:k1], v[:, :, k0:k1], scale, mask=mask)
+    if start == 0:
+        return part, part_lse
+    out = q.new_zeros(B, H, S, D)
+    lse = q.new_full((B, H, S), float("-inf"), dtype=torch.float32)
+    out[:, :, start:], lse[:, :, start:] = part, part_lse
+    return out, lse
+
+
+def piece_attention(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pieces: tuple[Piece, ...], scale: float
+) -> torch.Tensor:
+    """Attention of the last S positions of T keys as the LSE merge of distance pieces.
+
+    Args:
+        queries: ``(R, B, H, S, D)`` per query rotation; keys ``(V, B, Hkv, T, D)`` per key
+            rotation; values ``(B, Hkv, T, D)``; positions are 0..T-1, the queries the last S
+            (a prefill when T == S, else a step after ``T − S`` cached keys: keep S small, a
+            step builds an ``(S × window)`` mask per piece).
+        pieces: disjoint, covering d >= 0 (``pieces_of``).
+
+    Returns:
+        ``(B, H, S, D)`` in the queries' dtype.
+    """
+    _, B, H, S, D = queries.shape
+    past = keys.shape[3] - S
+    out = queries.new_zeros(B, H, S, D)
+    lse = queries.new_full((B, H, S), float("-inf"), dtype=torch.float32)
+    for piece in pieces:
+        if piece.hi is not None and piece.hi < piece.lo:
+            continue  # an empty piece (e.g. no middle when l - s2 = s1 + 1)
+        q, k = queries[piece.query], keys[piece.key]
+        if past == 0:
+            for batch, row, part, part_lse in piece_parts(q, k, values, piece.lo, piece.hi, scale):
+                n = part.shape[2]
+                merge_into(out[batch, :, row : row + n], lse[batch, :, row : row + n], part, part_lse)
+            continue
+        step = window_attention(q, k, values, past, piece.lo, piece.hi, scale)
+        if step is not None:
+            merge_into(out, lse, *step)
+    return out
