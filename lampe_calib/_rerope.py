@@ -33,6 +33,7 @@ from torch import nn
 
 from ._apply import LampeSession, apply_position_scheme
 from ._config import check_attention_factor, check_integer
+from ._pieces import Piece
 from ._positions import band_regions
 
 __all__ = ["ReRopeConfig", "ReRopePlan", "rerope_attention", "rerope_position"]
@@ -92,6 +93,17 @@ class ReRopePlan:
         if self.identity:
             return pos[None]
         return torch.stack([pos, torch.zeros_like(pos)])
+
+    def pieces(self) -> tuple[Piece, ...]:
+        """The distance bands for the engine's fused path: ``[0, w − 1]`` stock, ``[w, ∞)``
+        with the query at w and the key at 0.
+
+        Example (w=4): ``(Piece(0, 3, 0, 0), Piece(4, None, 1, 1))``.
+        """
+        if self.identity:
+            return (Piece(0, None, EXACT, 0),)
+        w = self.window
+        return (Piece(0, w - 1, EXACT, 0), Piece(w, None, CLIPPED, 1))
 
     def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
         """``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long: EXACT where d < w,

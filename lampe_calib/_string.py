@@ -44,6 +44,7 @@ from torch import nn
 
 from ._apply import LampeSession, apply_position_scheme
 from ._config import check_attention_factor, check_integer
+from ._pieces import Piece
 from ._positions import band_regions
 
 __all__ = [
@@ -141,6 +142,17 @@ class StringPlan:
         Example: j = 5 -> 5.
         """
         return positions.to(torch.float32)[None]
+
+    def pieces(self) -> tuple[Piece, ...]:
+        """The distance bands for the engine's fused path: ``[0, S − 1]`` stock, ``[S, ∞)``
+        shifted, both on the stock keys.
+
+        Example (S=6): ``(Piece(0, 5, 0, 0), Piece(6, None, 1, 0))``.
+        """
+        if self.identity:
+            return (Piece(0, None, EXACT, 0),)
+        s = self.shifted_offset
+        return (Piece(0, s - 1, EXACT, 0), Piece(s, None, SHIFTED, 0))
 
     def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
         """``(B, n)``, ``(B, T)`` token positions -> ``(B, n, T)`` long: EXACT where d < S,

@@ -13,7 +13,9 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lampe_calib import LampeConfig, SigmoidMapping
 from lampe_calib._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
+from lampe_calib._engine import dense_region_attention, fused_attention
 from lampe_calib._methods import METHODS, method_context
+from lampe_calib._pieces import Piece
 from lampe_calib._rerope import ReRopeConfig, ReRopePlan, rerope_attention, rerope_position
 from lampe_calib._rope_scaling import ntk_base, rope_parameters_of
 from lampe_calib._selfextend import SelfExtendConfig, self_extend, self_extend_group
@@ -113,6 +115,7 @@ def test_string_plan_positions():
     k = plan.key_positions(torch.arange(10)[None])[0, 0]
     shown = torch.where(regions[0, 0] == 1, q[1] - k, q[0] - k)
     assert shown.tolist() == string_position(9 - torch.arange(10), 6, 2).tolist()
+    assert plan.pieces() == (Piece(0, 5, 0, 0), Piece(6, None, 1, 0))
     assert StringConfig(shifted_offset=6, local_window=2).plan(torch.tensor([6])).identity
 
 
@@ -124,6 +127,7 @@ def test_rerope_plan_positions():
     assert plan.region_key_version == (0, 1)
     regions = plan.regions(torch.tensor([[9]]), torch.arange(10)[None])
     assert regions[0, 0].tolist() == [1] * 6 + [0] * 4  # d = 9..4 clipped, 3..0 exact
+    assert plan.pieces() == (Piece(0, 3, 0, 0), Piece(4, None, 1, 1))
     assert ReRopePlan(torch.tensor([4.0]), window=4).identity
     assert not ReRopePlan(torch.tensor([4.0, 5.0]), window=4).identity
 
@@ -288,6 +292,27 @@ def test_scheme_matches_its_dense_rule(family_model, scheme):
     with dense_lampe(family_model, dense_rule(scheme, length), scheme.attention_factor):
         want = _logits(family_model, ids)
     assert (got - want).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [StringConfig(shifted_offset=40, local_window=8), StringConfig(shifted_offset=9, local_window=9)]
+    + [ReRopeConfig(window=8), ReRopeConfig(window=1)],
+    ids=repr,
+)
+def test_fused_pieces_equal_the_dense_regions(scheme):
+    # The engine runs these plans on fused kernels through pieces(); its general dense path
+    # reads regions() instead. Both must be the same attention.
+    T, D = 3 * W + 5, 16
+    plan = scheme.plan(torch.tensor([T]))
+    pos = torch.arange(T)[None]
+    R, V = len(plan.query_positions(pos)), len(plan.key_positions(pos))
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(R, 1, 4, T, D, generator=g)
+    k, v = torch.randn(V, 1, 2, T, D, generator=g), torch.randn(1, 2, T, D, generator=g)
+    fused = fused_attention(q, k, v, plan, None, D**-0.5)
+    dense, _ = dense_region_attention(q, k, v, plan, pos, pos, None, D**-0.5)
+    assert fused is not None and (fused - dense).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("length", [W + 9, 4 * W])
