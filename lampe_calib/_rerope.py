@@ -7,8 +7,9 @@ like a ReLU turned over: PE(d) = min(d, w). So no input length shows RoPE a posi
     Exact    d <  w    P_q = i    P_k = j
     Clipped  d >= w    P_q = w    P_k = 0      (P_q − P_k = w for every such pair)
 
-Two disjoint key sets per query, each with its own rotation: the engine's general path runs them
-exactly. As distance bands: [0, w − 1] at stock positions, [w, ∞) clipped to w.
+Two disjoint key sets per query, each with its own rotation, merged through their LSE. They are
+distance bands, [0, w − 1] at stock positions and [w, ∞) clipped to w (``ReRopePlan.pieces``), so
+the engine runs them on its fused path.
 
 Window: w = W/4, the setting of the author's published results (README: ReRoPE-w1024 on
 Llama-2-13B, W = 4096, loss falling from 4K to 16K). The patch file's default is 512 (W/8) and

@@ -10,8 +10,8 @@ shifted region apart from the query (the paper's STRING section; its README, "FA
     Shifted  d >= S    PE(d) = d − S + w    P_q = i − S + w     P_k = j
 
 Both regions attend to the one stock key rotation, as two disjoint key sets per query merged
-through their LSE (the official code's pattern), so the engine's general path runs it exactly.
-As distance bands: [0, S − 1] at stock positions, [S, ∞) shifted.
+through their LSE (the official code's pattern). They are distance bands, [0, S − 1] at stock
+positions and [S, ∞) shifted (``StringPlan.pieces``), so the engine runs them on its fused path.
 
 Choosing S. The paper applies STRING inside the trained window (input L = W) with S ≈ L/3
 (its README suggests 0.25–0.4·L) and w = 128. This toolkit uses it to extend past W, where the
