@@ -363,7 +363,9 @@ def _report(console: Any, run: Any) -> None:
     for column in ("L", "m*", "PPL at m*", "vanilla PPL", "gain"):
         table.add_column(column, justify="right")
     for o in cal.optima:
-        star = f"{o.mapping:.0f}" + (f" ({o.bound} bound)" if o.bound else "") if o.remapped else "no remap"
+        # At the edge of the swept range the V's other arm was not seen: m* is only a bound.
+        edge = {"upper": f"≥ {o.mapping:.0f} (extend --mappings up)", "lower": f"≤ {o.mapping:.0f}"}
+        star = (edge.get(o.bound) or f"{o.mapping:.0f}") if o.remapped else "no remap"
         vanilla = "—" if o.vanilla_ppl is None else f"{o.vanilla_ppl:.4g}"
         gain = (
             "—"
