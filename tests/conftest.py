@@ -54,3 +54,33 @@ def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
 @pytest.fixture(params=list(TINY_FAMILIES))
 def family_model(request) -> torch.nn.Module:
     return tiny_model(request.param)
+
+
+def left_padded(*rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1, n_b)`` token rows -> a left-padded ``(B, max n)`` batch (pad id 0) and its mask."""
+    width = max(r.shape[-1] for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, width - r.shape[-1] :] = r
+        mask[b, width - r.shape[-1] :] = 1
+    return ids, mask
+
+
+def greedy(model, ids: torch.Tensor, new: int, attention_mask: torch.Tensor | None = None):
+    """Greedy ``generate()`` with the KV cache: ``(sequences (B, S + new), step logits (B, new, V))``.
+
+    The mask is always passed: generate() would otherwise take the pad id 0 inside random prompts
+    for padding."""
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask
+    with torch.no_grad():
+        out = model.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=new,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=0,
+        )
+    return out.sequences, torch.stack(out.logits, dim=1)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_WINDOW, tiny_model
+from conftest import TINY_WINDOW, greedy, left_padded, tiny_model
 from dense_reference import dense_lampe
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
@@ -385,9 +385,7 @@ def test_left_padded_batch_gives_each_rows_result(name):
     model = tiny_model("qwen2")
     long, short = _ids(3 * W, seed=1), _ids(2 * W + 7, seed=2)
     pad = long.shape[1] - short.shape[1]
-    batch = torch.cat([long, torch.cat([torch.zeros(1, pad, dtype=torch.long), short], 1)])
-    mask = torch.ones_like(batch)
-    mask[1, :pad] = 0
+    batch, mask = left_padded(long, short)
     with method_context(name, model, W, 3 * W):
         both = _logits(model, batch, attention_mask=mask)
         alone = [_logits(model, long), _logits(model, short)]
@@ -450,23 +448,6 @@ def test_scaling_rejects_already_scaled_rope():
 _DECODE_PROFILE = LampeConfig(head=4, tail=2, sigmoid=SigmoidMapping(a=0.02, b=-1.0, c=24.0))
 
 
-def _greedy(model, ids, new, attention_mask=None):
-    """Greedy decoding; the mask is always given (else generate() would take the pad id 0 inside
-    the random prompts for padding)."""
-    mask = torch.ones_like(ids) if attention_mask is None else attention_mask
-    with torch.no_grad():
-        out = model.generate(
-            ids,
-            attention_mask=mask,
-            max_new_tokens=new,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=0,
-        )
-    return out.sequences, torch.stack(out.logits, dim=1)  # (B, prompt + new), (B, new, V)
-
-
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_method_decodes_with_the_cache_as_one_prefill(name):
     """Greedy generate() with the KV cache gives the logits of one prefill of the sequence, for
@@ -474,7 +455,7 @@ def test_every_method_decodes_with_the_cache_as_one_prefill(name):
     model = tiny_model("llama")
     ids, new = _ids(3 * W), 6
     with method_context(name, model, W, ids.shape[1] + new, _DECODE_PROFILE):
-        sequence, steps = _greedy(model, ids, new)
+        sequence, steps = greedy(model, ids, new)
         prefill = _logits(model, sequence)
     assert (steps - prefill[:, ids.shape[1] - 1 : -1]).abs().max().item() <= TOL
 
@@ -483,12 +464,9 @@ def test_every_method_decodes_with_the_cache_as_one_prefill(name):
 def test_every_method_decodes_a_left_padded_batch_as_each_row_alone(name):
     model = tiny_model("qwen2")
     long, short, new = _ids(3 * W, seed=1), _ids(2 * W + 7, seed=2), 4
-    pad = long.shape[1] - short.shape[1]
-    batch = torch.cat([long, torch.cat([torch.zeros(1, pad, dtype=torch.long), short], 1)])
-    mask = torch.ones_like(batch)
-    mask[1, :pad] = 0
+    batch, mask = left_padded(long, short)
     with method_context(name, model, W, long.shape[1] + new, _DECODE_PROFILE):
-        _, both = _greedy(model, batch, new, attention_mask=mask)
-        alone = [_greedy(model, row, new)[1] for row in (long, short)]
+        _, both = greedy(model, batch, new, attention_mask=mask)
+        alone = [greedy(model, row, new)[1] for row in (long, short)]
     assert (both[0] - alone[0][0]).abs().max().item() <= TOL
     assert (both[1] - alone[1][0]).abs().max().item() <= TOL
