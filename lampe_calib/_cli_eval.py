@@ -3,6 +3,8 @@
     lampe-eval ppl --model M [--profile P] --methods vanilla,pi,... --lengths 1W,2W,4W --data FILE|DIR
                    [--samples N] [--seed S] [--json OUT] [--device cpu|cuda] [--dtype float32]
     lampe-eval passkey --model M [--profile P] --methods ... --lengths ... [--samples N] [--depths ...]
+    lampe-eval ruler --model M [--profile P] --methods ... --lengths ... [--tasks niah_single,vt,...]
+                     [--samples N] [--new-tokens N]
 
 A table goes to stdout (one row per method, one column per length), progress to stderr;
 ``--json`` is written atomically once everything has run. Bad input raises ``ValueError`` or
@@ -23,7 +25,7 @@ from typing import Any
 from ._methods import METHODS
 from .cli import ArgumentParser as _Parser
 
-__all__ = ["main", "parse_depths", "parse_lengths", "parse_methods", "write_json_atomic"]
+__all__ = ["main", "parse_depths", "parse_lengths", "parse_methods", "parse_tasks", "write_json_atomic"]
 
 # Methods that read a calibrated profile; "lampe" cannot run without one.
 PROFILE_METHODS = ("lampe-fixed", "lampe")
@@ -77,6 +79,22 @@ def parse_methods(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def parse_tasks(text: str) -> tuple[str, ...]:
+    """``--tasks``: comma-separated RULER task names (``_ruler.TASKS``), in the given order.
+
+    Example: ``parse_tasks("vt, niah_single")`` -> ``("vt", "niah_single")``.
+    """
+    from ._ruler import TASKS
+
+    names = []
+    for name in (part.strip() for part in text.split(",")):
+        if name not in TASKS:
+            raise KeyError(f"--tasks: unknown task {name!r}; known: {', '.join(TASKS)}")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (``_profiles.write_atomic``)."""
     from ._profiles import write_atomic
@@ -87,7 +105,12 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
 def _parser() -> _Parser:
     parser = _Parser(prog="lampe-eval", description="Compare context-extension methods on one model.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, help_text in (("ppl", "perplexity of books"), ("passkey", "passkey retrieval accuracy")):
+    commands_help = (
+        ("ppl", "perplexity of books"),
+        ("passkey", "passkey retrieval accuracy"),
+        ("ruler", "RULER-style synthetic tasks (needles, variable tracking, common words)"),
+    )
+    for name, help_text in commands_help:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--model", required=True, help="alias, hub id, local directory or .gguf file")
         sub.add_argument("--profile", help="calibrated profile: a shipped name or a JSON path")
@@ -102,10 +125,20 @@ def _parser() -> _Parser:
         if name == "ppl":
             sub.add_argument("--data", required=True, help="JSONL file, directory of JSONL/parquet, or pg19")
             sub.add_argument("--samples", type=int, help="books (default: all, up to 8)")
-        else:
+        elif name == "passkey":
             sub.add_argument("--samples", type=int, default=2, help="keys per depth (default 2)")
             sub.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="key depths in [0, 1]")
             sub.add_argument("--new-tokens", type=int, default=10, help="tokens generated per prompt")
+        else:
+            sub.add_argument(
+                "--tasks", default="niah_single,niah_multikey,vt,cwe", help="comma-separated RULER tasks"
+            )
+            sub.add_argument("--samples", type=int, default=4, help="prompts per task and length (default 4)")
+            sub.add_argument(
+                "--new-tokens",
+                type=int,
+                help="tokens generated per prompt (default per task: niah 16, vt 32, cwe 40)",
+            )
     return parser
 
 
@@ -252,6 +285,63 @@ def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, prog
     return results
 
 
+def _run_ruler(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
+    from ._methods import method_context
+    from ._ruler import DEFAULT_NEW_TOKENS, RulerSources, evaluate_ruler, ruler_samples
+
+    sources = RulerSources.shipped()
+    tasks = parse_tasks(args.tasks)
+    new_tokens = {t: args.new_tokens if args.new_tokens is not None else DEFAULT_NEW_TOKENS[t] for t in tasks}
+    prompts = {}  # every prompt first, so a length too short for a task fails before any generation
+    for task in tasks:
+        for length in lengths:
+            try:
+                prompts[task, length] = ruler_samples(
+                    tokenizer, task, length - new_tokens[task], args.samples, args.seed, sources
+                )
+            except ValueError as error:
+                raise ValueError(f"--lengths {length}: {task}: {error}") from error
+    results = []
+    for task in tasks:
+        new = new_tokens[task]
+        for length in lengths:
+            samples = prompts[task, length]
+            for method in methods:
+                bar = progress.add_task(f"{task} {method} L={length}", total=len(samples))
+                result = evaluate_ruler(
+                    model,
+                    tokenizer,
+                    samples,
+                    length,
+                    context=lambda m=method, n=length: method_context(m, model, window, n, profile),
+                    max_new_tokens=new,
+                    progress=lambda done, total, b=bar: progress.update(b, completed=done),
+                )
+                results.append(
+                    {
+                        "task": task,
+                        "method": method,
+                        "length": length,
+                        "accuracy": result.accuracy,
+                        "samples": len(samples),
+                    }
+                )
+    return results
+
+
+def _print_ruler(console: Any, title: str, methods, lengths, results: list[dict]) -> None:
+    """One table per task (mean score per method and length, in %)."""
+    for task in dict.fromkeys(r["task"] for r in results):
+        cells = {
+            (r["method"], r["length"]): (r["accuracy"], f"{100 * r['accuracy']:.0f}%")
+            for r in results
+            if r["task"] == task
+        }
+        samples = next(r["samples"] for r in results if r["task"] == task)
+        console.print(f"{title}, {task} ({samples} prompts per cell)")
+        console.print(_table(None, methods, lengths, cells, max))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lampe-eval``; returns the exit code (errors are raised for ``cli.run_cli``)."""
     args = _parser().parse_args(argv)
@@ -265,10 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._data import resolve_data
 
         args.data = resolve_data(args.data)
-    else:
+    elif args.command == "passkey":
         parse_depths(args.depths)
-        if args.new_tokens < 1:
-            raise ValueError(f"--new-tokens must be >= 1, got {args.new_tokens}")
+    else:
+        parse_tasks(args.tasks)
+    if args.command != "ppl" and args.new_tokens is not None and args.new_tokens < 1:
+        raise ValueError(f"--new-tokens must be >= 1, got {args.new_tokens}")
 
     from rich.console import Console
     from rich.progress import Progress
@@ -280,10 +372,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     lengths = parse_lengths(args.lengths, info.window)
     profile = _load_profile(args, methods, getattr(info, "alias", None), info.window)
     _preflight(model, info.window, methods, lengths, profile)
-    run = _run_ppl if args.command == "ppl" else _run_passkey
+    run = {"ppl": _run_ppl, "passkey": _run_passkey, "ruler": _run_ruler}[args.command]
     with Progress(console=Console(stderr=True), transient=True) as progress:
         results = run(args, model, tokenizer, info.window, methods, lengths, profile, progress)
 
+    console = Console()
+    if args.command == "ruler":
+        _print_ruler(console, f"{args.model} (W={info.window}): RULER accuracy", methods, lengths, results)
+        if args.json is not None:
+            write_json_atomic(Path(args.json).expanduser(), {"model": args.model, "results": results})
+        return 0
     cells = {}
     for r in results:
         if args.command == "ppl":
@@ -299,7 +397,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = f"{args.model} (W={info.window}): " + (
         "perplexity" if args.command == "ppl" else "passkey accuracy"
     )
-    console = Console()
     console.print(title)  # a line of its own: a table title would wrap to the table's width
     console.print(_table(None, methods, lengths, cells, min if args.command == "ppl" else max))
     if args.json is not None:

@@ -26,6 +26,7 @@ __all__ = [
     "build_passkey_prompt",
     "evaluate_passkey",
     "first_number",
+    "greedy_answer",
     "passkey_prompts",
 ]
 
@@ -149,6 +150,32 @@ class PasskeyResult:
         return self.correct / len(self.trials) if self.trials else 0.0
 
 
+def greedy_answer(
+    model: nn.Module,
+    tokenizer: Any,
+    input_ids: torch.Tensor,
+    context: Callable[[], AbstractContextManager[Any]] | None,
+    max_new_tokens: int,
+) -> str:
+    """Greedy-decode ``max_new_tokens`` after ``input_ids`` ``(1, n)`` int64 under a fresh
+    ``context()`` (None: the stock model) and return the new text, special tokens dropped.
+
+    Shared by every generation task (passkey, RULER).
+    """
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = input_ids.to(device)
+    with context() if context is not None else nullcontext(), torch.no_grad():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
 def evaluate_passkey(
     model: nn.Module,
     tokenizer: Any,
@@ -169,22 +196,11 @@ def evaluate_passkey(
         max_new_tokens: tokens generated per prompt.
         progress: called as ``progress(done, total)`` after each prompt.
     """
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trials = []
     for index, prompt in enumerate(prompts):
-        ids = prompt.input_ids.to(device)
-        with context() if context is not None else nullcontext(), torch.no_grad():
-            out = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )
-        answer = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        answer = greedy_answer(model, tokenizer, prompt.input_ids, context, max_new_tokens)
         correct = first_number(answer) == prompt.key
-        trials.append(PasskeyTrial(prompt.key, prompt.depth, ids.shape[1], answer, correct))
+        trials.append(PasskeyTrial(prompt.key, prompt.depth, prompt.input_ids.shape[1], answer, correct))
         logger.debug("passkey L=%d depth=%.2f key=%s answer=%r", length, prompt.depth, prompt.key, answer)
         if progress is not None:
             progress(index + 1, len(prompts))

@@ -161,7 +161,18 @@ EVAL = [
     (["passkey", "--depths", "0,2"], r"--depths '0,2': each depth must be in \[0, 1\]"),
     (["passkey", "--new-tokens", "0"], r"--new-tokens must be >= 1, got 0"),
     (["passkey", "--lengths", "2W"], r"--lengths 64: "),
-    (["bleu"], r"argument command: invalid choice: 'bleu' \(choose from '?ppl'?, '?passkey'?\)"),
+    (
+        ["ruler", "--tasks", "niah_single,qa"],
+        r"--tasks: unknown task 'qa'; known: niah_single, niah_multikey",
+    ),
+    (["ruler", "--new-tokens", "0"], r"--new-tokens must be >= 1, got 0"),
+    (["ruler", "--samples", "0"], r"--samples must be >= 1, got 0"),
+    (["ruler", "--lengths", "1W"], r"--lengths 32: niah_single: length 16 is too short for this task"),
+    (["ruler", "--json", "{root}"], r"--json '.*': is a directory"),
+    (
+        ["bleu"],
+        r"argument command: invalid choice: 'bleu' \(choose from '?ppl'?, '?passkey'?, '?ruler'?\)",
+    ),
 ]
 
 

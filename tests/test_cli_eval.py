@@ -52,7 +52,7 @@ def test_parse_lengths_and_methods():
         parse_methods("vanilla,rope")
 
 
-@pytest.mark.parametrize("command", ["ppl", "passkey"])
+@pytest.mark.parametrize("command", ["ppl", "passkey", "ruler"])
 def test_methods_help_lists_every_registered_method(command, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # argparse would break the long list mid-word
     with pytest.raises(SystemExit):
