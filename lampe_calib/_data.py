@@ -8,7 +8,11 @@ skipped and counted; none left is an error. A ``--data`` value is one of
   copy of ``deepmind/pg19``, whose loading script current ``datasets`` no longer runs), when the
   hub is reachable; offline, ``pg19`` and ``pg19:validation`` fall back to the sample shipped in
   the package (``assets/pg19_sample``: the 10 books of the project's PG-19 validation subset,
-  first 280,000 characters each).
+  first 280,000 characters each);
+- ``code:DIR`` (or ``code:train:DIR``, ``code:test:DIR``): a directory of Python source files
+  turned into long documents, one per directory (``code_documents``), for domain transfer;
+  e.g. the interpreter's own standard library,
+  ``python -c "import sysconfig; print(sysconfig.get_paths()['stdlib'])"``.
 
 Book selection is a seeded permutation of the rows, so the same ``(data, samples, seed)`` picks
 the same books on every machine.
@@ -20,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +43,8 @@ __all__ = [
     "BooksAtLength",
     "DataSource",
     "choose_books",
+    "code_documents",
+    "code_split",
     "hub_reachable",
     "load_books",
     "read_texts",
@@ -67,8 +74,8 @@ class DataSource:
     files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in ("files", "hub", "sample"):
-            raise ValueError(f"kind must be 'files', 'hub' or 'sample', got {self.kind!r}")
+        if self.kind not in ("files", "hub", "sample", "code"):
+            raise ValueError(f"kind must be 'files', 'hub', 'sample' or 'code', got {self.kind!r}")
 
     def describe(self) -> str:
         """One line for logs and provenance, e.g. ``"pg19 sample (validation, 10 books shipped)"``."""
@@ -76,6 +83,8 @@ class DataSource:
             return f"{self.location} ({self.split}, Hugging Face hub)"
         if self.kind == "sample":
             return f"pg19 sample shipped with lampe-calib ({self.split})"
+        if self.kind == "code":
+            return f"Python sources under {self.location} ({self.split})"
         return self.location
 
 
@@ -106,7 +115,8 @@ def resolve_data(data: str | os.PathLike[str], online: bool | None = None) -> Da
     """Turn a ``--data`` value into a ``DataSource``.
 
     Args:
-        data: ``pg19``, ``pg19:SPLIT`` (train, validation or test), a JSONL file, or a directory.
+        data: ``pg19``, ``pg19:SPLIT`` (train, validation or test), ``code:[SPLIT:]DIR``, a JSONL
+            file, or a directory.
         online: whether to use the hub for ``pg19``; None probes it (``hub_reachable``).
 
     Raises:
@@ -116,6 +126,8 @@ def resolve_data(data: str | os.PathLike[str], online: bool | None = None) -> Da
     Example: ``resolve_data("pg19", online=False).kind`` -> ``"sample"``.
     """
     text = os.fspath(data)
+    if text.startswith("code:"):
+        return _resolve_code(text)
     if text == "pg19" or text.startswith("pg19:"):
         split = text.partition(":")[2] or "validation"
         if split not in PG19_SPLITS:
@@ -143,6 +155,87 @@ def resolve_data(data: str | os.PathLike[str], online: bool | None = None) -> Da
             raise ValueError(f"--data {text!r}: the directory holds no .jsonl or .parquet file")
         return DataSource("files", str(path), "train", tuple(files))
     raise ValueError(f"--data {text!r}: not 'pg19', 'pg19:SPLIT', an existing JSONL file or a directory")
+
+
+# Code documents: a directory with less source than this is too short to be a long-context
+# document (about 5K tokens of a code tokenizer), and one document keeps at most the cap
+# (the shipped PG-19 books hold 280,000 characters each).
+CODE_MIN_CHARS = 20_000
+CODE_MAX_CHARS = 1_000_000
+CODE_SPLITS = ("all", "train", "test")
+# One directory in CODE_TEST_MODULUS is held out (chosen by a CRC of its relative path, so adding
+# or removing other directories never moves a document between splits).
+CODE_TEST_MODULUS = 5
+_THIRD_PARTY = frozenset({"site-packages", "dist-packages"})
+
+
+def _resolve_code(text: str) -> DataSource:
+    rest = text.removeprefix("code:")
+    split, sep, location = rest.partition(":")
+    if not sep or split not in ("train", "test"):
+        split, location = "all", rest
+    path = Path(location).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"--data {text!r}: code:DIR needs an existing directory of .py files")
+    # Installed third-party packages are left out, so a standard library gives the same
+    # corpus on every machine with that Python version.
+    files = tuple(
+        sorted(
+            str(p)
+            for p in path.rglob("*.py")
+            if p.is_file() and not _THIRD_PARTY.intersection(p.relative_to(path).parts)
+        )
+    )
+    if not files:
+        raise ValueError(f"--data {text!r}: the directory holds no .py file")
+    return DataSource("code", str(path), split, files)
+
+
+def code_split(name: str) -> str:
+    """The split of a code document named by its directory relative to the root.
+
+    Example: ``code_split("json")`` -> ``"test"`` or ``"train"``, the same on every machine
+    (``zlib.crc32``, not Python's salted ``hash``).
+    """
+    return "test" if zlib.crc32(name.encode("utf-8")) % CODE_TEST_MODULUS == 0 else "train"
+
+
+def code_documents(root: str | os.PathLike[str], files: Sequence[str], split: str = "all") -> list[dict]:
+    """Python files grouped into one document per directory, in a deterministic order.
+
+    Each document concatenates the directory's own ``.py`` files (not its subdirectories') in
+    sorted order, each after a ``# file: RELPATH`` line, up to ``CODE_MAX_CHARS``; directories
+    with fewer than ``CODE_MIN_CHARS`` characters of source, and files that are not UTF-8, are
+    left out. ``split`` keeps the documents of ``code_split`` "train" or "test" ("all": every one).
+
+    Example: a root with ``pkg/a.py`` and ``pkg/b.py`` (30K characters together) gives
+    ``[{"text": "# file: pkg/a.py\n...# file: pkg/b.py\n...", "title": "pkg"}]``.
+    """
+    if split not in CODE_SPLITS:
+        raise ValueError(f"split must be one of {CODE_SPLITS}, got {split!r}")
+    root = Path(root)
+    groups: dict[str, list[Path]] = {}
+    for file in sorted(Path(f) for f in files):
+        groups.setdefault(file.parent.relative_to(root).as_posix(), []).append(file)
+    documents = []
+    for name in sorted(groups):
+        if split != "all" and code_split(name) != split:
+            continue
+        parts, size = [], 0
+        for file in groups[name]:
+            try:
+                source = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            part = f"# file: {file.relative_to(root).as_posix()}\n{source}\n"
+            parts.append(part)
+            size += len(part)
+            if size >= CODE_MAX_CHARS:
+                break
+        text = "".join(parts)[:CODE_MAX_CHARS]
+        if len(text) >= CODE_MIN_CHARS:
+            documents.append({"text": text, "title": name})
+    return documents
 
 
 def _jsonl_problem(path: str) -> str | None:
@@ -219,6 +312,16 @@ def read_texts(source: DataSource) -> Any:
 
         logger.info("loading %s split %s from the Hugging Face hub", source.location, source.split)
         return datasets.load_dataset(source.location, split=source.split)
+    if source.kind == "code":
+        import datasets
+
+        documents = code_documents(source.location, source.files, source.split)
+        if not documents:
+            raise ValueError(
+                f"--data: no directory under {source.location} ({source.split}) holds "
+                f"{CODE_MIN_CHARS} characters of Python source"
+            )
+        return datasets.Dataset.from_list(documents)
     return _load_files(source.files)
 
 

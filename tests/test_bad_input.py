@@ -156,6 +156,8 @@ EVAL = [
     ),
     (["ppl", "--json", "{root}"], r"--json '.*': is a directory; give a file name such as results.json"),
     (["ppl", "--data", "{no-text.jsonl}"], r"--data: .*no-text.jsonl has no 'text' field"),
+    (["ppl", "--data", "code:{root}/nope"], r"--data 'code:.*nope': code:DIR needs an existing directory"),
+    (["ppl", "--data", "code:{empty-dir}"], r"--data 'code:.*empty-dir': the directory holds no .py file"),
     (["ppl", "--device", "tpu"], r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["ppl", "--dtype", "float8"], r"dtype must be one of \['bfloat16', 'float16', 'float32'\]"),
     (["passkey", "--depths", "0,2"], r"--depths '0,2': each depth must be in \[0, 1\]"),

@@ -13,6 +13,8 @@ from char_tokenizer import char_tokenizer
 from lampe_calib._data import (
     DataSource,
     choose_books,
+    code_documents,
+    code_split,
     hub_reachable,
     load_books,
     resolve_data,
@@ -127,3 +129,56 @@ def test_pg19_sample_books():
     books = load_books("pg19", char_tokenizer(), max_length=64, samples=3, seed=0)
     assert books.source.kind == "sample" and len(books.rows) == 3
     assert all(t.numel() == 64 for t in books.tokens)
+
+
+def _write_package(root, name: str, files: dict[str, int]) -> None:
+    package = root / name
+    package.mkdir(parents=True, exist_ok=True)
+    for file, lines in files.items():
+        (package / file).write_text("".join(f"value_{i} = {i}  # {file}\n" for i in range(lines)))
+
+
+def test_code_directory_becomes_one_document_per_directory(tmp_path):
+    # 1,000 lines of ~25 characters: a directory above CODE_MIN_CHARS; "tiny" stays below it.
+    _write_package(tmp_path, "pkg", {"b.py": 500, "a.py": 500, "notes.txt": 900})
+    _write_package(tmp_path, "pkg/sub", {"c.py": 1000})
+    _write_package(tmp_path, "tiny", {"d.py": 3})
+    _write_package(tmp_path, "site-packages/thirdparty", {"e.py": 1000})
+    (tmp_path / "pkg" / "latin1.py").write_bytes(b"x = '\xe9'\n" * 3000)  # not UTF-8: left out
+    source = resolve_data(f"code:{tmp_path}")
+    assert source.kind == "code" and source.split == "all"
+    assert not any("site-packages" in f for f in source.files)
+    docs = code_documents(source.location, source.files)
+    assert [d["title"] for d in docs] == ["pkg", "pkg/sub"]
+    text = docs[0]["text"]
+    assert text.index("# file: pkg/a.py\n") == 0 and text.index("# file: pkg/b.py\n") > 0
+    assert "value_499 = 499  # a.py" in text and "notes.txt" not in text and "latin1" not in text
+    assert code_documents(source.location, source.files) == docs  # deterministic
+    # load_books reads them as books with a text field
+    books = load_books(source, char_tokenizer(), max_length=100, samples=2, seed=0)
+    assert sorted(books.titles) == ["pkg", "pkg/sub"]
+    assert all(t.shape == (100,) for t in books.tokens)
+
+
+def test_code_splits_partition_the_documents(tmp_path):
+    names = [f"pkg{i}" for i in range(20)]
+    for name in names:
+        _write_package(tmp_path, name, {"m.py": 1000})
+    titles = {}
+    for split in ("train", "test"):
+        source = resolve_data(f"code:{split}:{tmp_path}")
+        assert source.split == split
+        titles[split] = {d["title"] for d in code_documents(source.location, source.files, split)}
+        assert all(code_split(t) == split for t in titles[split])
+    assert titles["train"] and titles["test"] and not titles["train"] & titles["test"]
+    assert titles["train"] | titles["test"] == set(names)
+
+
+def test_code_directory_errors(tmp_path):
+    with pytest.raises(ValueError, match="code:DIR needs an existing directory"):
+        resolve_data(f"code:{tmp_path}/missing")
+    with pytest.raises(ValueError, match="holds no .py file"):
+        resolve_data(f"code:{tmp_path}")
+    _write_package(tmp_path, "tiny", {"d.py": 3})
+    with pytest.raises(ValueError, match="holds 20000 characters of Python source"):
+        load_books(f"code:{tmp_path}", char_tokenizer(), max_length=100, samples=None, seed=0)
