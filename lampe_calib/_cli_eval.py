@@ -28,7 +28,7 @@ from .cli import ArgumentParser as _Parser
 __all__ = ["main", "parse_depths", "parse_lengths", "parse_methods", "parse_tasks", "write_json_atomic"]
 
 # Methods that read a calibrated profile; "lampe" cannot run without one.
-PROFILE_METHODS = ("lampe-fixed", "lampe")
+PROFILE_METHODS = ("lampe-fixed", "lampe", "lampe-yarn", "lampe-ntk")
 _LENGTH = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[wWkK]?)")
 
 

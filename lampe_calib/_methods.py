@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -44,7 +44,7 @@ from ._rope_scaling import (
 from ._selfextend import SelfExtendConfig, self_extend
 from ._string import StringConfig, string_attention
 
-__all__ = ["FIXED_MAPPING_FRACTION", "METHODS", "MethodFactory", "method_context"]
+__all__ = ["FIXED_MAPPING_FRACTION", "METHODS", "RESCALED_BASE_FACTOR", "MethodFactory", "method_context"]
 
 MethodFactory = Callable[[nn.Module, int, int, Any], AbstractContextManager[Any]]
 
@@ -166,6 +166,60 @@ def lampe(model: nn.Module, window: int, length: int, profile: Any = None) -> Ab
     return apply_lampe(model, _profile_config(profile, "lampe"))
 
 
+# LaMPE on a rescaled RoPE base (the paper's open question 1): the base is rescaled for s·W
+# positions, then LaMPE maps every distance into m = 3/4·s·W of them. s = 2 is the smallest
+# factor that doubles the usable range; YaRN and NTK are reported to hold at s = 2 without
+# fine-tuning (Peng et al. 2023, Table 1 and §3.1).
+RESCALED_BASE_FACTOR = 2
+
+
+@contextlib.contextmanager
+def _lampe_on_rope(
+    model: nn.Module, rope_parameters: dict[str, Any], window: int, config: LampeConfig
+) -> Iterator[Any]:
+    # Order matters: apply_lampe reads the rotary module (inv_freq, attention_scaling) when it is
+    # entered, so the rescaled one must be in place first; exits run in reverse.
+    with swap_rope_parameters(model, rope_parameters, window), apply_lampe(model, config) as session:
+        yield session
+
+
+def _rescaled_lampe(base: str) -> MethodFactory:
+    name = f"lampe-{base}"
+
+    def factory(
+        model: nn.Module, window: int, length: int, profile: Any = None
+    ) -> AbstractContextManager[Any]:
+        _check(window, length)
+        if length <= window:
+            return contextlib.nullcontext()
+        scaled = RESCALED_BASE_FACTOR * window
+        params = rope_parameters_of(model, name)
+        if base == "yarn":
+            params = yarn_rope_parameters(params, window, scaled)
+        else:
+            params = ntk_rope_parameters(params, rotary_dim(model), window, scaled)
+        mapping = FIXED_MAPPING_FRACTION * scaled
+        if profile is None:
+            config = LampeConfig(mapping_length=mapping)
+        else:
+            config = dataclasses.replace(_profile_config(profile, name), mapping_length=mapping, sigmoid=None)
+        return _lampe_on_rope(model, params, window, config)
+
+    factory.__name__ = factory.__qualname__ = f"lampe_{base}"
+    factory.__doc__ = (
+        f"LaMPE on a {base.upper()} base of factor s = RESCALED_BASE_FACTOR (2): the rotary is the "
+        f"``{base}`` baseline's for s·W tokens, and LaMPE maps every distance into a fixed "
+        "m = 3/4·s·W (``lampe-fixed``'s rule on the rescaled window); head, tail, mode and attention "
+        "factor from the profile when one is given (the attention factor multiplies the base's own "
+        "temperature). Stock within the window."
+    )
+    return factory
+
+
+lampe_yarn = _rescaled_lampe("yarn")
+lampe_ntk = _rescaled_lampe("ntk")
+
+
 # name -> MethodFactory; the order is the order of evaluation tables.
 METHODS: dict[str, MethodFactory] = {
     "vanilla": vanilla,
@@ -178,6 +232,8 @@ METHODS: dict[str, MethodFactory] = {
     "rerope": rerope,
     "lampe-fixed": lampe_fixed,
     "lampe": lampe,
+    "lampe-yarn": lampe_yarn,
+    "lampe-ntk": lampe_ntk,
 }
 
 

@@ -414,7 +414,8 @@ def test_every_method_restores_the_model(name):
 
 def test_registry_names_and_errors():
     assert list(METHODS) == [
-        "vanilla", "pi", "ntk", "yarn", "selfextend", "dca", "string", "rerope", "lampe-fixed", "lampe"
+        "vanilla", "pi", "ntk", "yarn", "selfextend", "dca", "string", "rerope", "lampe-fixed", "lampe",
+        "lampe-yarn", "lampe-ntk",
     ]  # fmt: skip
     model = tiny_model("llama")
     with pytest.raises(KeyError, match="unknown method 'longrope'.*vanilla"):
