@@ -46,6 +46,7 @@ __all__ = [
     "BAND_CHUNK",
     "DistancePlan",
     "Piece",
+    "band_chunks",
     "band_mask",
     "lampe_pieces",
     "piece_attention",
@@ -59,6 +60,10 @@ __all__ = [
 # and grows past it (measured at SmolLM2's shape, 2 cores); smaller chunks waste fewer pairs
 # (C · (hi − lo) per chunk beyond the band).
 BAND_CHUNK = 128
+# Bands at least this many chunks wide run as three calls per chunk (see ``band_chunks``): a
+# mask as wide as LaMPE's middle (~10K keys) made the one masked call ~25% slower than the
+# split; at s1 = 1024 the two were even (both measured at SmolLM2's shape, 2 cores).
+SPLIT_WIDTH_CHUNKS = 16
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,27 @@ def band_mask(rows: int, span: int, width: int, dtype: torch.dtype, device: torc
     return torch.zeros(rows, span, dtype=dtype, device=device).masked_fill_(~keep, float("-inf"))
 
 
+def band_chunks(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, width: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row a of q sees key offsets ``a .. a + width``: q ``(N, H, C, D)``, k and v
+    ``(N, Hkv, C + width, D)`` -> out ``(N, H, C, D)``, lse ``(N, H, C)``.
+
+    A band much wider than C splits into three key ranges that every row reaches: offsets
+    ``0 .. C − 1`` (row a from a: a small mask), ``C .. width − 1`` (every row: no mask) and
+    ``width .. width + C − 1`` (row a up to width + a: top-left causal).
+    """
+    C = q.shape[2]
+    if width < SPLIT_WIDTH_CHUNKS * C:
+        return attention_with_lse(q, k, v, scale, mask=band_mask(C, C + width, width, q.dtype, q.device))
+    left = band_mask(C, C, C, q.dtype, q.device)
+    out, lse = attention_with_lse(q, k[:, :, :C], v[:, :, :C], scale, mask=left)
+    out = out.float()
+    for keys, causal in ((slice(C, width), False), (slice(width, width + C), True)):
+        merge_into(out, lse, *attention_with_lse(q, k[:, :, keys], v[:, :, keys], scale, causal))
+    return out.to(q.dtype), lse
+
+
 def piece_parts(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -178,23 +204,21 @@ def piece_parts(
     full = rows // chunk
     if full:
         span = chunk + width
-        mask = band_mask(chunk, span, width, q.dtype, q.device)
         keys_stop = first - hi + (full - 1) * chunk + span
         for b in range(B):
             # (H, full·C, D) -> (full, H, C, D); keys (Hkv, ·, D) -> overlapping (full, Hkv, span, D).
             qc = q[b, :, first : first + full * chunk].unflatten(1, (full, chunk)).transpose(0, 1)
             kc = k[b, :, first - hi : keys_stop].unfold(1, span, chunk).permute(1, 0, 3, 2)
             vc = v[b, :, first - hi : keys_stop].unfold(1, span, chunk).permute(1, 0, 3, 2)
-            out, lse = attention_with_lse(qc, kc, vc, scale, mask=mask)  # (full, H, C, D)
+            out, lse = band_chunks(qc, kc, vc, width, scale)  # (full, H, C, D)
             out = out.transpose(0, 1).reshape(1, H, full * chunk, D)
             lse = lse.transpose(0, 1).reshape(1, H, full * chunk)
             yield slice(b, b + 1), first, out, lse
     rest = rows - full * chunk
     if rest:
         c0 = first + full * chunk
-        mask = band_mask(rest, rest + width, width, q.dtype, q.device)
         keys = slice(c0 - hi, c0 + rest - lo)
-        out, lse = attention_with_lse(q[:, :, c0:], k[:, :, keys], v[:, :, keys], scale, mask=mask)
+        out, lse = band_chunks(q[:, :, c0:], k[:, :, keys], v[:, :, keys], width, scale)
         yield every, c0, out, lse
 
 

@@ -199,6 +199,8 @@ def test_kernel_backends_match_softmax(backend, causal, masked):
         (33, None, 16),  # unbounded, starting late (a tail)
         (0, 69, 16),  # hi >= S - 1: no band rows
         (80, None, 16),  # starts past the input: nothing
+        (0, 50, 3),  # >= SPLIT_WIDTH_CHUNKS chunks wide: three calls per chunk
+        (20, 60, 2),  # the same for a late piece with few band rows
     ],
 )
 def test_piece_parts_cover_exactly_the_piece(lo, hi, chunk):
@@ -302,6 +304,7 @@ def test_fused_prefill_and_decode_match_the_dense_reference(runner, config, monk
     # Bands wider than the chunk, s1 not a multiple of it, GQA (4 heads on 2): every prefill and
     # decode step runs fused (the dense path is refused); generate == one prefill.
     monkeypatch.setattr(_pieces, "BAND_CHUNK", 8)
+    monkeypatch.setattr(_pieces, "SPLIT_WIDTH_CHUNKS", 4)  # the middle band splits, the head's does not
     model = tiny_model("llama")
     ids = torch.randint(1, 96, (1, 3 * W - 9), generator=torch.Generator().manual_seed(3))
     with torch.no_grad(), runner(model, config):
