@@ -251,8 +251,20 @@ def _run_ppl(args, model, tokenizer, window, methods, lengths, profile, progress
     return results
 
 
-def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
+def _method_hooks(
+    progress, label, total, model, window, method, length, profile
+) -> tuple[Callable, Callable]:
+    """The ``context`` factory and ``progress`` callback of one (method, length) generation run."""
     from ._methods import method_context
+
+    bar = progress.add_task(label, total=total)
+    return (
+        lambda: method_context(method, model, window, length, profile),
+        lambda done, _total: progress.update(bar, completed=done),
+    )
+
+
+def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
     from ._passkey import evaluate_passkey, passkey_prompts
 
     depths = parse_depths(args.depths)
@@ -263,15 +275,12 @@ def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, prog
         except ValueError as error:
             raise ValueError(f"--lengths {length}: {error}") from error
         for method in methods:
-            task = progress.add_task(f"{method} L={length}", total=len(prompts))
+            label = f"{method} L={length}"
+            context, done = _method_hooks(
+                progress, label, len(prompts), model, window, method, length, profile
+            )
             result = evaluate_passkey(
-                model,
-                tokenizer,
-                prompts,
-                length,
-                context=lambda m=method, n=length: method_context(m, model, window, n, profile),
-                max_new_tokens=args.new_tokens,
-                progress=lambda done, total, t=task: progress.update(t, completed=done),
+                model, tokenizer, prompts, length, context, max_new_tokens=args.new_tokens, progress=done
             )
             results.append(
                 {
@@ -286,7 +295,6 @@ def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, prog
 
 
 def _run_ruler(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
-    from ._methods import method_context
     from ._ruler import DEFAULT_NEW_TOKENS, RulerSources, evaluate_ruler, ruler_samples
 
     sources = RulerSources.shipped()
@@ -307,16 +315,11 @@ def _run_ruler(args, model, tokenizer, window, methods, lengths, profile, progre
         for length in lengths:
             samples = prompts[task, length]
             for method in methods:
-                bar = progress.add_task(f"{task} {method} L={length}", total=len(samples))
-                result = evaluate_ruler(
-                    model,
-                    tokenizer,
-                    samples,
-                    length,
-                    context=lambda m=method, n=length: method_context(m, model, window, n, profile),
-                    max_new_tokens=new,
-                    progress=lambda done, total, b=bar: progress.update(b, completed=done),
+                label = f"{task} {method} L={length}"
+                context, done = _method_hooks(
+                    progress, label, len(samples), model, window, method, length, profile
                 )
+                result = evaluate_ruler(model, tokenizer, samples, length, context, new, progress=done)
                 results.append(
                     {
                         "task": task,
