@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         default="pg19",
         help="pg19 (hub if reachable, else the shipped sample), pg19:SPLIT, "
-        "a JSONL file or a directory of JSONL/parquet with a 'text' field (default: pg19)",
+        "a JSONL file or a directory of JSONL/parquet with a 'text' field, or code:[train:|test:]DIR "
+        "(Python sources as documents) (default: pg19)",
     )
     p.add_argument(
         "--lengths",

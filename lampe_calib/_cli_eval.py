@@ -123,7 +123,11 @@ def _parser() -> _Parser:
             "--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bf16 on CUDA)"
         )
         if name == "ppl":
-            sub.add_argument("--data", required=True, help="JSONL file, directory of JSONL/parquet, or pg19")
+            sub.add_argument(
+                "--data",
+                required=True,
+                help="JSONL file, directory of JSONL/parquet, pg19[:SPLIT] or code:[train:|test:]DIR",
+            )
             sub.add_argument("--samples", type=int, help="books (default: all, up to 8)")
         elif name == "passkey":
             sub.add_argument("--samples", type=int, default=2, help="keys per depth (default 2)")
