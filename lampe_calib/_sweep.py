@@ -1,14 +1,39 @@
 """Running a calibration sweep: trials over (L, m) in Optuna studies (DESIGN §3.2).
 
 The vanilla study (the stock model at every length), then the grid study or one GP study per
-length (``_sweep_store`` describes the layout). Any number of workers may run one sweep on one
-storage (``_sweep_workers``): each takes, under the sweep's lock, a point that nobody has taken
-(the vanilla points, then the grid, most expensive first, so that the workers finish together),
-enqueues it and pops it as its next trial, so every grid point gets exactly one finished trial.
-Before evaluating, a trial looks for a finished evaluation of the same thing anywhere in the
-sweep and copies it (m >= L is the stock model; re-running a command or changing the grid never
-evaluates a point twice), or waits for the worker evaluating it. A worker with nothing left to
-take waits while others run trials, so that a trial whose worker died is re-run before the end.
+length (``_sweep_store`` describes the layout). Any number of workers (``lampe-calibrate``
+processes, one per GPU or machine) may run one sweep on one storage; the work is shared through
+Optuna's own trial queue and heartbeat:
+
+- a run enqueues every vanilla and grid point that has no complete, running or waiting trial
+  (most expensive first, so that the workers finish together), then each worker pops waiting
+  trials in ``study.optimize`` until none is left;
+- a worker that dies stops its trial's heartbeat: once that is older than the grace period,
+  ``fail_stale_trials`` fails the trial and ``RetryHeartbeatStaleTrialCallback`` enqueues it
+  again; a worker with nothing left waits while others run trials, so such a retry runs
+  before the end;
+- progress comes from ``optimize``'s callbacks, and from the storage while waiting.
+
+Guarantees from Optuna: a waiting trial is popped by one worker only, and a stale trial failed
+and re-queued by one worker only (``SELECT ... FOR UPDATE`` on PostgreSQL); a trial's state and
+values are written atomically; the retry keeps the trial's parameters (at most 3 retries, then a
+re-run enqueues the point again); ``optimize`` runs each trial's heartbeat thread.
+
+Guarantees from us: each point is enqueued once (under ``sweep_lock``: Optuna warns that
+``enqueue_trial(skip_if_exists=True)`` may duplicate under concurrent callers, and it would skip
+a failed point that a re-run must retry); on SQLite, which ignores ``FOR UPDATE``, each change
+of a trial's state (the pop, failing a stale trial) holds a file lock; a trial records a
+heartbeat, then its worker (user attribute ``worker``), as its objective starts, and one seen
+running with neither that nor parameters for a grace period (its worker died between Optuna's
+pop and the heartbeat thread's first beat, which ``fail_stale_trials`` never sees) is failed and
+re-queued the same way (``Reaper``; a retry carries its dead trial's attributes, so it is not
+covered). Before evaluating, a trial looks for a finished evaluation of the same thing anywhere
+in the sweep and copies it (m >= L is the stock model; re-running a command or changing the grid
+never evaluates a point twice), or waits while another worker runs the point that evaluates it
+(the vanilla point of its length, the first grid point of its key). Not guaranteed: a GP budget
+is checked before each trial, so workers racing on one GP study may run a trial or two more; a
+trial that would copy a point waiting to be retried (its worker died) evaluates it itself, and
+may race that retry.
 
 A trial whose evaluation fails (a non-finite loss, out of memory) is marked failed with the
 reason in its user attribute ``error``; the sweep goes on without it, and ``collect_sweep``
@@ -20,28 +45,39 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 import torch
 from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
 
 from ._apply import apply_lampe
 from ._data import Books, BooksAtLength
 from ._perplexity import PerplexityResult, evaluate_perplexity
+from ._sweep_db import ERROR, WORKER, Reaper, sweep_lock
 from ._sweep_spec import SweepPoint, SweepSpec, initial_mappings
-from ._sweep_store import Measurement, SweepResult, collect_sweep, open_storage, open_study
-from ._sweep_view import SweepView, read_view
-from ._sweep_workers import CLAIM, ERROR, SweepLock, Worker, fail_stale, fail_trial, worker_gone
+from ._sweep_store import (
+    Measurement,
+    SweepResult,
+    collect_sweep,
+    finished_measurements,
+    open_storage,
+    open_study,
+    trial_point,
+)
 
 __all__ = ["SweepProgress", "TrialFailure", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
+LIVE, RUNNING = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING), (TrialState.RUNNING,)
 # What a failed evaluation at one point says about its memory (CUDA, CPU allocator, MPS).
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
 
@@ -72,209 +108,139 @@ class SweepProgress:
 
 @dataclass
 class _Stage:
-    """One study of a sweep: a grid (``points``, the vanilla study is one) or the GP study of one
-    ``length``."""
+    """One study of a sweep: a queue of ``points`` (vanilla, grid) or the GP study of ``length``."""
 
-    name: str
-    sampler: optuna.samplers.BaseSampler
+    study: optuna.Study
     point_of: Callable[[optuna.Trial], SweepPoint]
     points: list[SweepPoint] | None = None
     length: int | None = None
-    study: optuna.Study | None = None
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def trials(self, states: tuple[TrialState, ...]) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states)
 
 
-def _is_oom(error: BaseException) -> bool:
-    return isinstance(error, MemoryError) or (
-        isinstance(error, RuntimeError) and any(m in str(error).lower() for m in _OOM_MESSAGES)
-    )
+def _is_oom(message: str) -> bool:
+    return any(m in message.lower() for m in _OOM_MESSAGES)
 
 
+@dataclass
 class _Runner:
-    """One worker of a sweep: takes points under the lock, evaluates them, reports progress."""
+    """One worker of a sweep: pops trials, evaluates or copies their points, reports progress."""
 
-    def __init__(
-        self,
-        model: Any,
-        books: Books,
-        spec: SweepSpec,
-        storage: BaseStorage,
-        base: str,
-        batch_tokens: int,
-        chunk_size: int,
-        progress: Callable[[SweepProgress], None] | None,
-        poll_interval: float,
-    ):
-        self.model, self.books, self.spec, self.storage, self.base = model, books, spec, storage, base
-        self.batch_tokens, self.chunk_size, self.progress = batch_tokens, chunk_size, progress
-        self.poll_interval = poll_interval
-        self.lock = SweepLock(storage, base)
-        self.worker = Worker.this()
-        self._at_length: dict[int, BooksAtLength] = {}
-        self._last: Measurement | None = None
-        # What this run leaves alone: points whose evaluation failed here, GP studies that failed.
-        self.failed: set[tuple[str, tuple[Any, ...]]] = set()
-        self.stopped: set[str] = set()
-        # The work left when the run started, for progress: (study, point, cost) and GP budgets.
-        self.items: list[tuple[str, SweepPoint, float]] = []
-        self.budgets: dict[str, tuple[int, int, float]] = {}  # study -> (complete at start, budget, cost)
-        self._reported: tuple[int, int] | None = None
-        self._stale_checked = -math.inf
-        # Handed from ``work`` to the objective of the trial it starts.
-        self._view = SweepView({})
-        self._enqueued: SweepPoint | None = None
+    model: Any
+    books: Books
+    spec: SweepSpec
+    storage: BaseStorage
+    base: str
+    batch_tokens: int
+    chunk_size: int
+    progress: Callable[[SweepProgress], None] | None
+    poll_interval: float
+    stages: list[_Stage] = field(default_factory=list)
+    stopped: set[str] = field(default_factory=set)  # GP studies whose evaluation failed in this run
+    # The study and point that evaluate each shared key (the others copy it), from ``plan``.
+    evaluator: dict[tuple[Any, ...], tuple[str, SweepPoint]] = field(default_factory=dict)
+    # The work left when the run started, for progress: (study, point, cost) and GP budgets.
+    items: list[tuple[str, SweepPoint, float]] = field(default_factory=list)
+    budgets: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # complete, budget, cost
+    last: Measurement | None = None
+    reported: tuple[int, int] | None = (0, 0)
+    at_length: dict[int, BooksAtLength] = field(default_factory=dict)
 
-    def at_length(self, length: int) -> BooksAtLength:
-        if length not in self._at_length:
-            self._at_length[length] = self.books.at_length(length)
-        return self._at_length[length]
+    def __post_init__(self) -> None:
+        self.reaper = Reaper(self.storage)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def cost(self, point: SweepPoint, finished: dict) -> float:
-        if point.key() in finished or (point.stock and point.mapping is not None):
-            return 0.0  # copied from an existing trial (m >= L copies the vanilla trial)
-        return float(point.length * len(self.at_length(point.length).tokens))
+    def books_at(self, length: int) -> BooksAtLength:
+        if length not in self.at_length:
+            self.at_length[length] = self.books.at_length(length)
+        return self.at_length[length]
+
+    def cost(self, length: int) -> float:
+        return float(length * len(self.books_at(length).tokens))
 
     def evaluate(self, point: SweepPoint) -> tuple[PerplexityResult, BooksAtLength, float]:
-        books = self.at_length(point.length)
-        config = point.config(self.spec.mode)
+        books, config = self.books_at(point.length), point.config(self.spec.mode)
         context = None if config is None else (lambda: apply_lampe(self.model, config))
         started = time.perf_counter()
+        # Batching amortises the per-forward work (2x fewer CPU-seconds per token at 6 books of 2K).
+        batch_size = max(1, self.batch_tokens // point.length)
         result = evaluate_perplexity(
-            self.model,
-            books.tokens,
-            context,
-            chunk_size=self.chunk_size,
-            # Batching amortises the per-forward work (2x fewer CPU-seconds per token at 6 books of 2K).
-            batch_size=max(1, self.batch_tokens // point.length),
+            self.model, books.tokens, context, chunk_size=self.chunk_size, batch_size=batch_size
         )
         return result, books, time.perf_counter() - started
 
-    # -- the sweep as seen under the lock ---------------------------------------------------
-
-    def view(self, stages: list[_Stage]) -> SweepView:
-        """Every trial of the sweep, read once (``stages``: this run's studies)."""
-        grids = {stage.name for stage in stages if stage.points is not None}
-        return read_view(self.storage, self.base, grids, {stage.name for stage in stages})
-
-    def reap(self, stages: list[_Stage], view: SweepView) -> bool:
-        """Fail (and re-queue) the trials of dead workers: gone from this machine, or silent past
-        the heartbeat's grace period (checked every ``poll_interval``). True if any was failed."""
-        studies = {stage.name: stage.study for stage in stages}
-        gone = [(name, t) for name, t in view.running if name in studies and worker_gone(t, self.worker)]
-        for name, trial in gone:
-            fail_trial(studies[name], self.storage, trial)
-        unclaimed = [(name, t) for name, t in view.unclaimed if name in studies]
-        for name, trial in unclaimed:  # their points are free again; nothing to re-queue
-            fail_trial(studies[name], self.storage, trial, retry=False)
-        stale = False
-        if time.monotonic() - self._stale_checked >= self.poll_interval:
-            self._stale_checked = time.monotonic()
-            stale = any(fail_stale(study, self.storage) for study in studies.values())
-        return bool(gone or unclaimed) or stale
-
-    def next_action(self, stages: list[_Stage], view: SweepView) -> tuple[_Stage, SweepPoint | None] | None:
-        """The next trial to run: a re-queued one first, then the vanilla points, then the grid
-        (or GP studies with budget left), each by cost, most expensive first, among the points
-        nobody has taken."""
-        for stage in stages:
-            if view.waiting.get(stage.name) and stage.name not in self.stopped:
-                return stage, None
-        best: tuple[tuple[Any, ...], _Stage, SweepPoint | None] | None = None
-        for index, stage in enumerate(stages):
-            if stage.points is not None:
-                taken = view.taken.get(stage.name, set())
-                for point in stage.points:
-                    key = point.key()
-                    if point in taken or (stage.name, key) in self.failed or key in view.inflight:
-                        continue
-                    rank = (index > 0, -self.cost(point, view.finished), index, point.sort_key())
-                    if best is None or rank < best[0]:
-                        best = (rank, stage, point)
-            elif stage.name not in self.stopped and view.counted.get(stage.name, 0) < self.spec.evaluations:
+    def plan(self) -> None:
+        """Under ``sweep_lock``: enqueue the vanilla and grid points without a live trial, most
+        expensive first, and the GP studies' initial designs; record the progress totals."""
+        finished = finished_measurements(self.storage, self.base)
+        for stage in self.stages:  # (stale trials are reaped in ``work``: no state changes here)
+            if stage.points is None:
                 assert stage.length is not None
-                rank = (True, -float(stage.length * len(self.at_length(stage.length).tokens)), index, ())
-                if best is None or rank < best[0]:
-                    best = (rank, stage, None)
-        return None if best is None else (best[1], best[2])
+                _enqueue_initial_design(stage, self.spec)
+                done = len(stage.trials((TrialState.COMPLETE,)))
+                left = max(0, self.spec.evaluations - done)
+                self.budgets[stage.name] = (done, left, self.cost(stage.length))
+                continue
+            live, costs = {trial_point(t): t.state for t in stage.trials(LIVE)}, {}
+            for point in stage.points:
+                first = self.evaluator.setdefault(point.key(), (stage.name, point)) == (stage.name, point)
+                costs[point] = self.cost(point.length) if first and point.key() not in finished else 0.0
+                if live.get(point) != TrialState.COMPLETE:
+                    self.items.append((stage.name, point, costs[point]))
+            for point in sorted(stage.points, key=lambda p: (-costs[p], p.sort_key())):
+                if point not in live:
+                    stage.study.enqueue_trial(point.params())
 
-    @staticmethod
-    def decide(stage: _Stage, trial: optuna.Trial, point: SweepPoint, view: SweepView) -> Any:
-        """Under the lock: "duplicate" (another trial of this grid study has the point),
-        the ``Measurement`` to copy, "wait" (another worker evaluates it) or "evaluate"."""
-        key = point.key()
-        if stage.points is not None and any(
-            n != trial.number for n in view.holders.get((stage.name, point), ())
-        ):
-            return "duplicate"
-        if key in view.finished:
-            return view.finished[key]
-        if view.inflight.get(key, trial.number) != trial.number:
-            return "wait"
-        return "evaluate"
-
-    # -- running trials -----------------------------------------------------------------------
-
-    def objective(self, stage: _Stage, stages: list[_Stage]) -> Callable[[optuna.Trial], float]:
+    def objective(self, stage: _Stage) -> Callable[[optuna.Trial], float]:
         def objective(trial: optuna.Trial) -> float:
-            # Entered holding the sweep lock (``work``): the claim is decided and recorded
-            # before anyone else looks, then the lock is handed back for the evaluation.
-            try:
-                claim = {"number": trial.number, "worker": self.worker.to_dict(), "evaluates": None}
-                self.storage.set_trial_system_attr(trial._trial_id, CLAIM, claim)
-                if getattr(self.storage, "get_heartbeat_interval", lambda: None)():
-                    self.storage.record_heartbeat(trial._trial_id)  # the heartbeat check sees it from now on
-                point = stage.point_of(trial)
-                trial.set_user_attr("point", point.to_dict())
-                # The view read in ``work`` holds unless Optuna popped a trial other than ours.
-                view = self._view if point == self._enqueued else self.view(stages)
-                while (outcome := self.decide(stage, trial, point, view)) == "wait":
-                    logger.info("%s: another worker evaluates %s; waiting", stage.name, point.describe())
-                    self.lock.release()
-                    time.sleep(self.poll_interval)
-                    self.lock.acquire()
-                    view = self.view(stages)
-                    if self.reap(stages, view):  # the worker waited for may have died
-                        view = self.view(stages)
-                if outcome == "duplicate":
-                    raise optuna.TrialPruned(f"{point.describe()} already has a trial in {stage.name}")
-                if isinstance(outcome, Measurement):
-                    for key, value in outcome.user_attrs().items():
-                        trial.set_user_attr(key, value)
-                    trial.set_user_attr("point", point.to_dict())
-                    trial.set_user_attr("reused_from", f"{outcome.study}#{outcome.trial}")
-                    self._last = outcome
-                    return outcome.result.mean_nll
-                claim["evaluates"] = list(point.key())
-                self.storage.set_trial_system_attr(trial._trial_id, CLAIM, claim)
-            finally:
-                self.lock.release()
-            measurement = self.evaluate_or_fail(stage, trial, point)
-            for key, value in measurement.user_attrs().items():
+            fixed = self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+            if stage.points is not None and fixed is None:
+                stage.study.stop()  # another worker popped the last waiting trial first
+                raise optuna.TrialPruned("no waiting trial was left to pop")
+            if self.reaper.grace is not None:  # never a WORKER without a heartbeat (``Reaper``)
+                self.storage.record_heartbeat(trial._trial_id)
+            trial.set_user_attr(WORKER, self.worker)
+            point = stage.point_of(trial)
+            self.last = measurement = self.measure(stage, trial, point)
+            for key, value in {**measurement.user_attrs(), "point": point.to_dict()}.items():
                 trial.set_user_attr(key, value)
-            self._last = measurement
-            logger.info(
-                "%s: %s ppl %.4g (%.1fs)",
-                stage.name,
-                point.describe(),
-                measurement.result.ppl,
-                measurement.seconds,
-            )
             return measurement.result.mean_nll
 
         return objective
+
+    def measure(self, stage: _Stage, trial: optuna.Trial, point: SweepPoint) -> Measurement:
+        """A finished evaluation of ``point``'s key anywhere in the sweep (copied), else, once
+        the point that evaluates the key runs nowhere else, a new one."""
+        name, evaluator = self.evaluator.get(point.key(), (stage.name, point))
+        owner = next(s for s in self.stages if s.name == name)
+        while (found := finished_measurements(self.storage, self.base).get(point.key())) is None:
+            if (name, evaluator) == (stage.name, point) or evaluator not in map(
+                trial_point, owner.trials(RUNNING)
+            ):
+                return self.evaluate_or_fail(stage, trial, point)
+            logger.info("%s: another worker evaluates %s; waiting", stage.name, evaluator.describe())
+            time.sleep(self.poll_interval)
+            self.reaper.stale(owner.study)
+        trial.set_user_attr("reused_from", f"{found.study}#{found.trial}")
+        return found
 
     def evaluate_or_fail(self, stage: _Stage, trial: optuna.Trial, point: SweepPoint) -> Measurement:
         """Evaluate ``point``; a non-finite loss or running out of memory raises ``TrialFailure``
         after writing the reason to the trial, so that Optuna fails it and the sweep goes on."""
         try:
             result, books, seconds = self.evaluate(point)
-            bad = [x for x in result.nll if not math.isfinite(x)]
-            if bad:
+            if bad := [x for x in result.nll if not math.isfinite(x)]:
                 raise TrialFailure(f"non-finite loss ({bad[0]}) at {point.describe()}")
         except KeyboardInterrupt:
             trial.set_user_attr(ERROR, "interrupted")
             raise
         except (TrialFailure, RuntimeError, MemoryError) as error:
-            if not isinstance(error, TrialFailure) and not _is_oom(error):
+            if not isinstance(error, (TrialFailure, MemoryError)) and not _is_oom(str(error)):
                 raise
             if not isinstance(error, TrialFailure):
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -283,75 +249,66 @@ class _Runner:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
             trial.set_user_attr(ERROR, str(error))
-            if stage.points is not None:
-                self.failed.add((stage.name, point.key()))
-            else:
+            if stage.points is None:
                 self.stopped.add(stage.name)  # a GP study proposing more m would fail the same way
             logger.warning("%s: trial %d failed: %s", stage.name, trial.number, error)
             raise error from None
+        logger.info("%s: %s ppl %.4g (%.1fs)", stage.name, point.describe(), result.ppl, seconds)
         return Measurement(point, result, books.rows, books.skipped, seconds, stage.name, trial.number)
 
-    def work(self, stages: list[_Stage]) -> None:
-        """Take and run trials until the sweep has nothing left that this worker may take and no
-        other worker runs a trial (which may still fail and come back)."""
+    def has_work(self, stage: _Stage) -> bool:
+        """Waiting trials to pop, or (GP) budget left; none in a GP study that failed here."""
+        if stage.points is None and stage.name in self.stopped:
+            return False
+        if stage.trials((TrialState.WAITING,)):
+            return True
+        return stage.points is None and len(stage.trials(LIVE)) < self.spec.evaluations
+
+    def work(self) -> None:
+        """Run the stages' trials until none is waiting and no other worker runs one (which may
+        still go stale and come back)."""
         while True:
-            self.lock.acquire()
-            try:
-                view = self.view(stages)
-                if self.reap(stages, view):
-                    view = self.view(stages)
-                self.report(view)
-                action = self.next_action(stages, view)
-                if action is None:
-                    if not view.busy:
-                        return
-                    self.lock.release()
-                    self.report(view, waiting=view.busy)
-                    time.sleep(self.poll_interval)
-                    continue
-                stage, point = action
-                assert stage.study is not None
-                if point is not None:
-                    # Enqueued and popped under the lock: this worker's next trial has the point.
-                    stage.study.enqueue_trial(point.params())
-                self._view, self._enqueued = view, point
-                stage.study.optimize(self.objective(stage, stages), n_trials=1, catch=(TrialFailure,))
-            finally:
-                self.lock.release()
-
-    # -- progress -------------------------------------------------------------------------
-
-    def plan(self, stages: list[_Stage], view: SweepView) -> None:
-        """Record the work left at the start of the run (the progress totals)."""
-        for stage in stages:
-            if stage.points is not None:
-                complete = view.complete.get(stage.name, set())
-                self.items += [
-                    (stage.name, p, self.cost(p, view.finished)) for p in stage.points if p not in complete
-                ]
-            else:
-                assert stage.length is not None
-                done = view.completes.get(stage.name, 0)
-                budget = max(0, self.spec.evaluations - done)
-                cost = float(stage.length * len(self.at_length(stage.length).tokens))
-                self.budgets[stage.name] = (done, budget, cost)
+            for stage in self.stages:
+                self.reaper.stale(stage.study)
+                if self.has_work(stage):
+                    stop = _stop_unless(lambda stage=stage: self.has_work(stage), self.report)
+                    stage.study.optimize(self.objective(stage), callbacks=[stop], catch=(TrialFailure,))
+            if any(map(self.has_work, self.stages)):
+                continue
+            if not (running := [t for stage in self.stages for t in stage.trials(RUNNING)]):
+                return self.report()
+            self.reaper.unseen([stage.study for stage in self.stages])
+            self.report(waiting=len(running))
+            time.sleep(self.poll_interval)
 
     def totals(self) -> tuple[int, float]:
         count = len(self.items) + sum(b for _, b, _ in self.budgets.values())
         return count, sum(c for *_, c in self.items) + sum(b * c for _, b, c in self.budgets.values())
 
-    def report(self, view: SweepView, waiting: int = 0) -> None:
+    def report(self, waiting: int = 0) -> None:
         if self.progress is None:
             return
-        done = [c for name, p, c in self.items if p in view.complete.get(name, set())]
-        gp = [(min(b, max(0, view.completes.get(n, 0) - d)), c) for n, (d, b, c) in self.budgets.items()]
+        complete = {stage.name: stage.trials((TrialState.COMPLETE,)) for stage in self.stages}
+        points = {name: set(map(trial_point, trials)) for name, trials in complete.items()}
+        done = [c for name, p, c in self.items if p in points[name]]
+        gp = [(min(b, max(0, len(complete[n]) - d)), c) for n, (d, b, c) in self.budgets.items()]
         count, cost = len(done) + sum(k for k, _ in gp), sum(done) + sum(k * c for k, c in gp)
-        if (count, waiting) == self._reported:
-            return
-        self._reported = (count, waiting)
-        total, cost_total = self.totals()
-        stage = f"waiting for {waiting} trial(s) of other workers" if waiting else ""
-        self.progress(SweepProgress(count, total, cost, cost_total, self._last, stage, waiting))
+        if (count, waiting) != self.reported:
+            self.reported = (count, waiting)
+            stage = f"waiting for {waiting} trial(s) of other workers" if waiting else ""
+            total, cost_total = self.totals()
+            self.progress(SweepProgress(count, total, cost, cost_total, self.last, stage, waiting))
+
+
+def _stop_unless(more: Callable[[], bool], report: Callable[[], None]) -> Callable[..., None]:
+    """An ``optimize`` callback: report progress, and stop the study when ``more()`` is False."""
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        report()
+        if not more():
+            study.stop()
+
+    return after_trial
 
 
 def run_sweep(
@@ -393,84 +350,51 @@ def run_sweep(
     """
     storage = open_storage(storage)
     if poll_interval is None:
-        heartbeat = getattr(storage, "heartbeat_interval", None)
-        poll_interval = min(5.0, float(heartbeat or 5))
+        poll_interval = min(5.0, float(getattr(storage, "heartbeat_interval", None) or 5))
     signature = {**(signature or {}), "mode": spec.mode, "rows": list(books.rows)}
     if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
         raise ValueError(f"batch_tokens must be an integer >= 1, got {batch_tokens!r}")
     runner = _Runner(
         model, books, spec, storage, study_name, batch_tokens, chunk_size, progress, poll_interval
     )
-    stages = [
-        _Stage(
-            study_name + ":vanilla",
-            _QueueSampler(),
-            _vanilla_point(spec),
-            points=[SweepPoint(length, None) for length in spec.lengths],
-        ),
-    ]
-    if spec.search == "grid":
-        stages.append(_Stage(study_name, _QueueSampler(), spec.grid_point, points=spec.grid_points()))
-    for length in spec.lengths if spec.search == "gp" else ():
-        lo, hi = spec.gp_range(length)
-        if hi <= lo:
-            logger.info("length %d: every mapping length is >= L (no remap); nothing to search", length)
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # deterministic_objective
-            sampler = optuna.samplers.GPSampler(
-                seed=spec.seed, n_startup_trials=spec.initial_points, deterministic_objective=True
-            )
-        stages.append(_Stage(f"{study_name}:gp:L{length}", sampler, spec.gp_point(length), length=length))
-
-    with runner.lock:
-        for stage in stages:
-            stage.study = open_study(storage, stage.name, stage.sampler, signature)
-            if stage.length is not None:
-                _enqueue_initial_design(stage.study, spec, stage.length)
-        runner.plan(stages, runner.view(stages))
+    queue = optuna.samplers.RandomSampler(seed=spec.seed)  # never asked: every parameter is enqueued
+    with sweep_lock(storage):
+        stages = [(":vanilla", queue, spec.vanilla_point, [SweepPoint(n, None) for n in spec.lengths], None)]
+        if spec.search == "grid":
+            stages.append(("", queue, spec.grid_point, spec.grid_points(), None))
+        for length in spec.lengths if spec.search == "gp" else ():
+            lo, hi = spec.gp_range(length)
+            if hi <= lo:
+                logger.info("length %d: every mapping length is >= L (no remap); nothing to search", length)
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter(
+                    "ignore", optuna.exceptions.ExperimentalWarning
+                )  # deterministic_objective
+                sampler = optuna.samplers.GPSampler(
+                    seed=spec.seed, n_startup_trials=spec.initial_points, deterministic_objective=True
+                )
+            stages.append((f":gp:L{length}", sampler, spec.gp_point(length), None, length))
+        for suffix, sampler, point_of, points, length in stages:
+            study = open_study(storage, study_name + suffix, sampler, signature)
+            runner.stages.append(_Stage(study, point_of, points, length))
+        runner.plan()
     total, cost_total = runner.totals()
     logger.info("sweep %s: %d trials to run", study_name, total)
     if progress is not None:
         progress(SweepProgress(0, total, 0.0, cost_total, None, ""))
-        runner._reported = (0, 0)
-    runner.work(stages)
+    runner.work()
     return collect_sweep(storage, study_name, spec)
 
 
-def _enqueue_initial_design(study: optuna.Study, spec: SweepSpec, length: int) -> None:
+def _enqueue_initial_design(stage: _Stage, spec: SweepSpec) -> None:
     """A GP study starts from log-spaced points: enqueue those without a trial, as long as the
     GP has proposed nothing (a run killed while enqueuing them gets the rest next time)."""
-    initial = initial_mappings(*spec.gp_range(length), spec.initial_points)
+    assert stage.length is not None
+    initial = initial_mappings(*spec.gp_range(stage.length), spec.initial_points)
     tried = [
-        t.system_attrs.get("fixed_params", t.params).get("mapping") for t in study.get_trials(deepcopy=False)
+        t.system_attrs.get("fixed_params", t.params).get("mapping") for t in stage.trials(tuple(TrialState))
     ]
-    tried = [m for m in tried if m is not None]
-    if any(m not in initial for m in tried):
-        return
-    for m in initial:
-        if m not in tried:
-            study.enqueue_trial({"mapping": m})
-
-
-class _QueueSampler(optuna.samplers.BaseSampler):
-    """The sampler of the vanilla and grid studies: ``_Runner.work`` enqueues every trial with
-    its point (Optuna's GridSampler picks points on its own, and may pick one twice under races)."""
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
-        return {}
-
-    def sample_relative(
-        self, study: optuna.Study, trial: Any, search_space: dict[str, Any]
-    ) -> dict[str, Any]:
-        return {}
-
-    def sample_independent(self, study: optuna.Study, trial: Any, name: str, distribution: Any) -> Any:
-        raise AssertionError(f"trial {trial.number} of {study.study_name} was not enqueued with its point")
-
-
-def _vanilla_point(spec: SweepSpec) -> Callable[[optuna.Trial], SweepPoint]:
-    def point(trial: optuna.Trial) -> SweepPoint:
-        return SweepPoint(trial.suggest_int("length", spec.lengths[0], spec.lengths[-1]), None)
-
-    return point
+    if all(m in initial for m in tried if m is not None):
+        for m in initial:
+            stage.study.enqueue_trial({"mapping": m}, skip_if_exists=True)

@@ -7,6 +7,7 @@ vary the head s1, the tail s2 and the attention factor.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -106,26 +107,15 @@ class SweepPoint:
         return (self.length, self.mapping, self.head, self.tail, self.attention_factor)
 
     def sort_key(self) -> tuple[Any, ...]:
-        return (
-            self.length,
-            self.head,
-            self.tail,
-            self.attention_factor,
-            self.mapping is None,
-            self.mapping or 0,
-        )
+        settings = (self.head, self.tail, self.attention_factor)
+        return (self.length, *settings, self.mapping is None, self.mapping or 0)
 
     def config(self, mode: str) -> LampeConfig | None:
         """The ``LampeConfig`` to evaluate under, None for the stock model."""
         if self.stock:
             return None
-        return LampeConfig(
-            head=self.head,
-            tail=self.tail,
-            mapping_length=float(self.mapping),
-            mode=mode,
-            attention_factor=self.attention_factor,
-        )
+        factor, m = self.attention_factor, float(self.mapping)
+        return LampeConfig(self.head, self.tail, mapping_length=m, mode=mode, attention_factor=factor)
 
     def describe(self) -> str:
         if self.mapping is None:
@@ -134,13 +124,7 @@ class SweepPoint:
         return f"L={self.length} m={self.mapping} (s1={self.head}, s2={self.tail}{extra})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "length": self.length,
-            "mapping": self.mapping,
-            "head": self.head,
-            "tail": self.tail,
-            "attention_factor": self.attention_factor,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepPoint:
@@ -221,16 +205,6 @@ class SweepSpec:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
-    def grid_space(self) -> dict[str, list[Any]]:
-        """The grid as an Optuna search space (``GridSampler``'s form)."""
-        return {
-            "length": list(self.lengths),
-            "mapping": list(self.mappings),
-            "head": list(self.heads),
-            "tail": list(self.tails),
-            "attention_factor": list(self.attention_factors),
-        }
-
     def grid_points(self) -> list[SweepPoint]:
         return [
             SweepPoint(length, m, h, t, f)
@@ -238,6 +212,10 @@ class SweepSpec:
                 self.lengths, self.mappings, self.heads, self.tails, self.attention_factors
             )
         ]
+
+    def vanilla_point(self, trial: optuna.Trial) -> SweepPoint:
+        """The point a vanilla trial samples: a length, the stock model."""
+        return SweepPoint(trial.suggest_int("length", self.lengths[0], self.lengths[-1]), None)
 
     def grid_point(self, trial: optuna.Trial) -> SweepPoint:
         """The point a grid trial samples (every parameter comes from the grid)."""

@@ -18,9 +18,7 @@ with another is refused.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import warnings
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +27,8 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from ._perplexity import PerplexityResult
+from ._sweep_db import check_storage_url, open_storage
 from ._sweep_spec import SweepPoint, SweepSpec
-from ._sweep_workers import RetryStaleTrial, creation_lock
 
 __all__ = [
     "Measurement",
@@ -43,6 +41,7 @@ __all__ = [
     "open_study",
     "related_studies",
     "study_names",
+    "trial_point",
 ]
 
 COMPLETE = (TrialState.COMPLETE,)
@@ -73,15 +72,13 @@ class Measurement:
 
     @classmethod
     def from_trial(cls, study: str, trial: optuna.trial.FrozenTrial) -> Measurement:
-        attrs = trial.user_attrs
+        a = trial.user_attrs
+        point, result = (
+            SweepPoint.from_dict(a["point"]),
+            PerplexityResult(tuple(a["nll"]), tuple(a["tokens"])),
+        )
         return cls(
-            point=SweepPoint.from_dict(attrs["point"]),
-            result=PerplexityResult(tuple(attrs["nll"]), tuple(attrs["tokens"])),
-            rows=tuple(attrs["rows"]),
-            skipped=int(attrs["skipped"]),
-            seconds=float(attrs["seconds"]),
-            study=study,
-            trial=trial.number,
+            point, result, tuple(a["rows"]), int(a["skipped"]), float(a["seconds"]), study, trial.number
         )
 
 
@@ -121,6 +118,15 @@ class SweepResult:
         ]
 
 
+def trial_point(trial: optuna.trial.FrozenTrial) -> SweepPoint | None:
+    """The point of a vanilla or grid trial: its parameters, or those it was enqueued with."""
+    params = trial.system_attrs.get("fixed_params") or trial.params
+    try:
+        return SweepPoint.from_params(params) if params else None
+    except (KeyError, TypeError, ValueError):
+        return None  # a GP trial, or one killed half-way through suggesting its parameters
+
+
 def study_names(base: str, spec: SweepSpec) -> list[str]:
     """Names of the studies a sweep of ``spec`` uses.
 
@@ -137,11 +143,8 @@ def study_names(base: str, spec: SweepSpec) -> list[str]:
 
 def related_studies(storage: BaseStorage, base: str) -> list[str]:
     """Names of the studies in ``storage`` that belong to sweep ``base``."""
-    return [
-        s.study_name
-        for s in storage.get_all_studies()
-        if s.study_name == base or s.study_name.startswith(base + ":")
-    ]
+    names = [s.study_name for s in storage.get_all_studies()]
+    return [name for name in names if name == base or name.startswith(base + ":")]
 
 
 def finished_measurements(storage: BaseStorage, base: str) -> dict[tuple[Any, ...], Measurement]:
@@ -179,18 +182,12 @@ def collect_sweep(storage: str | BaseStorage, study_name: str, spec: SweepSpec) 
     """The finished measurements of sweep ``study_name`` restricted to ``spec``'s lengths, heads,
     tails and attention factors (any mapping length measured is kept)."""
     storage = open_storage(storage)
+    settings = set(itertools.product(spec.heads, spec.tails, spec.attention_factors))
     measurements = [
         m
         for m in finished_measurements(storage, study_name).values()
         if m.point.length in spec.lengths
-        and (
-            m.point.mapping is None
-            or (
-                m.point.head in spec.heads
-                and m.point.tail in spec.tails
-                and m.point.attention_factor in spec.attention_factors
-            )
-        )
+        and (m.point.mapping is None or (m.point.head, m.point.tail, m.point.attention_factor) in settings)
     ]
     measurements.sort(key=lambda m: m.point.sort_key())
     return SweepResult(spec, tuple(measurements), _missing(storage, study_name, spec, measurements))
@@ -210,116 +207,10 @@ def _missing(
     for name in {name for name, _ in expected} & names:
         study_id = storage.get_study_id_from_name(name)
         for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.FAIL,)):
-            params = trial.system_attrs.get("fixed_params") or trial.params
-            try:
-                point = SweepPoint.from_params(params)
-            except (KeyError, TypeError, ValueError):
-                continue
-            reasons[(name, point)] = trial.user_attrs.get("error", "its worker stopped (no heartbeat)")
+            if (point := trial_point(trial)) is not None:
+                reasons[(name, point)] = trial.user_attrs.get("error", "its worker stopped (no heartbeat)")
     return tuple(
         MissingPoint(point, reasons.get((name, point), "not run yet"))
         for name, point in expected
         if point.key() not in measured
     )
-
-
-def _driver_url(url: Any) -> Any:
-    """SQLAlchemy's plain ``postgresql://`` means psycopg2; this package's ``postgres`` extra
-    installs psycopg 3, so a URL without a driver gets ``postgresql+psycopg``.
-
-    Example: ``postgres://u@db/sweeps`` -> ``postgresql+psycopg://u@db/sweeps``.
-    """
-    if url.drivername in ("postgres", "postgresql"):
-        return url.set(drivername="postgresql+psycopg")
-    return url
-
-
-_CONNECT_TIMEOUT = 15  # seconds: an unreachable PostgreSQL server fails instead of hanging
-
-
-def check_storage_url(storage: str) -> None:
-    """Check a ``--storage`` URL without opening it: its syntax, its driver, and for an SQLite
-    file that its directory exists.
-
-    Raises:
-        ValueError: not a database URL, or an SQLite file in a directory that does not exist.
-        ImportError: PostgreSQL without psycopg (the ``postgres`` extra).
-    """
-    if not isinstance(storage, str) or "://" not in storage:
-        raise ValueError(f"--storage must be a database URL such as sqlite:///sweep.db, got {storage!r}")
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = _driver_url(make_url(storage))
-    except sqlalchemy.exc.ArgumentError as error:
-        raise ValueError(f"--storage {storage!r} is not a database URL: {error}") from error
-    shown = url.render_as_string(hide_password=True)
-    backend = url.get_backend_name()
-    if (
-        backend == "postgresql"
-        and url.get_driver_name() == "psycopg"
-        and importlib.util.find_spec("psycopg") is None
-    ):
-        raise ImportError(f"--storage {shown}: PostgreSQL needs psycopg: pip install 'lampe-calib[postgres]'")
-    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
-        directory = os.path.dirname(os.path.abspath(url.database))
-        if not os.path.isdir(directory):
-            raise ValueError(f"--storage {shown}: directory {directory!r} does not exist")
-    elif backend not in ("sqlite", "postgresql", "mysql"):
-        raise ValueError(
-            f"--storage {shown}: cannot open: unsupported database {backend!r}; "
-            "use sqlite:///PATH or postgresql://USER@HOST/DB"
-        )
-
-
-def open_storage(
-    storage: str | BaseStorage, heartbeat_interval: int | None = 60, grace_period: int | None = None
-) -> BaseStorage:
-    """An Optuna storage from a database URL (``sqlite:///path.db``, ``postgresql://user@host/db``).
-
-    URL storages get a heartbeat (``heartbeat_interval`` seconds, None: off): a trial whose
-    worker sent none for ``grace_period`` seconds (default: twice the interval) is failed by the
-    next worker that looks, and re-queued with the same parameters (``RetryStaleTrial``). A
-    storage object is returned as is. ``postgresql://`` uses psycopg 3 (the ``postgres`` extra).
-
-    Raises:
-        ValueError: not a URL, the database cannot be opened, or a bad interval.
-        ImportError: the URL's database driver is missing (PostgreSQL: the ``postgres`` extra).
-    """
-    if isinstance(storage, BaseStorage):
-        return storage
-    check_storage_url(storage)
-    for name, value in (("--heartbeat", heartbeat_interval), ("grace_period", grace_period)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    url = _driver_url(make_url(storage))
-    shown = url.render_as_string(hide_password=True)
-    postgres = url.get_backend_name() == "postgresql"
-    # SQLite: wait for a writer (the heartbeat thread, another worker) instead of failing at once.
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if shown.startswith("sqlite") else {}
-    if postgres:
-        # pre-ping: a server restart between two trials is survived.
-        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": _CONNECT_TIMEOUT}}
-    try:
-        # Workers started together would race on CREATE TABLE: one creates Optuna's tables.
-        with creation_lock(url, _CONNECT_TIMEOUT), warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = {}
-            if heartbeat_interval:
-                retry = {"heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=3)}
-            return optuna.storages.RDBStorage(
-                url.render_as_string(hide_password=False),
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                **retry,
-            )
-    except ModuleNotFoundError as error:
-        hint = " (pip install 'lampe-calib[postgres]')" if postgres else ""
-        raise ImportError(f"--storage {shown}: database driver missing: {error.name}{hint}") from error
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
-        raise ValueError(f"--storage {shown}: cannot open: {' '.join(str(error).split())[:200]}") from error

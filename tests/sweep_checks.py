@@ -9,7 +9,6 @@ import optuna
 
 from lampe_calib._sweep_spec import SweepPoint, SweepSpec
 from lampe_calib._sweep_store import open_storage
-from lampe_calib._sweep_workers import CLAIM
 
 
 def sweep_census(storage, base: str) -> dict:
@@ -28,7 +27,7 @@ def sweep_census(storage, base: str) -> dict:
         for t in complete:
             if "reused_from" not in t.user_attrs:
                 census["evaluated"][SweepPoint.from_dict(t.user_attrs["point"]).key()] += 1
-                census["workers"].add(t.system_attrs[CLAIM]["worker"]["pid"])
+                census["workers"].add(t.user_attrs["worker"])
     return census
 
 

@@ -63,6 +63,7 @@ def test_five_sigkills_then_resume_lose_and_repeat_nothing(tmp_path, monkeypatch
     out = tmp_path / "out"
     argv = ["--model", str(model_dir), "--out", str(out), "--samples", "2", "--bootstrap", "0"]
     argv += ["--lengths", ",".join(map(str, LENGTHS)), "--mappings", ",".join(map(str, MAPPINGS))]
+    argv += ["--heartbeat", "2"]  # a killed run's trial goes stale in 4 s (default: 120 s)
     argv += ["--head", "4", "--tail", "2"]
     db, url = out / "tiny.db", f"sqlite:///{out / 'tiny.db'}"
     command = [str(Path(sys.executable).with_name("lampe-calibrate")), *argv]

@@ -1,11 +1,12 @@
-"""Several workers on one sweep (lampe_calib/_sweep_workers.py): exactly one finished trial per
-point, dead workers' trials re-run, and a PostgreSQL study shared by 3 ``lampe-calibrate``
-processes that gives the one-worker profile."""
+"""Several workers on one sweep (lampe_calib/_sweep.py): exactly one finished trial per point,
+dead workers' trials re-run, and a PostgreSQL study shared by 3 ``lampe-calibrate`` processes
+that gives the one-worker profile."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,6 @@ from lampe_calib._profiles import load_profile
 from lampe_calib._sweep import run_sweep
 from lampe_calib._sweep_spec import SweepPoint, SweepSpec
 from lampe_calib._sweep_store import open_storage
-from lampe_calib._sweep_workers import CLAIM, Worker
 from lampe_calib.cli import calibrate_main
 
 SPEC = SweepSpec(lengths=(64, 96, 128), mappings=(16, 24, 48), heads=(4,), tails=(2,))
@@ -69,41 +69,34 @@ def test_three_workers_in_threads_take_each_point_once(tmp_path, books, monkeypa
     assert len(calls) == len(census["evaluated"]) == 12
 
 
-def _foreign_claim(storage, study, point: SweepPoint, worker: Worker | None) -> int:
-    """A running trial of ``point`` claimed by ``worker`` (as a worker that died would leave it;
-    None: left unclaimed, as by a worker killed before claiming it or an older lampe-calib)."""
+def _dead_workers_trial(storage, study, point: SweepPoint, where: str) -> int:
+    """A running trial of ``point`` as a worker that died leaves it: popped from the queue, and
+    (``mid-trial``) with its parameters and a last heartbeat, or (``before its first heartbeat``)
+    with neither, as by a worker killed between Optuna's pop and its heartbeat thread's first beat."""
     study.enqueue_trial(point.params())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ask() with a heartbeat storage: Optuna suggests optimize()
         trial = study.ask()
-    SweepSpec(lengths=(point.length,), mappings=(point.mapping,), heads=(4,), tails=(2,)).grid_point(trial)
-    if worker is not None:
-        claim = {"number": trial.number, "worker": worker.to_dict(), "evaluates": list(point.key())}
-        storage.set_trial_system_attr(trial._trial_id, CLAIM, claim)
-    storage.record_heartbeat(trial._trial_id)
+    if where == "mid-trial":
+        storage.record_heartbeat(trial._trial_id)
+        SweepSpec(lengths=(point.length,), mappings=(point.mapping,), heads=(4,), tails=(2,)).grid_point(
+            trial
+        )
+        trial.set_user_attr("worker", "elsewhere:12345")
     return trial.number
 
 
-@pytest.mark.parametrize("where", ["this machine", "another machine", "unclaimed"])
+@pytest.mark.parametrize("where", ["mid-trial", "before its first heartbeat"])
 def test_a_dead_workers_trial_is_rerun(tmp_path, books, where):
-    """A worker gone from this machine is seen at once, one elsewhere by its missing heartbeat,
-    a trial nobody claimed at once (claims are made under the lock)."""
-    here = Worker.this()
-    worker = None
-    if where == "this machine":
-        if here.kernel is None:
-            pytest.skip("no /proc: a dead local worker is found through the heartbeat only")
-        dead = subprocess.Popen([sys.executable, "-c", "pass"])
-        dead.wait()
-        worker = Worker(here.host, dead.pid, here.kernel, 1)
-    elif where == "another machine":
-        worker = Worker("elsewhere", 12345, "other-boot/pid:[1]", 1)
+    """A dead worker's trial is failed once its heartbeat is older than the grace period (by
+    Optuna's ``fail_stale_trials``), or once it has been seen running with neither parameters nor
+    a worker for as long, and re-queued with its point; the sweep then has every point once."""
     url = f"sqlite:///{tmp_path / 'sweep.db'}"
     storage = open_storage(url, heartbeat_interval=1, grace_period=2)
     spec = SweepSpec(lengths=(64,), mappings=(24,), heads=(4,), tails=(2,))
     study = optuna.create_study(study_name="tiny", storage=storage)
     point = SweepPoint(64, 24, 4, 2)
-    number = _foreign_claim(storage, study, point, worker)
+    number = _dead_workers_trial(storage, study, point, where)
 
     started = time.monotonic()
     result = run_sweep(tiny_llama(vocab_size=len(char_tokenizer())), books, spec, storage, "tiny")
@@ -114,17 +107,14 @@ def test_a_dead_workers_trial_is_rerun(tmp_path, books, where):
     (failed,) = census["failed"]["tiny"]
     assert failed.number == number
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == number]
-    if where == "unclaimed":
-        assert failed.user_attrs["error"] == "its worker stopped before claiming it"
-        assert retried == [] and waited < 30  # not re-queued: the point was simply free again
-        return
     assert [t.state for t in retried] == [optuna.trial.TrialState.COMPLETE]
-    if where == "this machine":
-        assert failed.user_attrs["error"] == f"its worker {worker.describe()} died"
-        assert waited < 30
-    else:
+    assert retried[0].system_attrs["fixed_params"] == point.params()
+    assert 2 <= waited < 30  # the grace period, not more
+    if where == "mid-trial":
         assert "error" not in failed.user_attrs  # failed by Optuna's heartbeat check
-        assert waited >= 2  # the grace period
+        assert retried[0].user_attrs["worker"] == f"{socket.gethostname()}:{os.getpid()}"
+    else:
+        assert failed.user_attrs["error"] == "its worker stopped before its first heartbeat"
 
 
 CALIBRATE = [
@@ -148,13 +138,13 @@ def _lampe_calibrate() -> str:
 
 
 def _running_evaluation(url: str, pid: int) -> bool:
-    """Whether worker ``pid`` is evaluating a point (a running trial it claimed to evaluate)."""
+    """Whether worker ``pid`` runs a trial (its objective has started, so it evaluates a point)."""
     storage = open_storage(url, heartbeat_interval=None)
+    worker = f"{socket.gethostname()}:{pid}"
     for summary in storage.get_all_studies():
         study_id = storage.get_study_id_from_name(summary.study_name)
         for t in storage.get_all_trials(study_id, states=(optuna.trial.TrialState.RUNNING,)):
-            claim = t.system_attrs.get(CLAIM) or {}
-            if claim.get("worker", {}).get("pid") == pid and claim.get("evaluates"):
+            if t.user_attrs.get("worker") == worker:
                 return True
     return False
 
@@ -201,8 +191,13 @@ def test_three_postgres_workers_give_the_one_worker_profile(postgres_url, tmp_pa
     spec = SweepSpec(lengths=(512, 1024, 1536), mappings=(112, 144, 176, 208), heads=(32,), tails=(16,))
     assert_each_point_once(census, spec, "reference")
     assert len(census["workers"]) >= 2  # the work was shared
-    (killed,) = [t for trials in census["failed"].values() for t in trials]  # worker 0's, re-run
-    assert killed.user_attrs["error"].startswith("its worker ")
+    ((name, killed),) = [(n, t) for n, trials in census["failed"].items() for t in trials]  # worker 0's
+    assert "error" not in killed.user_attrs  # failed by Optuna's heartbeat check, not by an error
+    assert killed.user_attrs["worker"] == f"{socket.gethostname()}:{workers[0].pid}"
+    storage = open_storage(postgres_url, heartbeat_interval=None)
+    trials = storage.get_all_trials(storage.get_study_id_from_name(name))
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]  # re-run
+    assert [t.state for t in retried] == [optuna.trial.TrialState.COMPLETE]
     three = [load_profile(tmp_path / f"w{i}" / "reference.json") for i in (1, 2)]
     for profile in three:
         for fit, reference in zip(

@@ -1,0 +1,249 @@
+"""The database under a sweep: Optuna storages from URLs, the locks workers share, dead workers.
+
+Workers on one storage coordinate through Optuna (module docstring of ``_sweep``) and, where
+Optuna leaves a gap, through a lock of the database's own kind: a PostgreSQL advisory lock (the
+server drops it with the connection, so a killed worker blocks nobody) or ``flock`` on an SQLite
+file's directory (the kernel drops it with the process). ``sweep_lock`` holds it while a run
+creates Optuna's tables, opens its studies and enqueues their points; ``_SQLiteStorage`` holds
+it around each change of a trial's state. ``Reaper`` fails the trials of dead workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.trial import TrialState
+
+__all__ = ["ERROR", "WORKER", "Reaper", "check_storage_url", "open_storage", "sweep_lock"]
+
+logger = logging.getLogger(__name__)
+
+ERROR, WORKER = "error", "worker"  # user attributes: why a trial failed; host:pid running it
+
+
+def _driver_url(url: Any) -> Any:
+    """SQLAlchemy's plain ``postgresql://`` means psycopg2; this package's ``postgres`` extra
+    installs psycopg 3, so a URL without a driver gets ``postgresql+psycopg``.
+
+    Example: ``postgres://u@db/sweeps`` -> ``postgresql+psycopg://u@db/sweeps``.
+    """
+    if url.drivername in ("postgres", "postgresql"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
+_CONNECT_TIMEOUT = 15  # seconds: an unreachable PostgreSQL server fails instead of hanging
+
+
+def check_storage_url(storage: str) -> Any:
+    """Check a ``--storage`` URL without opening it: its syntax, its driver, and for an SQLite
+    file that its directory exists. Returns the parsed URL (SQLAlchemy's ``URL``).
+
+    Raises:
+        ValueError: not a database URL, or an SQLite file in a directory that does not exist.
+        ImportError: PostgreSQL without psycopg (the ``postgres`` extra).
+    """
+    if not isinstance(storage, str) or "://" not in storage:
+        raise ValueError(f"--storage must be a database URL such as sqlite:///sweep.db, got {storage!r}")
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = _driver_url(make_url(storage))
+    except sqlalchemy.exc.ArgumentError as error:
+        raise ValueError(f"--storage {storage!r} is not a database URL: {error}") from error
+    shown = url.render_as_string(hide_password=True)
+    backend = url.get_backend_name()
+    if (
+        backend == "postgresql"
+        and url.get_driver_name() == "psycopg"
+        and importlib.util.find_spec("psycopg") is None
+    ):
+        raise ImportError(f"--storage {shown}: PostgreSQL needs psycopg: pip install 'lampe-calib[postgres]'")
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+        directory = os.path.dirname(os.path.abspath(url.database))
+        if not os.path.isdir(directory):
+            raise ValueError(f"--storage {shown}: directory {directory!r} does not exist")
+    elif backend not in ("sqlite", "postgresql", "mysql"):
+        raise ValueError(
+            f"--storage {shown}: cannot open: unsupported database {backend!r}; "
+            "use sqlite:///PATH or postgresql://USER@HOST/DB"
+        )
+    return url
+
+
+def open_storage(
+    storage: str | BaseStorage, heartbeat_interval: int | None = 60, grace_period: int | None = None
+) -> BaseStorage:
+    """An Optuna storage from a database URL (``sqlite:///path.db``, ``postgresql://user@host/db``).
+
+    URL storages get a heartbeat (``heartbeat_interval`` seconds, None: off): a trial whose
+    worker sent none for ``grace_period`` seconds (default: twice the interval) is failed by the
+    next worker that looks (``fail_stale_trials``) and re-queued with its parameters (Optuna's
+    ``RetryHeartbeatStaleTrialCallback``). An SQLite file gets ``_SQLiteStorage`` (a lock around
+    the pop of a waiting trial). A storage object is returned as is. ``postgresql://`` uses
+    psycopg 3 (the ``postgres`` extra).
+
+    Raises:
+        ValueError: not a URL, the database cannot be opened, or a bad interval.
+        ImportError: the URL's database driver is missing (PostgreSQL: the ``postgres`` extra).
+    """
+    if isinstance(storage, BaseStorage):
+        return storage
+    url = check_storage_url(storage)
+    for name, value in (("--heartbeat", heartbeat_interval), ("grace_period", grace_period)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a whole number of seconds >= 1, got {value!r}")
+    import sqlalchemy.exc
+
+    shown = url.render_as_string(hide_password=True)
+    postgres = url.get_backend_name() == "postgresql"
+    # SQLite: wait for a writer (the heartbeat thread, another worker) instead of failing at once.
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if shown.startswith("sqlite") else {}
+    if postgres:
+        # pre-ping: a server restart between two trials is survived.
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": {"connect_timeout": _CONNECT_TIMEOUT}}
+    try:
+        # Workers started together would race on CREATE TABLE: one creates Optuna's tables.
+        with _url_lock(url), warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = {}
+            if heartbeat_interval:
+                callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+                retry = {"heartbeat_stale_trial_callback": callback}
+            kind = _SQLiteStorage if _sqlite_directory(url) else RDBStorage
+            return kind(
+                url.render_as_string(hide_password=False),
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                **retry,
+            )
+    except ModuleNotFoundError as error:
+        hint = " (pip install 'lampe-calib[postgres]')" if postgres else ""
+        raise ImportError(f"--storage {shown}: database driver missing: {error.name}{hint}") from error
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
+        raise ValueError(f"--storage {shown}: cannot open: {' '.join(str(error).split())[:200]}") from error
+
+
+def _sqlite_directory(url: Any) -> str | None:
+    """The directory of an SQLite file URL (None: another database, or in memory)."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return os.path.dirname(os.path.abspath(url.database))
+
+
+@contextmanager
+def _flock(directory: str) -> Iterator[None]:
+    """``flock`` on a directory: an advisory lock that the kernel drops with the process (SQLite's
+    own locks on the file are not touched, and no file is added next to it)."""
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
+@contextmanager
+def _url_lock(url: Any) -> Iterator[None]:
+    """A lock shared by every worker on the database ``url``: a PostgreSQL session advisory lock
+    (the server drops it with the connection), ``flock`` for an SQLite file, none otherwise."""
+    if url.get_backend_name() == "postgresql":
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": _CONNECT_TIMEOUT}
+        )
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(7105367314)"))  # one fixed key
+            yield
+        engine.dispose()
+    elif (directory := _sqlite_directory(url)) is not None and os.path.isdir(directory):
+        with _flock(directory):
+            yield
+    else:
+        yield
+
+
+def sweep_lock(storage: BaseStorage) -> Any:
+    """``_url_lock`` of an ``RDBStorage``'s database: two workers starting together enqueue
+    each point once."""
+    return _url_lock(storage.engine.url) if isinstance(storage, RDBStorage) else nullcontext()
+
+
+class _SQLiteStorage(RDBStorage):
+    """``RDBStorage`` on an SQLite file whose trial state changes hold ``_flock``.
+
+    Optuna pops a trial, and fails a stale one, by reading its state and writing the new one
+    with ``SELECT ... FOR UPDATE``: atomic on PostgreSQL, but SQLite ignores ``FOR UPDATE``, so
+    two workers could both pop one trial (Optuna's ``test_pop_waiting_trial_thread_safe`` skips
+    SQLite for that reason) or both fail and re-queue one. Never called under ``sweep_lock``
+    (the same ``flock``): a run enqueues there, and changes no state.
+    """
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        directory = _sqlite_directory(self.engine.url)
+        assert directory is not None
+        with _flock(directory):
+            return super().set_trial_state_values(trial_id, state, values)
+
+
+class Reaper:
+    """Fails the running trials of dead workers and re-queues them (the storage's stale-trial
+    callback, ``RetryHeartbeatStaleTrialCallback`` from ``open_storage``).
+
+    ``stale``: Optuna's ``fail_stale_trials`` (a heartbeat older than the grace period).
+    ``unseen``: trials seen running with neither parameters nor a ``WORKER`` for a grace period
+    of our own clock; their worker died between Optuna's pop and its heartbeat thread's first
+    beat, which ``fail_stale_trials`` never sees (a live worker records a heartbeat and its
+    ``WORKER`` within milliseconds of the pop). Neither does anything without a heartbeat.
+    """
+
+    def __init__(self, storage: BaseStorage):
+        interval = getattr(storage, "heartbeat_interval", None)
+        self.storage, self.seen = storage, {}
+        self.grace = (getattr(storage, "grace_period", None) or 2 * interval) if interval else None
+
+    def stale(self, study: optuna.Study) -> None:
+        if self.grace is not None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+
+    def unseen(self, studies: list[optuna.Study]) -> None:
+        now, seen, reason = time.monotonic(), {}, "its worker stopped before its first heartbeat"
+        for study in studies if self.grace is not None else ():
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.params or WORKER in trial.user_attrs:
+                    continue
+                if now - seen.setdefault(trial._trial_id, self.seen.get(trial._trial_id, now)) > self.grace:
+                    self.fail(study, trial._trial_id, reason)
+        self.seen = seen
+
+    def fail(self, study: optuna.Study, trial_id: int, reason: str) -> None:
+        """Fail a running trial with ``reason`` and re-queue it, as ``fail_stale_trials`` does."""
+        try:
+            self.storage.set_trial_user_attr(trial_id, ERROR, reason)
+            if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                return
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # finished meanwhile, or failed by another worker
+        trial = copy.deepcopy(self.storage.get_trial(trial_id))
+        logger.warning("%s: trial %d failed: %s", study.study_name, trial.number, reason)
+        if (retry := self.storage.get_heartbeat_stale_trial_callback()) is not None:
+            retry(study, trial)
