@@ -70,10 +70,14 @@ def parse_methods(text: str) -> tuple[str, ...]:
 
     Example: ``parse_methods("vanilla, yarn,lampe")`` -> ``("vanilla", "yarn", "lampe")``.
     """
+    return _parse_names(text, "--methods", "method", METHODS)
+
+
+def _parse_names(text: str, flag: str, kind: str, known: Sequence[str]) -> tuple[str, ...]:
     names = []
     for name in (part.strip() for part in text.split(",")):
-        if name not in METHODS:
-            raise KeyError(f"--methods: unknown method {name!r}; known: {', '.join(METHODS)}")
+        if name not in known:
+            raise KeyError(f"{flag}: unknown {kind} {name!r}; known: {', '.join(known)}")
         if name not in names:
             names.append(name)
     return tuple(names)
@@ -86,13 +90,7 @@ def parse_tasks(text: str) -> tuple[str, ...]:
     """
     from ._ruler import TASKS
 
-    names = []
-    for name in (part.strip() for part in text.split(",")):
-        if name not in TASKS:
-            raise KeyError(f"--tasks: unknown task {name!r}; known: {', '.join(TASKS)}")
-        if name not in names:
-            names.append(name)
-    return tuple(names)
+    return _parse_names(text, "--tasks", "task", TASKS)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
