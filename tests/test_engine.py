@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_WINDOW, tiny_model
+from conftest import TINY_WINDOW, greedy, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
 from lampe_calib import LampeConfig, _apply, _pieces, apply_lampe
@@ -310,17 +310,14 @@ def test_fused_prefill_and_decode_match_the_dense_reference(runner, config, monk
     with torch.no_grad(), runner(model, config):
         full_ref = model(torch.cat([ids, ids[:, :9]], 1), use_cache=False).logits
         _no_dense(monkeypatch)
-        out = model.generate(
-            ids, max_new_tokens=9, do_sample=False, output_logits=True, return_dict_in_generate=True
-        )
-        full = model(out.sequences, use_cache=False).logits
+        sequences, steps = greedy(model, ids, 9)
+        full = model(sequences, use_cache=False).logits
     monkeypatch.undo()
-    steps = torch.stack(out.logits, 1)
     assert (steps - full[:, ids.shape[1] - 1 : -1]).abs().max().item() <= TOL
     if isinstance(config, LampeConfig):
-        length = out.sequences.shape[1]
+        length = sequences.shape[1]
         pe = pe_matrix(length, config.mapping_length_for(length), config.head, config.tail, config.mode)
         with dense_lampe(model, pe):
-            want = _logits(model, out.sequences)
+            want = _logits(model, sequences)
         assert (full - want).abs().max().item() <= TOL
     assert full_ref.shape == full.shape
