@@ -120,6 +120,8 @@ def _child(args) -> None:
         if args.decode:
             model.generate(
                 ids,
+                # Passed, or generate() takes the pad id inside the random prompt for padding.
+                attention_mask=torch.ones_like(ids),
                 max_new_tokens=args.decode,
                 min_new_tokens=args.decode,
                 do_sample=False,
