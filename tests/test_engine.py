@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY_WINDOW, greedy, tiny_model
+from conftest import TINY_WINDOW, greedy, left_padded, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
 from lampe_calib import LampeConfig, _apply, _pieces, apply_lampe
@@ -110,40 +110,18 @@ def test_generate_with_cache_equals_one_prefill(family):
 def test_left_padded_batch_equals_each_row_alone():
     model = tiny_model("llama")
     config = LampeConfig(head=4, tail=2, mapping_length=24)
-    rows = [torch.randint(1, 96, (n,)) for n in (3 * W, 2 * W + 7)]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(2, width, dtype=torch.long)
-    mask = torch.zeros(2, width, dtype=torch.long)
-    for b, r in enumerate(rows):
-        ids[b, width - len(r) :] = r
-        mask[b, width - len(r) :] = 1
-    new = 6
+    rows = [torch.randint(1, 96, (1, n)) for n in (3 * W, 2 * W + 7)]
+    ids, mask = left_padded(*rows)
+    width, new = ids.shape[1], 6
     with torch.no_grad(), apply_lampe(model, config):
         batch = model(ids, attention_mask=mask, use_cache=False).logits
-        gen = model.generate(
-            ids,
-            attention_mask=mask,
-            max_new_tokens=new,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=0,
-        )
+        sequences, steps = greedy(model, ids, new, attention_mask=mask)
         for b, r in enumerate(rows):
-            alone = model(r[None], use_cache=False).logits
-            assert (batch[b, width - len(r) :] - alone[0]).abs().max().item() <= TOL
-            single = model.generate(
-                r[None],
-                max_new_tokens=new,
-                do_sample=False,
-                output_logits=True,
-                return_dict_in_generate=True,
-                pad_token_id=0,
-            )
-            assert torch.equal(gen.sequences[b, width:], single.sequences[0, len(r) :])
-            got = torch.stack([step[b] for step in gen.logits])
-            want = torch.stack([step[0] for step in single.logits])
-            assert (got - want).abs().max().item() <= TOL
+            alone = model(r, use_cache=False).logits
+            assert (batch[b, width - r.shape[1] :] - alone[0]).abs().max().item() <= TOL
+            single, single_steps = greedy(model, r, new)
+            assert torch.equal(sequences[b, width:], single[0, r.shape[1] :])
+            assert (steps[b] - single_steps[0]).abs().max().item() <= TOL
 
 
 def _random_qkv(B=2, H=4, Hkv=2, S=70, D=8, seed=0):
