@@ -76,6 +76,16 @@ def _unused_attention(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("the 'lampe' attention implementation only runs inside `with apply_lampe(model, ...)`")
 
 
+def _refuse_unknown(where: str, unknown: dict[str, Any]) -> None:
+    """A TypeError naming keywords a transformers hook received but does not understand."""
+    if unknown:
+        raise TypeError(
+            f"{where} got keyword(s) it does not know: {', '.join(sorted(unknown))} "
+            f"(transformers {transformers.__version__}; lampe-calib supports transformers "
+            f"{SUPPORTED_TRANSFORMERS})"
+        )
+
+
 def _padding_mask(
     *,
     batch_size: int,
@@ -103,12 +113,7 @@ def _padding_mask(
     (``local_size``) is attention the engine does not compute, so it is refused, and so is any
     keyword this hook does not know.
     """
-    if unknown:
-        raise TypeError(
-            f"the 'lampe' mask hook got keyword(s) it does not know: {', '.join(sorted(unknown))} "
-            f"(transformers {transformers.__version__}; lampe-calib supports transformers "
-            f"{SUPPORTED_TRANSFORMERS})"
-        )
+    _refuse_unknown("the 'lampe' mask hook", unknown)
     if local_size is not None and kv_offset + kv_length > local_size:
         raise ValueError(
             f"the model attends through a sliding window of {local_size} tokens, shorter than the input "
@@ -262,12 +267,7 @@ class LampeAttention(nn.Module):
         # (transformers >= 5.24) or `past_key_values` (before). A keyword this module does not
         # know would otherwise change nothing and pass silently (that is how a renamed cache
         # keyword once turned every decode step into one without its past keys).
-        if unknown:
-            raise TypeError(
-                f"LampeAttention got keyword(s) it does not know: {', '.join(sorted(unknown))} "
-                f"(transformers {transformers.__version__}; lampe-calib supports transformers "
-                f"{SUPPORTED_TRANSFORMERS})"
-            )
+        _refuse_unknown("LampeAttention", unknown)
         if cache is not None and past_key_values is not None and cache is not past_key_values:
             raise TypeError("LampeAttention got two different caches, as `cache` and as `past_key_values`")
         past_key_values = cache if cache is not None else past_key_values

@@ -89,17 +89,8 @@ def test_generate_with_cache_equals_one_prefill(family):
     new = 12
     config = LampeConfig(head=4, tail=2, mapping_length=24)
     with torch.no_grad(), apply_lampe(model, config):
-        out = model.generate(
-            prompt,
-            max_new_tokens=new,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-            pad_token_id=0,
-        )
-        step_logits = torch.stack(out.logits, dim=1)  # (1, new, V)
+        sequence, step_logits = greedy(model, prompt, new)  # (1, prompt + new), (1, new, V)
     # One prefill of the whole generated sequence with l = prompt + max_new_tokens.
-    sequence = out.sequences  # (1, prompt + new)
     with apply_lampe(model, config):
         full = _logits(model, sequence)
     want = full[:, prompt.shape[1] - 1 : -1]
