@@ -77,7 +77,7 @@ def _context(variant: str, model, case: dict, length: int):
     import contextlib
 
     from lampe_calib import LampeConfig, apply_lampe
-    from lampe_calib._methods import METHODS
+    from lampe_calib.methods._registry import METHODS
 
     if variant == "stock":
         return contextlib.nullcontext()
@@ -148,7 +148,7 @@ def _rss_bytes() -> int:
 
 
 def _variants(names: str) -> list[str]:
-    from lampe_calib._methods import METHODS
+    from lampe_calib.methods._registry import METHODS
 
     chosen = [v.strip() for v in names.split(",") if v.strip()]
     for v in chosen:

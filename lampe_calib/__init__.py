@@ -4,76 +4,64 @@ Public API (DESIGN §4)::
 
     from lampe_calib import load_model, load_profile, LampeConfig, apply_lampe
 
-The implementation lives in private modules, one paper concept each; this module re-exports
-what users and other code rely on, lazily (PEP 562): ``import lampe_calib`` loads none of torch,
+The code lives in one subpackage per concept, layered bottom up: ``engine`` (positions, rotations,
+fused attention, the transformers hook) <- ``methods`` <- ``models`` <- ``evaluation`` <-
+``calibration`` (with its ``sweep``) <- ``cli``. This module re-exports what users and other
+code rely on, lazily (PEP 562): ``import lampe_calib`` loads none of torch,
 transformers, optuna, scipy, matplotlib or datasets until a name that needs them is used, so the
 command-line entry points start fast and can configure those libraries before they load.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# Public name -> the private module that defines it.
+# Public name -> the subpackage that exports it.
 _EXPORTS = {
-    "SUPPORTED_MODEL_TYPES": "_apply",
-    "SUPPORTED_TRANSFORMERS": "_apply",
-    "apply_lampe": "_apply",
-    "apply_position_scheme": "_apply",
-    "calibrate_model": "_calibrate",
-    "LampeConfig": "_config",
-    "SigmoidMapping": "_config",
-    "sigmoid_mapping_length": "_config",
-    "DualChunkConfig": "_dca",
-    "dual_chunk_attention": "_dca",
-    "fit_sigmoid": "_fit",
-    "METHODS": "_methods",
-    "method_context": "_methods",
-    "MODELS": "_models",
-    "ModelInfo": "_models",
-    "ModelSpec": "_models",
-    "load_model": "_models",
-    "model_info": "_models",
-    "PasskeyResult": "_passkey",
-    "evaluate_passkey": "_passkey",
-    "passkey_prompts": "_passkey",
-    "PerplexityResult": "_perplexity",
-    "evaluate_perplexity": "_perplexity",
-    "LampePlan": "_positions",
-    "position_encoding": "_positions",
-    "region_of": "_positions",
-    "SCHEMA_VERSION": "_profiles",
-    "Profile": "_profiles",
-    "load_profile": "_profiles",
-    "save_profile": "_profiles",
-    "ReRopeConfig": "_rerope",
-    "RulerResult": "_ruler",
-    "RulerSources": "_ruler",
-    "evaluate_ruler": "_ruler",
-    "ruler_samples": "_ruler",
-    "score_answer": "_ruler",
-    "rerope_attention": "_rerope",
-    "SelfExtendConfig": "_selfextend",
-    "self_extend": "_selfextend",
-    "StringConfig": "_string",
-    "string_attention": "_string",
+    "SUPPORTED_MODEL_TYPES": ".engine",
+    "SUPPORTED_TRANSFORMERS": ".engine",
+    "apply_lampe": ".engine",
+    "apply_position_scheme": ".engine",
+    "calibrate_model": ".calibration",
+    "LampeConfig": ".engine",
+    "SigmoidMapping": ".engine",
+    "sigmoid_mapping_length": ".engine",
+    "DualChunkConfig": ".methods",
+    "dual_chunk_attention": ".methods",
+    "fit_sigmoid": ".calibration",
+    "METHODS": ".methods",
+    "method_context": ".methods",
+    "MODELS": ".models",
+    "ModelInfo": ".models",
+    "ModelSpec": ".models",
+    "load_model": ".models",
+    "model_info": ".models",
+    "PasskeyResult": ".evaluation",
+    "evaluate_passkey": ".evaluation",
+    "passkey_prompts": ".evaluation",
+    "PerplexityResult": ".evaluation",
+    "evaluate_perplexity": ".evaluation",
+    "LampePlan": ".engine",
+    "position_encoding": ".engine",
+    "region_of": ".engine",
+    "SCHEMA_VERSION": ".calibration",
+    "Profile": ".calibration",
+    "load_profile": ".calibration",
+    "save_profile": ".calibration",
+    "ReRopeConfig": ".methods",
+    "RulerResult": ".evaluation",
+    "RulerSources": ".evaluation",
+    "evaluate_ruler": ".evaluation",
+    "ruler_samples": ".evaluation",
+    "score_answer": ".evaluation",
+    "rerope_attention": ".methods",
+    "SelfExtendConfig": ".methods",
+    "self_extend": ".methods",
+    "StringConfig": ".methods",
+    "string_attention": ".methods",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -27,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lampe_calib import LampeConfig, apply_lampe
-from lampe_calib._methods import METHODS
+from lampe_calib.methods._registry import METHODS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "lampe_calib" / "assets" / "reference"

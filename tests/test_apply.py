@@ -200,7 +200,7 @@ def test_attention_with_an_unknown_signature_is_refused():
 
 
 def test_mask_hook_refuses_an_unknown_keyword_and_a_cutting_sliding_window():
-    from lampe_calib._apply import _padding_mask
+    from lampe_calib.engine._hook import _padding_mask
 
     assert _padding_mask(batch_size=1, kv_length=4, attention_mask=torch.ones(1, 4)) is None
     with pytest.raises(TypeError, match="chunk_size"):
@@ -221,7 +221,7 @@ def test_declared_transformers_range_is_the_supported_one():
     import re
     from pathlib import Path
 
-    from lampe_calib._apply import SUPPORTED_TRANSFORMERS
+    from lampe_calib.engine._hook import SUPPORTED_TRANSFORMERS
 
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert re.findall(r'"(transformers[^"]*)"', pyproject) == [f"transformers{SUPPORTED_TRANSFORMERS}"]

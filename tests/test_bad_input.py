@@ -49,10 +49,8 @@ def files(tmp_path_factory):
 
 # (arguments after the model; the message that must appear, as a regex)
 CALIBRATE = [
-    (
-        ["--lengths", "1k"],
-        r"--lengths: expected a token count such as 512 or a multiple of W such as 2W, got '1k'",
-    ),
+    (["--lengths", "1x"], r"--lengths: '1x' is not a token count \(e.g. 512, 2W, 8K\)"),
+    (["--lengths", "0.3W"], r"--lengths: '0.3W' is not a whole number of tokens \(9.6\)"),
     (["--lengths", "1"], r"lengths must hold integers >= 2, got 1"),
     (["--mappings", "5"], r"mappings must all be >= head \+ tail \+ 1 = 7"),
     (["--lengths", "3"], r"lengths must be > head \+ tail = 6 \(valid: 7 and up\), got 3"),
@@ -60,7 +58,7 @@ CALIBRATE = [
     (["--head", "32"], r"head sizes must be < the window W = 32, got 32"),
     (["--tail", "1W"], r"tail sizes must be < the window W = 32, got 32"),
     (["--mappings", "8,65"], r"mappings must be <= 2·W = 64 \(valid: 7 \.\. 64\), got 65"),
-    (["--head", "-1"], r"--head: expected a token count"),
+    (["--head", "-1"], r"--head: '-1' is not a token count"),
     (["--samples", "0"], r"--samples must be >= 1, got 0"),
     (["--samples", "many"], r"argument --samples: invalid int value: 'many' \(see lampe-calibrate --help\)"),
     (["--frobnicate"], r"unrecognized arguments: --frobnicate"),
@@ -128,7 +126,7 @@ MODELS = [
 ]
 EVAL = [
     (["ppl", "--methods", "vanilla,rope"], r"--methods: unknown method 'rope'; known: vanilla, pi"),
-    (["ppl", "--lengths", "1W,x"], r"--lengths: 'x' is not a length \(e.g. 4096, 2W, 8K\)"),
+    (["ppl", "--lengths", "1W,x"], r"--lengths: 'x' is not a token count \(e.g. 512, 2W, 8K\)"),
     (["ppl", "--lengths", "0.3W"], r"--lengths: '0.3W' is not a whole number of tokens"),
     (["ppl", "--samples", "0"], r"--samples must be >= 1, got 0"),
     (["ppl", "--samples", "11"], r"--samples 11\): samples=11 but the data holds only 10 books"),

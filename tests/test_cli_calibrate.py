@@ -8,8 +8,8 @@ import huggingface_hub.constants
 import pytest
 from calib_support import REFERENCE_DIR, tiny_model_dir, write_jsonl
 
-from lampe_calib._cli_calibrate import parse_sizes
-from lampe_calib._profiles import load_profile
+from lampe_calib.cli._args import parse_sizes
+from lampe_calib.calibration._profiles import load_profile
 from lampe_calib.cli import calibrate_main
 
 SMALL = [
@@ -63,20 +63,22 @@ def test_calibrate_writes_profile_and_plot_then_resumes(tmp_path, model_dir, cap
     )
 
 
-def test_parse_sizes():
-    assert parse_sizes("--lengths", ["128,2W", "4W"], window=256) == [128, 512, 1024]
+def test_parse_sizes_is_one_syntax_for_both_commands():
+    assert parse_sizes("--lengths", ["128,2W", "4w, 8K"], window=256) == [128, 512, 1024, 8192]
     assert parse_sizes("--lengths", ["0.5w"], window=256) == [128]
-    assert parse_sizes("--lengths", ["2W"]) == [0]
-    with pytest.raises(ValueError, match="--lengths: expected a token count"):
-        parse_sizes("--lengths", ["12k"])
-    with pytest.raises(ValueError, match="a token count must be an integer"):
+    assert parse_sizes("--lengths", ["2W", "1k"]) == [0, 1024]  # W unknown yet: syntax only
+    with pytest.raises(ValueError, match="--lengths: '12x' is not a token count"):
+        parse_sizes("--lengths", ["12x"])
+    with pytest.raises(ValueError, match="'12.5' is not a whole number of tokens"):
         parse_sizes("--lengths", ["12.5"])
+    with pytest.raises(ValueError, match="--lengths: an empty value"):
+        parse_sizes("--lengths", ["4W,"])
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--lengths", "1k"], "--lengths: expected a token count such as 512"),
+        (["--lengths", "1x"], "--lengths: '1x' is not a token count"),
         (["--samples", "0"], "--samples must be >= 1, got 0"),
         (["--bootstrap", "-1"], "--bootstrap must be >= 0"),
         (["--attention-factor", "x"], "--attention-factor: expected numbers"),
@@ -170,7 +172,7 @@ def test_reference_two_by_two(tmp_path, capsys):
 
 
 def test_a_figure_that_fails_replaces_neither_profile_nor_figure(tmp_path, model_dir, monkeypatch):
-    import lampe_calib._plots
+    import lampe_calib.calibration._plots
 
     out = tmp_path / "out"
     out.mkdir()
@@ -182,7 +184,7 @@ def test_a_figure_that_fails_replaces_neither_profile_nor_figure(tmp_path, model
     def broken(*args, **kwargs):
         raise RuntimeError("no figure")
 
-    monkeypatch.setattr(lampe_calib._plots, "render_profile", broken)
+    monkeypatch.setattr(lampe_calib.calibration._plots, "render_profile", broken)
     small = [*SMALL[:2], "48", *SMALL[4:]]  # one length is enough
     with pytest.raises(RuntimeError, match="no figure"):
         calibrate_main(["--model", str(model_dir), "--out", str(out), *small])

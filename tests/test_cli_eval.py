@@ -14,7 +14,7 @@ from calib_support import minimal_profile
 from char_tokenizer import char_tokenizer
 from conftest import TINY_WINDOW, tiny_model
 
-from lampe_calib._cli_eval import parse_lengths, parse_methods, write_json_atomic
+from lampe_calib.cli._eval import parse_lengths, parse_methods, write_json_atomic
 from lampe_calib.cli import eval_main
 
 W = TINY_WINDOW
@@ -172,7 +172,7 @@ def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys)
     from transformers import AutoModelForCausalLM
 
     from lampe_calib import LampeConfig, SigmoidMapping, apply_lampe
-    from lampe_calib._perplexity import evaluate_perplexity
+    from lampe_calib.evaluation._perplexity import evaluate_perplexity
 
     profile = tmp_path / "tiny.json"
     profile.write_text(json.dumps(minimal_profile(W)))

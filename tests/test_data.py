@@ -10,7 +10,7 @@ import pytest
 from calib_support import SAMPLE, bpe_tokenizer, sample_texts, write_jsonl
 from char_tokenizer import char_tokenizer
 
-from lampe_calib._data import (
+from lampe_calib.evaluation._data import (
     DataSource,
     choose_books,
     code_documents,

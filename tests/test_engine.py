@@ -9,13 +9,15 @@ import torch
 from conftest import TINY_WINDOW, greedy, left_padded, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
-from lampe_calib import LampeConfig, _apply, _pieces, apply_lampe
-from lampe_calib._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
-from lampe_calib._engine import dense_region_attention, fused_attention
-from lampe_calib._kernels import BACKENDS, attention_with_lse
-from lampe_calib._pieces import Piece, piece_parts, pieces_of
-from lampe_calib._positions import LampePlan
-from lampe_calib._selfextend import SelfExtendConfig, SelfExtendPlan, self_extend
+from lampe_calib import LampeConfig, apply_lampe
+from lampe_calib.engine import _hook, _pieces
+from lampe_calib.methods._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
+from lampe_calib.engine._attention import dense_region_attention, fused_attention
+from lampe_calib.engine._kernels import BACKENDS, attention_with_lse
+from lampe_calib.engine._pieces import piece_parts
+from lampe_calib.engine._plan import Piece
+from lampe_calib.engine._positions import LampePlan
+from lampe_calib.methods._selfextend import SelfExtendConfig, SelfExtendPlan, self_extend
 
 # fp32 on activations of order 1 over a 2-layer model: rounding stays near 1e-6; 1e-4 is the contract.
 TOL = 1e-4
@@ -239,25 +241,27 @@ def test_fused_path_in_bfloat16_is_close_to_float32(plan):
     assert (got.float() - want).abs().max().item() <= 3e-2  # bf16 has 8 bits of mantissa
 
 
-def test_pieces_of_lampe_and_selfextend():
+def test_plan_layouts_lampe_selfextend_dca():
     plan = LampePlan(torch.tensor([12288.0]), torch.tensor([6144.0]), 1024, 512)
-    assert pieces_of(plan) == (Piece(0, 1024, 0, 0), Piece(1025, 11775, 1, 1), Piece(11776, None, 2, 0))
+    assert plan.pieces() == (Piece(0, 1024, 0, 0), Piece(1025, 11775, 1, 1), Piece(11776, None, 2, 0))
     floor = LampePlan(torch.tensor([12288.0]), torch.tensor([6144.0]), 1024, 512, "floor")
-    assert pieces_of(floor)[2].lo == math.ceil(float(floor.tail_start[0]))
+    assert floor.pieces()[2].lo == math.ceil(float(floor.tail_start[0]))
     mixed = LampePlan(torch.tensor([12288.0, 9000.0]), torch.tensor([6144.0, 6144.0]), 1024, 512)
-    assert pieces_of(mixed) is None  # rows with different l: one row at a time
-    assert pieces_of(SelfExtendPlan(torch.tensor([9.0]), 2, 2048)) == (
+    assert mixed.pieces() is None  # rows with different l: one row at a time
+    assert SelfExtendPlan(torch.tensor([9.0]), 2, 2048).pieces() == (
         Piece(0, 2047, 0, 0),
         Piece(2048, None, 1, 1),
     )
-    assert pieces_of(DualChunkPlan(torch.tensor([90.0]), 20, 4)) is None  # chunks, not distances
+    dca = DualChunkPlan(torch.tensor([90.0]), 20, 4)
+    assert dca.pieces() is None and dca.chunks() == 20  # chunks, not distances
+    assert plan.chunks() is None
 
 
 def _no_dense(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the dense path ran")
 
-    monkeypatch.setattr(_apply, "dense_region_attention", refuse)
+    monkeypatch.setattr(_hook, "dense_region_attention", refuse)
 
 
 @pytest.mark.parametrize(

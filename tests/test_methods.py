@@ -12,14 +12,14 @@ from dense_reference import dense_lampe
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lampe_calib import LampeConfig, SigmoidMapping
-from lampe_calib._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
-from lampe_calib._engine import dense_region_attention, fused_attention
-from lampe_calib._methods import METHODS, method_context
-from lampe_calib._pieces import Piece
-from lampe_calib._rerope import ReRopeConfig, ReRopePlan, rerope_attention, rerope_position
-from lampe_calib._rope_scaling import ntk_base, rope_parameters_of
-from lampe_calib._selfextend import SelfExtendConfig, self_extend, self_extend_group
-from lampe_calib._string import (
+from lampe_calib.methods._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
+from lampe_calib.engine._attention import dense_region_attention, fused_attention
+from lampe_calib.methods._registry import METHODS, method_context
+from lampe_calib.engine._plan import Piece
+from lampe_calib.methods._rerope import ReRopeConfig, ReRopePlan, rerope_attention, rerope_position
+from lampe_calib.methods._rope_scaling import ntk_base, rope_parameters_of
+from lampe_calib.methods._selfextend import SelfExtendConfig, self_extend, self_extend_group
+from lampe_calib.methods._string import (
     STRING_ATTENTION_FACTOR,
     StringConfig,
     string_attention,

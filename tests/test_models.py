@@ -26,7 +26,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from lampe_calib._models import MODELS, ModelInfo, ModelSpec, load_model, model_info
+from lampe_calib.models._registry import MODELS, ModelInfo, ModelSpec, load_model, model_info
 
 PG19_VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "pg19-mini" / "validation.jsonl"
 # Public domain (Dickens, A Tale of Two Cities, 1859); used when the PG-19 sample is absent.
@@ -255,7 +255,7 @@ def test_registered_hub_models_get_their_alias_and_window(alias: str, config, wi
 def test_linear_scaling_without_original_window_warns(caplog: pytest.LogCaptureFixture) -> None:
     rope = {"rope_type": "linear", "rope_theta": 1e4, "factor": 4.0}
     config = LlamaConfig(max_position_embeddings=8192, rope_parameters=rope, **TINY)
-    with caplog.at_level(logging.WARNING, logger="lampe_calib._models"):
+    with caplog.at_level(logging.WARNING, logger="lampe_calib.models._registry"):
         assert model_info(config).window == 8192
     assert "without original_max_position_embeddings" in caplog.text
 

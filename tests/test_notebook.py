@@ -14,7 +14,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_ppl_curv
 
 @pytest.mark.slow
 def test_notebook_executes_and_draws(monkeypatch):
-    from lampe_calib._profiles import shipped_profiles
+    from lampe_calib.calibration._profiles import shipped_profiles
 
     if "reference" not in shipped_profiles():
         pytest.fail("the reference profile must ship with the package (lampe_calib/profiles/reference.json)")

@@ -8,8 +8,8 @@ from char_tokenizer import char_tokenizer
 from conftest import TINY_WINDOW, tiny_model
 
 from lampe_calib import LampeConfig
-from lampe_calib._methods import METHODS, method_context
-from lampe_calib._passkey import (
+from lampe_calib.methods._registry import METHODS, method_context
+from lampe_calib.evaluation._passkey import (
     FILLER,
     NEEDLE,
     QUESTION,

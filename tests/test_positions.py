@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lampe_calib import position_encoding, region_of
-from lampe_calib._positions import LampePlan, floor_group, floor_grouping
+from lampe_calib.engine._positions import LampePlan, floor_group, floor_grouping
 
 
 @st.composite

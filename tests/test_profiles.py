@@ -11,9 +11,9 @@ import pytest
 import torch
 from calib_support import REFERENCE_DIR, TINY_W, tiny_llama
 
-from lampe_calib._apply import apply_lampe
-from lampe_calib._config import LampeConfig, SigmoidMapping
-from lampe_calib._profiles import Profile, load_profile, save_profile, shipped_profiles, write_atomic
+from lampe_calib.engine._hook import apply_lampe
+from lampe_calib.engine._config import LampeConfig, SigmoidMapping
+from lampe_calib.calibration._profiles import Profile, load_profile, save_profile, shipped_profiles, write_atomic
 
 VALID = {
     "schema_version": 1,
@@ -217,7 +217,7 @@ def test_write_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["llama3-8b", "degenerate", "fitted"])
 def test_every_kind_of_profile_plots(tmp_path, name):
-    from lampe_calib._plots import plot_profile, render_profile
+    from lampe_calib.calibration._plots import plot_profile, render_profile
 
     if name == "degenerate":
         profile = Profile.from_dict(_with("sigmoid", {"status": "degenerate", "message": "too few lengths"}))
@@ -239,10 +239,10 @@ TEST_SPLIT = REFERENCE_DIR.parents[2].parent / "shared" / "data" / "pg19-mini" /
 def test_reference_profile_beats_vanilla_and_linear_interpolation():
     """Issue 5: the shipped, fitted reference profile under apply_lampe beats vanilla and PI on
     the test split at 2W, 4W and 8W (here on 4 books; the closing note has 16)."""
-    from lampe_calib._data import load_books
-    from lampe_calib._methods import method_context
-    from lampe_calib._models import load_model, model_info
-    from lampe_calib._perplexity import evaluate_perplexity
+    from lampe_calib.evaluation._data import load_books
+    from lampe_calib.methods._registry import method_context
+    from lampe_calib.models._registry import load_model, model_info
+    from lampe_calib.evaluation._perplexity import evaluate_perplexity
 
     model, tokenizer = load_model("reference")
     w = model_info(model).window

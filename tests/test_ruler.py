@@ -13,9 +13,9 @@ from calib_support import minimal_profile
 from char_tokenizer import char_tokenizer
 from conftest import TINY_WINDOW, tiny_model
 
-from lampe_calib._methods import METHODS
-from lampe_calib._passkey import FILLER
-from lampe_calib._ruler import (
+from lampe_calib.methods._registry import METHODS
+from lampe_calib.evaluation._passkey import FILLER
+from lampe_calib.evaluation._ruler import (
     CWE_COMMON,
     CWE_COMMON_FREQ,
     DEFAULT_NEW_TOKENS,

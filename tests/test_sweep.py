@@ -7,17 +7,17 @@ import pytest
 from calib_support import REFERENCE_DIR, tiny_llama
 from char_tokenizer import char_tokenizer
 
-import lampe_calib._sweep as sweep_module
-from lampe_calib._data import load_books
-from lampe_calib._sweep import run_sweep
-from lampe_calib._sweep_spec import (
+import lampe_calib.calibration.sweep._run as sweep_module
+from lampe_calib.evaluation._data import load_books
+from lampe_calib.calibration.sweep._run import run_sweep
+from lampe_calib.calibration.sweep._spec import (
     SweepPoint,
     SweepSpec,
     default_lengths,
     default_mappings,
     initial_mappings,
 )
-from lampe_calib._sweep_store import collect_sweep, open_storage, study_names
+from lampe_calib.calibration.sweep._store import collect_sweep, open_storage, study_names
 
 SPEC = SweepSpec(lengths=(64, 128), mappings=(24, 48), heads=(4,), tails=(2,))
 
@@ -163,7 +163,7 @@ def test_collect_sweep_reads_a_finished_sweep(tmp_path, model, books):
     not (REFERENCE_DIR / "model.safetensors").is_file(), reason="reference model not built yet"
 )
 def test_two_by_two_grid_on_the_reference_model(tmp_path):
-    from lampe_calib._models import load_model, model_info
+    from lampe_calib.models._registry import load_model, model_info
 
     model, tokenizer = load_model("reference")
     w = model_info(model).window

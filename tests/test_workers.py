@@ -21,12 +21,12 @@ from char_tokenizer import char_tokenizer
 from pg_server import postgres_server, server_binaries
 from sweep_checks import assert_each_point_once, sweep_census
 
-import lampe_calib._sweep as sweep_module
-from lampe_calib._data import load_books
-from lampe_calib._profiles import load_profile
-from lampe_calib._sweep import run_sweep
-from lampe_calib._sweep_spec import SweepPoint, SweepSpec
-from lampe_calib._sweep_store import open_storage
+import lampe_calib.calibration.sweep._run as sweep_module
+from lampe_calib.evaluation._data import load_books
+from lampe_calib.calibration._profiles import load_profile
+from lampe_calib.calibration.sweep._run import run_sweep
+from lampe_calib.calibration.sweep._spec import SweepPoint, SweepSpec
+from lampe_calib.calibration.sweep._store import open_storage
 from lampe_calib.cli import calibrate_main
 
 SPEC = SweepSpec(lengths=(64, 96, 128), mappings=(16, 24, 48), heads=(4,), tails=(2,))
@@ -217,7 +217,7 @@ def test_three_postgres_workers_give_the_one_worker_profile(postgres_url, tmp_pa
 
 
 def test_the_recorded_command_hides_the_storage_password():
-    from lampe_calib._cli_calibrate import _without_passwords
+    from lampe_calib.cli._calibrate import _without_passwords
 
     assert _without_passwords(["--storage", "postgresql://u:pw@db/x", "--out", "o"]) == [
         "--storage",

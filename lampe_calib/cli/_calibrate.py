@@ -12,7 +12,6 @@ import argparse
 import logging
 import math
 import os
-import re
 import shlex
 import sys
 import time
@@ -20,35 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main", "parse_sizes"]
+from ._args import ArgumentParser, parse_sizes
 
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)([wW]?)")
-
-
-def parse_sizes(option: str, values: Sequence[str], window: int | None = None) -> list[int]:
-    """Token counts from ``values`` ("512", "1024,2048", "0.5W", "4w"): ``k·W`` when W is given.
-
-    Without ``window`` only the syntax is checked (the W-relative ones come back as 0).
-
-    Example: ``parse_sizes("--lengths", ["128,2W", "4W"], window=256)`` -> ``[128, 512, 1024]``.
-    """
-    sizes = []
-    for item in (part for value in values for part in value.split(",") if part.strip()):
-        match = _SIZE.fullmatch(item.strip())
-        if match is None:
-            raise ValueError(
-                f"{option}: expected a token count such as 512 or a multiple of W such as 2W, got {item!r}"
-            )
-        number, relative = float(match.group(1)), bool(match.group(2))
-        if not relative and not number.is_integer():
-            raise ValueError(f"{option}: a token count must be an integer, got {item!r}")
-        sizes.append(
-            0 if relative and window is None else round(number * window) if relative else int(number)
-        )
-    if not sizes:
-        raise ValueError(f"{option}: no value given")
-    return sizes
-
+__all__ = ["build_parser", "main"]
 
 def _floats(option: str, values: Sequence[str]) -> list[float]:
     out = []
@@ -61,8 +34,6 @@ def _floats(option: str, values: Sequence[str]) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import ArgumentParser
-
     p = ArgumentParser(
         prog="lampe-calibrate",
         description="Calibrate LaMPE's mapping length m(L) for a RoPE model: sweep PPL on PG-19 books over "
@@ -180,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     out = Path(args.out)
     _check_out(args.out, out)
-    from ._sweep_store import check_storage_url, open_storage
+    from ..calibration.sweep._store import check_storage_url, open_storage
 
     if args.storage:
         check_storage_url(args.storage)  # a bad URL fails before the model loads
@@ -200,9 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from ._calibrate import calibrate_model, default_spec, profile_name
-    from ._data import load_books
-    from ._models import load_model, model_info
+    from ..calibration._calibrate import calibrate_model, default_spec, profile_name
+    from ..evaluation._data import load_books
+    from ..models._registry import load_model, model_info
 
     started = time.perf_counter()
     with console.status(f"loading {args.model}"):
@@ -270,8 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=shlex.join(["lampe-calibrate", *_without_passwords(argv)]),
         seed=args.seed,
     )
-    from ._plots import render_profile
-    from ._profiles import save_profile, write_atomic
+    from ..calibration._plots import render_profile
+    from ..calibration._profiles import save_profile, write_atomic
 
     json_path, png_path = out / f"{name}.json", out / f"{name}.png"
     figure = render_profile(run.profile)  # first: a figure that fails to render replaces nothing

@@ -22,33 +22,26 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._methods import METHODS
-from .cli import ArgumentParser as _Parser
+from ..methods._registry import METHODS
+from ._args import ArgumentParser as _Parser
+from ._args import parse_sizes
 
 __all__ = ["main", "parse_depths", "parse_lengths", "parse_methods", "parse_tasks", "write_json_atomic"]
 
 # Methods that read a calibrated profile; "lampe" cannot run without one.
 PROFILE_METHODS = ("lampe-fixed", "lampe", "lampe-yarn", "lampe-ntk")
-_LENGTH = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[wWkK]?)")
 
 
 def parse_lengths(text: str, window: int) -> tuple[int, ...]:
-    """``--lengths``: comma-separated token counts; ``NW`` is N times the window, ``NK`` N·1024.
+    """``--lengths``: comma-separated token counts (``parse_sizes``), each once, each >= 2.
 
     Example: ``parse_lengths("256, 2W,4w,8K", window=256)`` -> ``(256, 512, 1024, 8192)``.
     """
-    lengths = []
-    for item in (part.strip() for part in text.split(",")):
-        match = _LENGTH.fullmatch(item)
-        if not match:
-            raise ValueError(f"--lengths: {item!r} is not a length (e.g. 4096, 2W, 8K)")
-        scale = {"": 1, "w": window, "k": 1024}[match["unit"].lower()]
-        value = float(match["number"]) * scale
-        if value != int(value) or value < 2:
-            raise ValueError(f"--lengths: {item!r} is not a whole number of tokens >= 2 ({value:g})")
-        if int(value) not in lengths:
-            lengths.append(int(value))
-    return tuple(lengths)
+    lengths = tuple(dict.fromkeys(parse_sizes("--lengths", [text], window)))
+    short = [n for n in lengths if n < 2]
+    if short:
+        raise ValueError(f"--lengths: {short[0]} tokens is too short (at least 2)")
+    return lengths
 
 
 def parse_depths(text: str) -> tuple[float, ...]:
@@ -88,14 +81,14 @@ def parse_tasks(text: str) -> tuple[str, ...]:
 
     Example: ``parse_tasks("vt, niah_single")`` -> ``("vt", "niah_single")``.
     """
-    from ._ruler import TASKS
+    from ..evaluation._ruler import TASKS
 
     return _parse_names(text, "--tasks", "task", TASKS)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (``_profiles.write_atomic``)."""
-    from ._profiles import write_atomic
+    from ..calibration._profiles import write_atomic
 
     write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
@@ -156,7 +149,7 @@ def _load_profile(args: argparse.Namespace, methods: Sequence[str], alias: str |
     no selected method reads one."""
     if not any(name in PROFILE_METHODS for name in methods):
         return None
-    from ._profiles import load_profile
+    from ..calibration._profiles import load_profile
 
     name = args.profile or alias
     if name is None:
@@ -181,7 +174,7 @@ def _load_profile(args: argparse.Namespace, methods: Sequence[str], alias: str |
 def _preflight(model: Any, window: int, methods: Sequence[str], lengths: Sequence[int], profile: Any) -> None:
     """Enter and leave every (method, length) context once, so that a method that cannot run
     on this model fails before any evaluation, naming itself."""
-    from ._methods import method_context
+    from ..methods._registry import method_context
 
     for method in methods:
         for length in lengths:
@@ -215,9 +208,9 @@ def _table(
 
 
 def _run_ppl(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
-    from ._data import load_books
-    from ._methods import method_context
-    from ._perplexity import evaluate_perplexity
+    from ..evaluation._data import load_books
+    from ..methods._registry import method_context
+    from ..evaluation._perplexity import evaluate_perplexity
 
     try:
         books = load_books(
@@ -257,7 +250,7 @@ def _method_hooks(
     progress, label, total, model, window, method, length, profile
 ) -> tuple[Callable, Callable]:
     """The ``context`` factory and ``progress`` callback of one (method, length) generation run."""
-    from ._methods import method_context
+    from ..methods._registry import method_context
 
     bar = progress.add_task(label, total=total)
     return (
@@ -267,7 +260,7 @@ def _method_hooks(
 
 
 def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
-    from ._passkey import evaluate_passkey, passkey_prompts
+    from ..evaluation._passkey import evaluate_passkey, passkey_prompts
 
     depths = parse_depths(args.depths)
     results = []
@@ -297,7 +290,7 @@ def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, prog
 
 
 def _run_ruler(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
-    from ._ruler import DEFAULT_NEW_TOKENS, RulerSources, evaluate_ruler, ruler_samples
+    from ..evaluation._ruler import DEFAULT_NEW_TOKENS, RulerSources, evaluate_ruler, ruler_samples
 
     sources = RulerSources.shipped()
     tasks = parse_tasks(args.tasks)
@@ -357,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     _check_output(args.json)
     if args.command == "ppl":
-        from ._data import resolve_data
+        from ..evaluation._data import resolve_data
 
         args.data = resolve_data(args.data)
     elif args.command == "passkey":
@@ -370,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from ._models import load_model, model_info
+    from ..models._registry import load_model, model_info
 
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     info = model_info(model)

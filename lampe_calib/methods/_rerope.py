@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._apply import LampeSession, apply_position_scheme
-from ._config import check_attention_factor, check_integer
-from ._pieces import Piece
-from ._positions import band_regions
+from ..engine._hook import LampeSession, apply_position_scheme
+from ..engine._config import check_attention_factor, check_integer
+from ..engine._plan import Piece
+from ..engine._positions import band_regions
 
 __all__ = ["ReRopeConfig", "ReRopePlan", "rerope_attention", "rerope_position"]
 
@@ -94,6 +94,10 @@ class ReRopePlan:
         if self.identity:
             return pos[None]
         return torch.stack([pos, torch.zeros_like(pos)])
+
+    def chunks(self) -> None:
+        """Not chunked: the regions are distance bands."""
+        return None
 
     def pieces(self) -> tuple[Piece, ...]:
         """The distance bands for the engine's fused path: ``[0, w − 1]`` stock, ``[w, ∞)``

@@ -23,13 +23,13 @@ from typing import Any
 from optuna.storages import BaseStorage
 
 from ._curves import Curve, curve_optimum, curves_of
-from ._data import Books, load_books
+from ..evaluation._data import Books, load_books
 from ._fit import Calibration, SigmoidFit, calibrate
-from ._models import ModelInfo, model_info
+from ..models._registry import ModelInfo, model_info
 from ._profiles import Profile
-from ._sweep import SweepProgress, run_sweep
-from ._sweep_spec import SweepSpec, default_lengths, default_mappings
-from ._sweep_store import SweepResult
+from .sweep._run import SweepProgress, run_sweep
+from .sweep._spec import SweepSpec, default_lengths, default_mappings
+from .sweep._store import SweepResult
 
 __all__ = ["CalibrationRun", "build_profile", "calibrate_model", "default_spec", "profile_name"]
 
@@ -103,7 +103,7 @@ def _portable_source(source: str | None) -> str | None:
     """A path inside the installed package is recorded relative to it (``lampe_calib/...``)."""
     if not source:
         return source
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     try:
         return str(Path("lampe_calib") / Path(source).resolve().relative_to(package))
     except ValueError:

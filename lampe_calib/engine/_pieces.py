@@ -24,35 +24,27 @@ quadratic in the band width times the length.
 A decode step (a few new queries after ``past`` cached keys) needs, per piece, only the keys
 ``i − hi .. i − lo`` of its rows: one call on that window (``window_attention``).
 
-What a scheme provides: its plan's ``pieces()`` returns a tuple of ``Piece`` (or None when
-its rows do not share one set of pieces); ``pieces_of`` also knows LaMPE's and SelfExtend's
-plans. Pieces must be disjoint, cover d >= 0, and be valid for positions 0..S-1.
+What a scheme provides: its plan's ``pieces()`` (``_plan.PositionPlan``) returns a tuple of
+``Piece`` (or None when its rows do not share one set of pieces). Pieces must be disjoint,
+cover d >= 0, and be valid for positions 0..S-1.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Iterator
 
 import torch
 
 from ._kernels import attention_with_lse
 from ._merge import merge_into
-from ._positions import HEAD, MIDDLE, TAIL, LampePlan
+from ._plan import Piece
 
 __all__ = [
     "BAND_CHUNK",
-    "DistancePlan",
-    "Piece",
     "band_chunks",
     "band_mask",
-    "lampe_pieces",
     "piece_attention",
     "piece_parts",
-    "pieces_of",
-    "selfextend_pieces",
     "window_attention",
 ]
 
@@ -64,76 +56,6 @@ BAND_CHUNK = 128
 # mask as wide as LaMPE's middle (~10K keys) made the one masked call ~25% slower than the
 # split; at s1 = 1024 the two were even (both measured at SmolLM2's shape, 2 cores).
 SPLIT_WIDTH_CHUNKS = 16
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Pairs with ``lo <= d <= hi`` (``hi`` None: no upper bound), attended with query rotation
-    ``query`` (an index into the engine's queries) and key rotation ``key``.
-
-    Example: LaMPE's head with s1 = 1024 is ``Piece(0, 1024, query=0, key=0)``.
-    """
-
-    lo: int
-    hi: int | None
-    query: int
-    key: int
-
-
-class DistancePlan(Protocol):
-    """A plan whose regions are distance bands: the fast prefill and decode run it."""
-
-    def pieces(self) -> tuple[Piece, ...] | None: ...
-
-
-def lampe_pieces(plan: LampePlan) -> tuple[Piece, ...] | None:
-    """LaMPE's three pieces (exact and floor mode: both tails start at ``plan.tail_start``).
-
-    Example: l = 12288, s1 = 1024, s2 = 512 (exact) -> head [0, 1024], middle [1025, 11775],
-    tail [11776, ∞). None when rows have different (l, m).
-    """
-    if plan.identity:
-        return (Piece(0, None, HEAD, 0),)
-    if not (bool((plan.length == plan.length[0]).all()) and bool((plan.mapping == plan.mapping[0]).all())):
-        return None
-    tail = math.ceil(float(plan.tail_start[0]))  # d >= tail_start is the tail (integer d)
-    head = min(plan.head, tail - 1)  # the tail wins over the head, as in ``LampePlan.regions``
-    version = plan.region_key_version
-    return (
-        Piece(0, head, HEAD, version[HEAD]),
-        Piece(head + 1, tail - 1, MIDDLE, version[MIDDLE]),
-        Piece(tail, None, TAIL, version[TAIL]),
-    )
-
-
-def selfextend_pieces(plan: Any) -> tuple[Piece, ...]:
-    """SelfExtend's two levels: neighbours ``[0, w_n − 1]`` stock, ``[w_n, ∞)`` grouped.
-
-    Example: w_n = 2048, G = 2 -> ``(Piece(0, 2047, 0, 0), Piece(2048, None, 1, 1))``.
-    """
-    if plan.identity:
-        return (Piece(0, None, 0, 0),)
-    w = plan.neighbor_window
-    return (Piece(0, w - 1, 0, 0), Piece(w, None, 1, 1))
-
-
-def _builtin_pieces() -> dict[type, Callable[[Any], tuple[Piece, ...] | None]]:
-    # Imported here: _selfextend imports the attention swap, which imports the engine.
-    from ._selfextend import SelfExtendPlan
-
-    return {LampePlan: lampe_pieces, SelfExtendPlan: selfextend_pieces}
-
-
-def pieces_of(plan: Any) -> tuple[Piece, ...] | None:
-    """The plan's pieces: its own ``pieces()`` if it has one, else the built-in ones for LaMPE
-    and SelfExtend plans; None for a plan that is not distance-based (the dense path runs it)."""
-    own = getattr(plan, "pieces", None)
-    if callable(own):
-        return own()
-    for cls, pieces in _builtin_pieces().items():
-        if isinstance(plan, cls):
-            return pieces(plan)
-    return None
 
 
 def band_mask(rows: int, span: int, width: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -274,7 +196,7 @@ def piece_attention(
             rotation; values ``(B, Hkv, T, D)``; positions are 0..T-1, the queries the last S
             (a prefill when T == S, else a step after ``T − S`` cached keys: keep S small, a
             step builds an ``(S × window)`` mask per piece).
-        pieces: disjoint, covering d >= 0 (``pieces_of``).
+        pieces: disjoint, covering d >= 0 (``PositionPlan.pieces``).
 
     Returns:
         ``(B, H, S, D)`` in the queries' dtype.

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from ._config import sigmoid_mapping_length
+from ..engine._config import sigmoid_mapping_length
 from ._curves import Curve, Optimum, curve_optimum, curves_of
-from ._sweep_store import MissingPoint, SweepResult
+from .sweep._store import MissingPoint, SweepResult
 
 __all__ = ["C_MODES", "FIXED_C_RATIO", "Calibration", "SigmoidFit", "calibrate", "fit_sigmoid"]
 

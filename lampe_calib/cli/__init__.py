@@ -1,29 +1,21 @@
 """Command-line entry points (``lampe-calibrate``, ``lampe-eval``); the UI layer of the package.
 
 Every user-facing error becomes one line on stderr and exit code 2 (DESIGN §4); a traceback
-means a bug. The commands themselves live in ``_cli_calibrate`` and ``_cli_eval``.
+means a bug. One module per command (``_calibrate``, ``_eval``); what they parse alike is in ``_args``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+
+from ._args import ArgumentParser
 
 __all__ = ["ArgumentParser", "calibrate_main", "eval_main", "quiet_library_progress", "run_cli"]
 
 # Errors a user can cause by what they typed; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ImportError)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors (a bad value, an unknown or missing flag) raise ``ValueError``,
-    so that they too come out as one line with exit code 2 (argparse prints the usage first)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ValueError(f"{message} (see {self.prog} --help)")
 
 
 def quiet_library_progress() -> None:
@@ -63,7 +55,7 @@ def run_cli(
 def calibrate_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lampe-calibrate``."""
     quiet_library_progress()
-    from ._cli_calibrate import main
+    from ._calibrate import main
 
     return run_cli(main, argv, "lampe-calibrate")
 
@@ -71,6 +63,6 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lampe-eval``."""
     quiet_library_progress()
-    from ._cli_eval import main
+    from ._eval import main
 
     return run_cli(main, argv, "lampe-eval")

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._config import MODES, LampeConfig, SigmoidMapping
+from ..engine._config import MODES, LampeConfig, SigmoidMapping
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -274,7 +274,7 @@ def save_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
 
 
 def _shipped_dir() -> Path:
-    return Path(str(resources.files(__package__).joinpath("profiles")))
+    return Path(str(resources.files("lampe_calib").joinpath("profiles")))
 
 
 def shipped_profiles() -> list[str]:

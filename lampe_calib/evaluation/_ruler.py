@@ -99,7 +99,7 @@ class RulerSources:
     def shipped(cls) -> RulerSources:
         """The PG-19 sample shipped in the package: its 10 books, and the words of 4 to 10
         letters that occur at least 5 times in them (a few thousand)."""
-        path = Path(str(resources.files(__package__).joinpath("assets", "pg19_sample", "validation.jsonl")))
+        path = Path(str(resources.files("lampe_calib").joinpath("assets", "pg19_sample", "validation.jsonl")))
         books = tuple(json.loads(line)["text"] for line in path.open(encoding="utf-8") if line.strip())
         return cls.from_texts(books)
 

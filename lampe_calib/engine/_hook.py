@@ -33,8 +33,8 @@ import transformers
 from torch import nn
 
 from ._config import LampeConfig
-from ._engine import dense_region_attention, fused_attention
-from ._positions import LampePlan
+from ._attention import dense_region_attention, fused_attention
+from ._plan import PositionPlan
 from ._rope import Rope, rotate_many
 
 __all__ = [
@@ -137,22 +137,20 @@ class PositionScheme(Protocol):
     """What the attention swap needs from a position scheme (LaMPE, or a baseline such as
     SelfExtend): a temperature and a per-batch plan.
 
-    ``plan(lengths)`` takes each row's input length l, ``(B,)`` int64, and returns an object
-    with the interface of ``LampePlan``: ``length`` (``(B,)``, the planned l of each row),
-    ``identity``, ``region_key_version``, ``row(b)``, ``query_positions``, ``key_positions`` and
-    ``regions``.
+    ``plan(lengths)`` takes each row's input length l, ``(B,)`` int64, and returns the batch's
+    ``PositionPlan`` (``_plan``; ``LampePlan`` is the model).
     """
 
     attention_factor: float
 
-    def plan(self, lengths: torch.Tensor) -> Any: ...
+    def plan(self, lengths: torch.Tensor) -> PositionPlan: ...
 
 
 @dataclass(frozen=True)
 class _Step:
     """What every layer of one forward pass shares."""
 
-    plan: Any
+    plan: PositionPlan
     positions: torch.Tensor  # (B, T) positions of all keys
     query_positions: torch.Tensor  # (B, S) positions of this pass's tokens
     query_tables: list[tuple[torch.Tensor, torch.Tensor]]  # per region: cos, sin (B, S, D/2)
@@ -168,7 +166,7 @@ class LampeSession:
         self.rope = rope
         self.last_layer = last_layer
         self.planned_length: int | None = None  # set by the generate() wrapper for one call
-        self._plans: weakref.WeakKeyDictionary[Any, LampePlan] = weakref.WeakKeyDictionary()
+        self._plans: weakref.WeakKeyDictionary[Any, PositionPlan] = weakref.WeakKeyDictionary()
         # The last forward pass's step, reused by all its layers (see `step`).
         self._last_step: tuple[Any, _Step] | None = None
 

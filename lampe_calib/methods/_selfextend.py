@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._apply import apply_position_scheme
-from ._config import check_attention_factor, check_integer
-from ._positions import band_regions
+from ..engine._hook import apply_position_scheme
+from ..engine._config import check_attention_factor, check_integer
+from ..engine._plan import Piece
+from ..engine._positions import band_regions
 
 __all__ = ["SelfExtendConfig", "SelfExtendPlan", "self_extend", "self_extend_group"]
 
@@ -107,6 +108,20 @@ class SelfExtendPlan:
         # With G = 1 both levels are stock positions, so the split is harmless but unused.
         boundary = float("inf") if self.identity else self.neighbor_window
         return band_regions(query_positions, key_positions, boundary)
+
+    def pieces(self) -> tuple[Piece, ...]:
+        """Two levels: neighbours ``[0, w_n − 1]`` stock, ``[w_n, ∞)`` grouped.
+
+        Example: w_n = 2048, G = 2 -> ``(Piece(0, 2047, 0, 0), Piece(2048, None, 1, 1))``.
+        """
+        if self.identity:
+            return (Piece(0, None, 0, 0),)
+        w = self.neighbor_window
+        return (Piece(0, w - 1, 0, 0), Piece(w, None, 1, 1))
+
+    def chunks(self) -> None:
+        """Not chunked: SelfExtend's levels are distance bands."""
+        return None
 
 
 @dataclass(frozen=True)

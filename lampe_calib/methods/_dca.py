@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._apply import apply_position_scheme
-from ._config import check_attention_factor, check_integer
+from ..engine._hook import apply_position_scheme
+from ..engine._config import check_attention_factor, check_integer
 
 __all__ = ["DualChunkConfig", "DualChunkPlan", "dual_chunk_attention"]
 
@@ -101,6 +101,14 @@ class DualChunkPlan:
             return torch.zeros_like(gap)
         # Keys after the query (gap < 0) are masked by causality; any region id will do.
         return gap.clamp(min=INTRA, max=INTER)
+
+    def pieces(self) -> None:
+        """No distance pieces: DCA's regions depend on the chunks of i and j, not on i − j."""
+        return None
+
+    def chunks(self) -> int:
+        """The chunk size s (``_chunked`` runs the three regions fused)."""
+        return self.chunk_size
 
 
 @dataclass(frozen=True)

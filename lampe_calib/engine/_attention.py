@@ -7,8 +7,8 @@ rotations are stacked in front: queries ``(R, B, H, S, D)``, keys ``(V, B, Hkv, 
 
 Two paths, one result:
 
-- ``fused_attention``: a plan with distance pieces (LaMPE, SelfExtend, or any plan with a
-  ``pieces()`` method; ``_pieces``) or DCA's chunks (``_chunked``), on fused kernels that
+- ``fused_attention``: a plan (``_plan.PositionPlan``) with distance pieces (``pieces()``:
+  LaMPE, SelfExtend, STRING, ReRoPE; ``_pieces``) or chunks (``chunks()``: DCA; ``_chunked``), on fused kernels that
   return their LSE, merged through it: the causal triangle about once. It runs prefills
   (left padding one row at a time) and cached steps of up to ``DECODE_ROWS`` queries; it
   returns None for anything else.
@@ -20,12 +20,11 @@ Two paths, one result:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ._chunked import chunk_attention
-from ._pieces import Piece, piece_attention, pieces_of
+from ._pieces import piece_attention
+from ._plan import Piece, PositionPlan
 
 __all__ = ["DECODE_ROWS", "DENSE_BLOCK", "dense_region_attention", "fused_attention"]
 
@@ -40,7 +39,7 @@ def dense_region_attention(
     queries: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    plan: Any,
+    plan: PositionPlan,
     query_positions: torch.Tensor,
     key_positions: torch.Tensor,
     key_valid: torch.Tensor | None,
@@ -93,26 +92,20 @@ def dense_region_attention(
     return out, lse
 
 
-def _is_chunked(plan: Any) -> bool:
-    # Imported here: _dca imports the attention swap, which imports the engine.
-    from ._dca import DualChunkPlan
-
-    return isinstance(plan, DualChunkPlan)
-
-
 def _fused_rows(
-    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: Any, scale: float
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: PositionPlan, scale: float
 ) -> torch.Tensor | None:
     """``fused_attention`` for rows without padding (positions 0..T-1, queries the last S)."""
     S, T = queries.shape[3], keys.shape[3]
     if T > S and S > DECODE_ROWS:
         return None
     # An identity plan (or row) is the stock model: one piece with the stock rotations.
-    pieces = (Piece(0, None, 0, 0),) if plan.identity else pieces_of(plan)
+    pieces = (Piece(0, None, 0, 0),) if plan.identity else plan.pieces()
     if pieces is not None:
         return piece_attention(queries, keys, values, pieces, scale)
-    if _is_chunked(plan):
-        return chunk_attention(queries, keys, values, plan.chunk_size, scale)
+    chunk_size = plan.chunks()
+    if chunk_size is not None:
+        return chunk_attention(queries, keys, values, chunk_size, scale)
     return None
 
 
@@ -120,7 +113,7 @@ def fused_attention(
     queries: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    plan: Any,
+    plan: PositionPlan,
     key_valid: torch.Tensor | None,
     scale: float,
 ) -> torch.Tensor | None:

@@ -12,11 +12,13 @@ engine rotate queries and keys once per region instead of once per (i, j) pair.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from ._config import LampeConfig
+from ._plan import Piece
 
 __all__ = [
     "HEAD",
@@ -242,3 +244,26 @@ class LampePlan:
         region = torch.full_like(d, MIDDLE, dtype=torch.long)
         region = torch.where(d <= self.head, HEAD, region)
         return torch.where(d >= tail_start, TAIL, region)
+
+    def pieces(self) -> tuple[Piece, ...] | None:
+        """LaMPE's three pieces (exact and floor mode: both tails start at ``tail_start``).
+
+        Example: l = 12288, s1 = 1024, s2 = 512 (exact) -> head [0, 1024], middle [1025, 11775],
+        tail [11776, ∞). None when rows have different (l, m).
+        """
+        if self.identity:
+            return (Piece(0, None, HEAD, 0),)
+        if not (bool((self.length == self.length[0]).all()) and bool((self.mapping == self.mapping[0]).all())):
+            return None
+        tail = math.ceil(float(self.tail_start[0]))  # d >= tail_start is the tail (integer d)
+        head = min(self.head, tail - 1)  # the tail wins over the head, as in ``regions``
+        version = self.region_key_version
+        return (
+            Piece(0, head, HEAD, version[HEAD]),
+            Piece(head + 1, tail - 1, MIDDLE, version[MIDDLE]),
+            Piece(tail, None, TAIL, version[TAIL]),
+        )
+
+    def chunks(self) -> None:
+        """Not chunked: LaMPE's regions are distance bands."""
+        return None

@@ -108,7 +108,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _sample_path() -> Path:
-    return Path(str(resources.files(__package__).joinpath("assets", "pg19_sample", "validation.jsonl")))
+    return Path(str(resources.files("lampe_calib").joinpath("assets", "pg19_sample", "validation.jsonl")))
 
 
 def resolve_data(data: str | os.PathLike[str], online: bool | None = None) -> DataSource:

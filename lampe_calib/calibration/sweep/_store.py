@@ -26,9 +26,9 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from ._perplexity import PerplexityResult
-from ._sweep_db import check_storage_url, open_storage
-from ._sweep_spec import SweepPoint, SweepSpec
+from ...evaluation._perplexity import PerplexityResult
+from ._db import check_storage_url, open_storage
+from ._spec import SweepPoint, SweepSpec
 
 __all__ = [
     "Measurement",

@@ -42,10 +42,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._apply import LampeSession, apply_position_scheme
-from ._config import check_attention_factor, check_integer
-from ._pieces import Piece
-from ._positions import band_regions
+from ..engine._hook import LampeSession, apply_position_scheme
+from ..engine._config import check_attention_factor, check_integer
+from ..engine._plan import Piece
+from ..engine._positions import band_regions
 
 __all__ = [
     "STRING_ATTENTION_FACTOR",
@@ -142,6 +142,10 @@ class StringPlan:
         Example: j = 5 -> 5.
         """
         return positions.to(torch.float32)[None]
+
+    def chunks(self) -> None:
+        """Not chunked: the regions are distance bands."""
+        return None
 
     def pieces(self) -> tuple[Piece, ...]:
         """The distance bands for the engine's fused path: ``[0, S − 1]`` stock, ``[S, ∞)``

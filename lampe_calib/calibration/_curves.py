@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._perplexity import PerplexityResult
-from ._sweep_store import SweepResult
+from ..evaluation._perplexity import PerplexityResult
+from .sweep._store import SweepResult
 
 __all__ = ["Curve", "Optimum", "curve_optimum", "curves_of", "parabola_vertex"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from ._config import MODES, LampeConfig
+from ...engine._config import MODES, LampeConfig
 
 __all__ = [
     "SEARCHES",

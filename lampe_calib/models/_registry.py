@@ -25,7 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 # The engine decides which model types LaMPE supports; model_info accepts the same ones.
-from ._apply import SUPPORTED_MODEL_TYPES
+from ..engine._hook import SUPPORTED_MODEL_TYPES
 
 __all__ = ["MODELS", "ModelInfo", "ModelSpec", "load_model", "model_info"]
 
@@ -43,7 +43,7 @@ _HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def _locate_reference() -> Path:
     """The project's own small Llama, shipped inside the package (DESIGN §5)."""
-    path = Path(str(resources.files(__package__).joinpath("assets", "reference")))
+    path = Path(str(resources.files("lampe_calib").joinpath("assets", "reference")))
     missing = [name for name in _REFERENCE_FILES if not (path / name).is_file()]
     if missing:
         raise FileNotFoundError(
