@@ -7,8 +7,7 @@ from collections import Counter
 
 import optuna
 
-from lampe_calib.calibration.sweep._spec import SweepPoint, SweepSpec
-from lampe_calib.calibration.sweep._store import open_storage
+from lampe_calib.calibration.sweep import SweepPoint, SweepSpec, open_storage
 
 
 def sweep_census(storage, base: str) -> dict:

@@ -22,10 +22,10 @@ from typing import Any
 
 from optuna.storages import BaseStorage
 
-from ._curves import Curve, curve_optimum, curves_of
 from ..evaluation._data import Books, load_books
-from ._fit import Calibration, SigmoidFit, calibrate
 from ..models._registry import ModelInfo, model_info
+from ._curves import Curve, curve_optimum, curves_of
+from ._fit import Calibration, SigmoidFit, calibrate
 from ._profiles import Profile
 from .sweep._run import SweepProgress, run_sweep
 from .sweep._spec import SweepSpec, default_lengths, default_mappings

@@ -23,6 +23,7 @@ from ._args import ArgumentParser, parse_sizes
 
 __all__ = ["build_parser", "main"]
 
+
 def _floats(option: str, values: Sequence[str]) -> list[float]:
     out = []
     for item in (part for value in values for part in value.split(",") if part.strip()):

@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -209,8 +208,8 @@ def _table(
 
 def _run_ppl(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
     from ..evaluation._data import load_books
-    from ..methods._registry import method_context
     from ..evaluation._perplexity import evaluate_perplexity
+    from ..methods._registry import method_context
 
     try:
         books = load_books(

@@ -7,11 +7,11 @@ rotations are stacked in front: queries ``(R, B, H, S, D)``, keys ``(V, B, Hkv, 
 
 Two paths, one result:
 
-- ``fused_attention``: a plan (``_plan.PositionPlan``) with distance pieces (``pieces()``:
-  LaMPE, SelfExtend, STRING, ReRoPE; ``_pieces``) or chunks (``chunks()``: DCA; ``_chunked``), on fused kernels that
-  return their LSE, merged through it: the causal triangle about once. It runs prefills
-  (left padding one row at a time) and cached steps of up to ``DECODE_ROWS`` queries; it
-  returns None for anything else.
+- ``fused_attention``: a plan (``_plan.PositionPlan``) with distance pieces
+  (``pieces()``: LaMPE, SelfExtend, STRING, ReRoPE; ``_pieces``) or chunks (``chunks()``: DCA;
+  ``_chunked``), on fused kernels that return their LSE, merged through it: the causal
+  triangle about once. It runs prefills (left padding one row at a time) and cached steps of
+  up to ``DECODE_ROWS`` queries; it returns None for anything else.
 - ``dense_region_attention``: any plan, any positions, padding, a KV cache. Works in blocks
   of queries, so it holds a ``(block × T)`` score tile, never ``S × T``. It computes every
   region's logits for a block and keeps, for each pair, the logit of the pair's region: one

@@ -32,8 +32,8 @@ import torch
 import transformers
 from torch import nn
 
-from ._config import LampeConfig
 from ._attention import dense_region_attention, fused_attention
+from ._config import LampeConfig
 from ._plan import PositionPlan
 from ._rope import Rope, rotate_many
 

@@ -253,7 +253,9 @@ class LampePlan:
         """
         if self.identity:
             return (Piece(0, None, HEAD, 0),)
-        if not (bool((self.length == self.length[0]).all()) and bool((self.mapping == self.mapping[0]).all())):
+        if not (
+            bool((self.length == self.length[0]).all()) and bool((self.mapping == self.mapping[0]).all())
+        ):
             return None
         tail = math.ceil(float(self.tail_start[0]))  # d >= tail_start is the tail (integer d)
         head = min(self.head, tail - 1)  # the tail wins over the head, as in ``regions``

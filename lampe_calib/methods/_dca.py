@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine._hook import apply_position_scheme
 from ..engine._config import check_attention_factor, check_integer
+from ..engine._hook import apply_position_scheme
 
 __all__ = ["DualChunkConfig", "DualChunkPlan", "dual_chunk_attention"]
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from torch import nn
 
-from ..engine._hook import apply_lampe
 from ..engine._config import LampeConfig
+from ..engine._hook import apply_lampe
 from ._dca import DualChunkConfig, dual_chunk_attention
 from ._rerope import ReRopeConfig, rerope_attention
 from ._rope_scaling import (

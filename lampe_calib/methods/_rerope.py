@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine._hook import LampeSession, apply_position_scheme
 from ..engine._config import check_attention_factor, check_integer
+from ..engine._hook import LampeSession, apply_position_scheme
 from ..engine._plan import Piece
 from ..engine._positions import band_regions
 

@@ -8,8 +8,7 @@ from calib_support import REFERENCE_DIR, tiny_llama
 from char_tokenizer import char_tokenizer
 
 import lampe_calib.calibration.sweep._run as sweep_module
-from lampe_calib.evaluation._data import load_books
-from lampe_calib.calibration.sweep._run import run_sweep
+from lampe_calib.calibration.sweep import collect_sweep, open_storage, run_sweep, study_names
 from lampe_calib.calibration.sweep._spec import (
     SweepPoint,
     SweepSpec,
@@ -17,7 +16,7 @@ from lampe_calib.calibration.sweep._spec import (
     default_mappings,
     initial_mappings,
 )
-from lampe_calib.calibration.sweep._store import collect_sweep, open_storage, study_names
+from lampe_calib.evaluation import load_books
 
 SPEC = SweepSpec(lengths=(64, 128), mappings=(24, 48), heads=(4,), tails=(2,))
 

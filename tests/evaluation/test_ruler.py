@@ -13,7 +13,7 @@ from calib_support import minimal_profile
 from char_tokenizer import char_tokenizer
 from conftest import TINY_WINDOW, tiny_model
 
-from lampe_calib.methods._registry import METHODS
+from lampe_calib.cli import eval_main
 from lampe_calib.evaluation._passkey import FILLER
 from lampe_calib.evaluation._ruler import (
     CWE_COMMON,
@@ -27,7 +27,7 @@ from lampe_calib.evaluation._ruler import (
     ruler_samples,
     score_answer,
 )
-from lampe_calib.cli import eval_main
+from lampe_calib.methods import METHODS
 
 W = TINY_WINDOW
 

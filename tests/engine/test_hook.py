@@ -223,7 +223,7 @@ def test_declared_transformers_range_is_the_supported_one():
 
     from lampe_calib.engine._hook import SUPPORTED_TRANSFORMERS
 
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert re.findall(r'"(transformers[^"]*)"', pyproject) == [f"transformers{SUPPORTED_TRANSFORMERS}"]
 
 
@@ -232,7 +232,7 @@ def test_ci_floors_are_the_declared_floors():
     import re
     from pathlib import Path
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     pins = dict(re.findall(r"^([\w-]+)==(\S+)$", (root / ".ci" / "floor.txt").read_text(), re.M))
     declared = dict(re.findall(r'"([\w-]+)>=([\d.]+),<\d+"', (root / "pyproject.toml").read_text()))
     assert pins

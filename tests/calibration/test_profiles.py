@@ -11,9 +11,8 @@ import pytest
 import torch
 from calib_support import REFERENCE_DIR, TINY_W, tiny_llama
 
-from lampe_calib.engine._hook import apply_lampe
-from lampe_calib.engine._config import LampeConfig, SigmoidMapping
-from lampe_calib.calibration._profiles import Profile, load_profile, save_profile, shipped_profiles, write_atomic
+from lampe_calib.calibration import Profile, load_profile, save_profile, shipped_profiles, write_atomic
+from lampe_calib.engine import LampeConfig, SigmoidMapping, apply_lampe
 
 VALID = {
     "schema_version": 1,
@@ -240,9 +239,9 @@ def test_reference_profile_beats_vanilla_and_linear_interpolation():
     """Issue 5: the shipped, fitted reference profile under apply_lampe beats vanilla and PI on
     the test split at 2W, 4W and 8W (here on 4 books; the closing note has 16)."""
     from lampe_calib.evaluation._data import load_books
+    from lampe_calib.evaluation._perplexity import evaluate_perplexity
     from lampe_calib.methods._registry import method_context
     from lampe_calib.models._registry import load_model, model_info
-    from lampe_calib.evaluation._perplexity import evaluate_perplexity
 
     model, tokenizer = load_model("reference")
     w = model_info(model).window

@@ -12,7 +12,7 @@ from conftest import TINY_WINDOW, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
 from lampe_calib import LampeConfig
-from lampe_calib.methods._registry import FIXED_MAPPING_FRACTION, RESCALED_BASE_FACTOR, method_context
+from lampe_calib.methods import FIXED_MAPPING_FRACTION, RESCALED_BASE_FACTOR, method_context
 
 TOL = 1e-4  # fp32 through a 2-layer model; the engine's contract
 W = TINY_WINDOW

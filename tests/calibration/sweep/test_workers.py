@@ -22,12 +22,10 @@ from pg_server import postgres_server, server_binaries
 from sweep_checks import assert_each_point_once, sweep_census
 
 import lampe_calib.calibration.sweep._run as sweep_module
-from lampe_calib.evaluation._data import load_books
-from lampe_calib.calibration._profiles import load_profile
-from lampe_calib.calibration.sweep._run import run_sweep
-from lampe_calib.calibration.sweep._spec import SweepPoint, SweepSpec
-from lampe_calib.calibration.sweep._store import open_storage
+from lampe_calib.calibration import load_profile
+from lampe_calib.calibration.sweep import SweepPoint, SweepSpec, open_storage, run_sweep
 from lampe_calib.cli import calibrate_main
+from lampe_calib.evaluation import load_books
 
 SPEC = SweepSpec(lengths=(64, 96, 128), mappings=(16, 24, 48), heads=(4,), tails=(2,))
 

@@ -26,9 +26,9 @@ from transformers import (
     Qwen3Config,
 )
 
-from lampe_calib.models._registry import MODELS, ModelInfo, ModelSpec, load_model, model_info
+from lampe_calib.models import MODELS, ModelInfo, ModelSpec, load_model, model_info
 
-PG19_VALIDATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "pg19-mini" / "validation.jsonl"
+PG19_VALIDATION = Path(__file__).resolve().parents[3] / "shared" / "data" / "pg19-mini" / "validation.jsonl"
 # Public domain (Dickens, A Tale of Two Cities, 1859); used when the PG-19 sample is absent.
 FALLBACK_TEXT = (
     "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age "

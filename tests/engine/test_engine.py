@@ -10,13 +10,18 @@ from conftest import TINY_WINDOW, greedy, left_padded, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
 from lampe_calib import LampeConfig, apply_lampe
-from lampe_calib.engine import _hook, _pieces
-from lampe_calib.methods._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
-from lampe_calib.engine._attention import dense_region_attention, fused_attention
-from lampe_calib.engine._kernels import BACKENDS, attention_with_lse
+from lampe_calib.engine import (
+    BACKENDS,
+    LampePlan,
+    _hook,
+    _pieces,
+    attention_with_lse,
+    dense_region_attention,
+    fused_attention,
+)
 from lampe_calib.engine._pieces import piece_parts
 from lampe_calib.engine._plan import Piece
-from lampe_calib.engine._positions import LampePlan
+from lampe_calib.methods._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
 from lampe_calib.methods._selfextend import SelfExtendConfig, SelfExtendPlan, self_extend
 
 # fp32 on activations of order 1 over a 2-layer model: rounding stays near 1e-6; 1e-4 is the contract.

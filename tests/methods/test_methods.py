@@ -12,10 +12,10 @@ from dense_reference import dense_lampe
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lampe_calib import LampeConfig, SigmoidMapping
-from lampe_calib.methods._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
-from lampe_calib.engine._attention import dense_region_attention, fused_attention
-from lampe_calib.methods._registry import METHODS, method_context
+from lampe_calib.engine import dense_region_attention, fused_attention
 from lampe_calib.engine._plan import Piece
+from lampe_calib.methods import METHODS, method_context
+from lampe_calib.methods._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
 from lampe_calib.methods._rerope import ReRopeConfig, ReRopePlan, rerope_attention, rerope_position
 from lampe_calib.methods._rope_scaling import ntk_base, rope_parameters_of
 from lampe_calib.methods._selfextend import SelfExtendConfig, self_extend, self_extend_group

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from calib_support import TINY_W, tiny_llama
 
-from lampe_calib.engine._hook import apply_lampe
-from lampe_calib.engine._config import LampeConfig
+from lampe_calib.engine import LampeConfig, apply_lampe
 from lampe_calib.evaluation._perplexity import PerplexityResult, evaluate_perplexity, token_nll
 
 VOCAB = 128

@@ -8,7 +8,6 @@ from char_tokenizer import char_tokenizer
 from conftest import TINY_WINDOW, tiny_model
 
 from lampe_calib import LampeConfig
-from lampe_calib.methods._registry import METHODS, method_context
 from lampe_calib.evaluation._passkey import (
     FILLER,
     NEEDLE,
@@ -19,6 +18,7 @@ from lampe_calib.evaluation._passkey import (
     first_number,
     passkey_prompts,
 )
+from lampe_calib.methods import METHODS, method_context
 
 W = TINY_WINDOW
 

@@ -14,8 +14,8 @@ from calib_support import minimal_profile
 from char_tokenizer import char_tokenizer
 from conftest import TINY_WINDOW, tiny_model
 
-from lampe_calib.cli._eval import parse_lengths, parse_methods, write_json_atomic
 from lampe_calib.cli import eval_main
+from lampe_calib.cli._eval import parse_lengths, parse_methods, write_json_atomic
 
 W = TINY_WINDOW
 
@@ -201,7 +201,7 @@ def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys)
 
 def test_ppl_without_samples_takes_every_book_of_a_small_file(model_dir, tmp_path, capsys):
     """A file of fewer books than the default takes them all; only an explicit larger
-    --samples is an error (tests/test_bad_input.py)."""
+    --samples is an error (tests/cli/test_bad_input.py)."""
     rng = random.Random(1)
     data = tmp_path / "seven.jsonl"
     data.write_text(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lampe_calib.engine._merge import merge_attention
+from lampe_calib.engine import merge_attention
 
 
 def _partial(q, k, v, keep):

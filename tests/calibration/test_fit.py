@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from lampe_calib.calibration import calibrate, fit_sigmoid
 from lampe_calib.calibration._curves import Curve, curve_optimum, curves_of, parabola_vertex
-from lampe_calib.calibration._fit import calibrate, fit_sigmoid
-from lampe_calib.evaluation._perplexity import PerplexityResult
-from lampe_calib.calibration.sweep._spec import SweepPoint, SweepSpec
+from lampe_calib.calibration.sweep import SweepPoint, SweepSpec
 from lampe_calib.calibration.sweep._store import Measurement, SweepResult
+from lampe_calib.evaluation import PerplexityResult
 
 
 def _sigmoid(length, a, b, c):

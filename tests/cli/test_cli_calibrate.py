@@ -8,9 +8,9 @@ import huggingface_hub.constants
 import pytest
 from calib_support import REFERENCE_DIR, tiny_model_dir, write_jsonl
 
-from lampe_calib.cli._args import parse_sizes
-from lampe_calib.calibration._profiles import load_profile
+from lampe_calib.calibration import load_profile
 from lampe_calib.cli import calibrate_main
+from lampe_calib.cli._args import parse_sizes
 
 SMALL = [
     "--lengths",

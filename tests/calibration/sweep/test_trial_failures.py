@@ -12,13 +12,10 @@ from calib_support import tiny_llama, tiny_model_dir
 from char_tokenizer import char_tokenizer
 
 import lampe_calib.calibration.sweep._run as sweep_module
-from lampe_calib.evaluation._data import load_books
-from lampe_calib.calibration._fit import calibrate
-from lampe_calib.evaluation._perplexity import PerplexityResult
-from lampe_calib.calibration._profiles import load_profile
-from lampe_calib.calibration.sweep._run import run_sweep
-from lampe_calib.calibration.sweep._spec import SweepPoint, SweepSpec
+from lampe_calib.calibration import calibrate, load_profile
+from lampe_calib.calibration.sweep import SweepPoint, SweepSpec, run_sweep
 from lampe_calib.cli import calibrate_main
+from lampe_calib.evaluation import PerplexityResult, load_books
 
 SPEC = SweepSpec(lengths=(64, 96, 128), mappings=(16, 24, 48), heads=(4,), tails=(2,))
 OOM = "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total capacity)"

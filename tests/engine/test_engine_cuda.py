@@ -8,9 +8,8 @@ from conftest import TINY_WINDOW, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
 from lampe_calib import LampeConfig, apply_lampe
-from lampe_calib.engine._attention import dense_region_attention, fused_attention
+from lampe_calib.engine import LampePlan, dense_region_attention, fused_attention
 from lampe_calib.engine._kernels import BACKENDS, pick_backend
-from lampe_calib.engine._positions import LampePlan
 
 pytestmark = [
     pytest.mark.gpu,

@@ -19,8 +19,8 @@ from calib_support import tiny_model_dir
 from sweep_checks import assert_each_point_once, sweep_census
 
 import lampe_calib.calibration.sweep._run as sweep_module
-from lampe_calib.calibration._profiles import load_profile
-from lampe_calib.calibration.sweep._spec import SweepSpec
+from lampe_calib.calibration import load_profile
+from lampe_calib.calibration.sweep import SweepSpec
 from lampe_calib.cli import calibrate_main
 
 LENGTHS, MAPPINGS = (64, 96, 128, 160, 192, 256), (10, 20, 40, 60)
@@ -117,8 +117,8 @@ def test_five_sigkills_then_resume_lose_and_repeat_nothing(tmp_path, monkeypatch
 
 WRITER = """
 import sys
-from lampe_calib.calibration._plots import plot_profile
-from lampe_calib.calibration._profiles import load_profile, save_profile
+from lampe_calib.calibration import plot_profile
+from lampe_calib.calibration import load_profile, save_profile
 profile, out = load_profile("llama3-8b"), sys.argv[1]
 while True:
     save_profile(profile, out + "/p.json")
