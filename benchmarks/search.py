@@ -28,8 +28,8 @@ from lampe_calib.calibration.sweep._run import run_sweep
 from lampe_calib.calibration.sweep._spec import default_mappings
 from lampe_calib.calibration.sweep._store import open_storage
 from lampe_calib.cli._calibrate import parse_sizes
-from lampe_calib.evaluation._data import load_books
-from lampe_calib.models._registry import load_model, model_info
+from lampe_calib.evaluation import load_books
+from lampe_calib.models import load_model, model_info
 
 
 def main() -> None:

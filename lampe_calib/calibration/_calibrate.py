@@ -22,7 +22,7 @@ from typing import Any
 
 from optuna.storages import BaseStorage
 
-from ..evaluation._data import Books, load_books
+from ..evaluation._books import Books, load_books
 from ..models._registry import ModelInfo, model_info
 from ._curves import Curve, curve_optimum, curves_of
 from ._fit import Calibration, SigmoidFit, calibrate

@@ -19,19 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._args import ArgumentParser, parse_sizes
+from ._args import ArgumentParser, parse_floats, parse_sizes
 
 __all__ = ["build_parser", "main"]
-
-
-def _floats(option: str, values: Sequence[str]) -> list[float]:
-    out = []
-    for item in (part for value in values for part in value.split(",") if part.strip()):
-        try:
-            out.append(float(item))
-        except ValueError:
-            raise ValueError(f"{option}: expected numbers, got {item!r}") from None
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for option in ("lengths", "mappings", "head", "tail"):
         if getattr(args, option):
             parse_sizes("--" + option, getattr(args, option))  # syntax, before loading anything
-    factors = _floats("--attention-factor", args.attention_factor)
+    factors = parse_floats("--attention-factor", args.attention_factor)
     _positive("--heartbeat", args.heartbeat)
     if args.study is not None and (not args.study.strip() or ":" in args.study):
         raise ValueError(
@@ -173,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from ..calibration._calibrate import calibrate_model, default_spec, profile_name
-    from ..evaluation._data import load_books
-    from ..models._registry import load_model, model_info
+    from ..evaluation import load_books
+    from ..models import load_model, model_info
 
     started = time.perf_counter()
     with console.status(f"loading {args.model}"):

@@ -23,9 +23,9 @@ from typing import Any
 
 from ..methods._registry import METHODS
 from ._args import ArgumentParser as _Parser
-from ._args import parse_sizes
+from ._args import parse_depths, parse_names, parse_sizes
 
-__all__ = ["main", "parse_depths", "parse_lengths", "parse_methods", "parse_tasks", "write_json_atomic"]
+__all__ = ["main", "parse_lengths", "parse_methods", "parse_tasks", "write_json_atomic"]
 
 # Methods that read a calibrated profile; "lampe" cannot run without one.
 PROFILE_METHODS = ("lampe-fixed", "lampe", "lampe-yarn", "lampe-ntk")
@@ -43,36 +43,12 @@ def parse_lengths(text: str, window: int) -> tuple[int, ...]:
     return lengths
 
 
-def parse_depths(text: str) -> tuple[float, ...]:
-    """``--depths``: comma-separated key depths in [0, 1].
-
-    Example: ``parse_depths("0, 0.5,1")`` -> ``(0.0, 0.5, 1.0)``.
-    """
-    try:
-        depths = tuple(float(x) for x in text.split(","))
-    except ValueError as error:
-        raise ValueError(f"--depths {text!r}: not a list of numbers") from error
-    if not all(0.0 <= d <= 1.0 for d in depths):
-        raise ValueError(f"--depths {text!r}: each depth must be in [0, 1]")
-    return depths
-
-
 def parse_methods(text: str) -> tuple[str, ...]:
     """``--methods``: comma-separated names from the registry, in the given order.
 
     Example: ``parse_methods("vanilla, yarn,lampe")`` -> ``("vanilla", "yarn", "lampe")``.
     """
-    return _parse_names(text, "--methods", "method", METHODS)
-
-
-def _parse_names(text: str, flag: str, kind: str, known: Sequence[str]) -> tuple[str, ...]:
-    names = []
-    for name in (part.strip() for part in text.split(",")):
-        if name not in known:
-            raise KeyError(f"{flag}: unknown {kind} {name!r}; known: {', '.join(known)}")
-        if name not in names:
-            names.append(name)
-    return tuple(names)
+    return parse_names(text, "--methods", "method", METHODS)
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
@@ -82,7 +58,7 @@ def parse_tasks(text: str) -> tuple[str, ...]:
     """
     from ..evaluation._ruler import TASKS
 
-    return _parse_names(text, "--tasks", "task", TASKS)
+    return parse_names(text, "--tasks", "task", TASKS)
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
@@ -207,7 +183,7 @@ def _table(
 
 
 def _run_ppl(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
-    from ..evaluation._data import load_books
+    from ..evaluation import load_books
     from ..evaluation._perplexity import evaluate_perplexity
     from ..methods._registry import method_context
 
@@ -349,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     _check_output(args.json)
     if args.command == "ppl":
-        from ..evaluation._data import resolve_data
+        from ..evaluation import resolve_data
 
         args.data = resolve_data(args.data)
     elif args.command == "passkey":
@@ -362,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..models._registry import load_model, model_info
+    from ..models import load_model, model_info
 
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     info = model_info(model)

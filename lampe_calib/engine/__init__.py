@@ -31,8 +31,8 @@ _EXPORTS = {
     "fused_attention": "._attention",
     "SUPPORTED_MODEL_TYPES": "._hook",
     "SUPPORTED_TRANSFORMERS": "._hook",
-    "LampeSession": "._hook",
-    "PositionScheme": "._hook",
+    "LampeSession": "._session",
+    "PositionScheme": "._session",
     "apply_lampe": "._hook",
     "apply_position_scheme": "._hook",
 }

@@ -7,11 +7,12 @@ from .._lazy import lazy_exports
 
 # Public name -> the private module that defines it.
 _EXPORTS = {
-    "DEFAULT_SAMPLES": "._data",
-    "Books": "._data",
-    "BooksAtLength": "._data",
-    "load_books": "._data",
-    "resolve_data": "._data",
+    "DEFAULT_SAMPLES": "._books",
+    "Books": "._books",
+    "BooksAtLength": "._books",
+    "load_books": "._books",
+    "DataSource": "._sources",
+    "resolve_data": "._sources",
     "PerplexityResult": "._perplexity",
     "evaluate_perplexity": "._perplexity",
     "PasskeyResult": "._passkey",

@@ -10,7 +10,7 @@ _EXPORTS = {
     "MODELS": "._registry",
     "ModelInfo": "._registry",
     "ModelSpec": "._registry",
-    "load_model": "._registry",
+    "load_model": "._loading",
     "model_info": "._registry",
 }
 

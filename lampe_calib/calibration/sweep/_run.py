@@ -20,7 +20,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from ...engine._hook import apply_lampe
-from ...evaluation._data import Books, BooksAtLength
+from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
 from ._db import ERROR, WORKER, Reaper, sweep_lock
 from ._spec import SweepPoint, SweepSpec, initial_mappings

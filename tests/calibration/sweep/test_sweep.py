@@ -162,7 +162,7 @@ def test_collect_sweep_reads_a_finished_sweep(tmp_path, model, books):
     not (REFERENCE_DIR / "model.safetensors").is_file(), reason="reference model not built yet"
 )
 def test_two_by_two_grid_on_the_reference_model(tmp_path):
-    from lampe_calib.models._registry import load_model, model_info
+    from lampe_calib.models import load_model, model_info
 
     model, tokenizer = load_model("reference")
     w = model_info(model).window
