@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..engine._config import check_attention_factor, check_integer
 from ..engine._hook import apply_position_scheme
+from ._base import SchemeConfig
 
 __all__ = ["DualChunkConfig", "DualChunkPlan", "dual_chunk_attention"]
 
@@ -112,7 +112,7 @@ class DualChunkPlan:
 
 
 @dataclass(frozen=True)
-class DualChunkConfig:
+class DualChunkConfig(SchemeConfig):
     """DCA's parameters, as a position scheme for ``apply_position_scheme``.
 
     Args:
@@ -129,14 +129,9 @@ class DualChunkConfig:
     # DCA changes no logit scale.
     attention_factor: float = 1.0
 
-    def __post_init__(self) -> None:
-        for name, low in (("chunk_size", 1), ("local_window", 0)):
-            check_integer(name, getattr(self, name), low)
-        if self.local_window > self.chunk_size:
-            raise ValueError(
-                f"local_window must not exceed chunk_size={self.chunk_size}, got {self.local_window!r}"
-            )
-        check_attention_factor(self.attention_factor)
+    LIMITS: ClassVar[dict[str, int]] = {"chunk_size": 1, "local_window": 0}
+    PLAN: ClassVar[type] = DualChunkPlan
+    NOT_ABOVE: ClassVar[tuple[str, str]] = ("local_window", "chunk_size")
 
     @classmethod
     def recommended(cls, window: int) -> DualChunkConfig:
@@ -144,17 +139,6 @@ class DualChunkConfig:
         c = ⌊3W/4⌋, w = ⌊W/16⌋, s = c − w. They do not depend on the input length."""
         local = window // 16
         return cls(chunk_size=3 * window // 4 - local, local_window=local)
-
-    def plan(self, lengths: torch.Tensor) -> DualChunkPlan:
-        """The plan of a batch whose rows have ``lengths`` tokens, ``(B,)`` int64."""
-        return DualChunkPlan(lengths.to(torch.float64).cpu(), self.chunk_size, self.local_window)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "chunk_size": self.chunk_size,
-            "local_window": self.local_window,
-            "attention_factor": self.attention_factor,
-        }
 
 
 @contextmanager

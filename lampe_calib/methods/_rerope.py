@@ -26,16 +26,16 @@ key at d = w twice (exact at w and clipped at w + 1); ours does not.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..engine._config import check_attention_factor, check_integer
 from ..engine._hook import LampeSession, apply_position_scheme
 from ..engine._plan import Piece
 from ..engine._positions import band_regions
+from ._base import SchemeConfig
 
 __all__ = ["ReRopeConfig", "ReRopePlan", "rerope_attention", "rerope_position"]
 
@@ -118,7 +118,7 @@ class ReRopePlan:
 
 
 @dataclass(frozen=True)
-class ReRopeConfig:
+class ReRopeConfig(SchemeConfig):
     """ReRoPE's window, as a position scheme for ``apply_position_scheme``.
 
     Args:
@@ -131,22 +131,14 @@ class ReRopeConfig:
     window: int
     attention_factor: float = 1.0
 
-    def __post_init__(self) -> None:
-        check_integer("window", self.window, 1)
-        check_attention_factor(self.attention_factor)
+    LIMITS: ClassVar[dict[str, int]] = {"window": 1}
+    PLAN: ClassVar[type] = ReRopePlan
 
     @classmethod
     def recommended(cls, window: int) -> ReRopeConfig:
         """w = W/4 for a model of window W (the author's published setting, see the module
         docstring); it does not depend on the input length."""
         return cls(window=max(1, window // 4))
-
-    def plan(self, lengths: torch.Tensor) -> ReRopePlan:
-        """The plan of a batch whose rows have ``lengths`` tokens, ``(B,)`` int64."""
-        return ReRopePlan(lengths.to(torch.float64).cpu(), self.window)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def rerope_attention(model: nn.Module, config: ReRopeConfig) -> AbstractContextManager[LampeSession]:

@@ -21,15 +21,15 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..engine._config import check_attention_factor, check_integer
 from ..engine._hook import apply_position_scheme
 from ..engine._plan import Piece
 from ..engine._positions import band_regions
+from ._base import SchemeConfig
 
 __all__ = ["SelfExtendConfig", "SelfExtendPlan", "self_extend", "self_extend_group"]
 
@@ -125,7 +125,7 @@ class SelfExtendPlan:
 
 
 @dataclass(frozen=True)
-class SelfExtendConfig:
+class SelfExtendConfig(SchemeConfig):
     """SelfExtend's two parameters, as a position scheme for ``apply_position_scheme``.
 
     Args:
@@ -141,10 +141,8 @@ class SelfExtendConfig:
     # SelfExtend changes no logit scale (the official code's optional log scaling is off by default).
     attention_factor: float = 1.0
 
-    def __post_init__(self) -> None:
-        for name, low in (("group", 1), ("neighbor_window", 0)):
-            check_integer(name, getattr(self, name), low)
-        check_attention_factor(self.attention_factor)
+    LIMITS: ClassVar[dict[str, int]] = {"group": 1, "neighbor_window": 0}
+    PLAN: ClassVar[type] = SelfExtendPlan
 
     @classmethod
     def recommended(cls, window: int, length: int) -> SelfExtendConfig:
@@ -159,17 +157,6 @@ class SelfExtendConfig:
     def extended_window(self, window: int) -> int:
         """Longest input whose grouped positions stay inside a window of W: (W − w_n)·G + w_n."""
         return (window - self.neighbor_window) * self.group + self.neighbor_window
-
-    def plan(self, lengths: torch.Tensor) -> SelfExtendPlan:
-        """The plan of a batch whose rows have ``lengths`` tokens, ``(B,)`` int64."""
-        return SelfExtendPlan(lengths.to(torch.float64).cpu(), self.group, self.neighbor_window)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "neighbor_window": self.neighbor_window,
-            "attention_factor": self.attention_factor,
-        }
 
 
 @contextmanager

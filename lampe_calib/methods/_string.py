@@ -36,16 +36,16 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..engine._config import check_attention_factor, check_integer
 from ..engine._hook import LampeSession, apply_position_scheme
 from ..engine._plan import Piece
 from ..engine._positions import band_regions
+from ._base import SchemeConfig
 
 __all__ = [
     "STRING_ATTENTION_FACTOR",
@@ -166,7 +166,7 @@ class StringPlan:
 
 
 @dataclass(frozen=True)
-class StringConfig:
+class StringConfig(SchemeConfig):
     """STRING's parameters, as a position scheme for ``apply_position_scheme``.
 
     Args:
@@ -184,15 +184,9 @@ class StringConfig:
     local_window: int
     attention_factor: float = 1.0
 
-    def __post_init__(self) -> None:
-        check_integer("shifted_offset", self.shifted_offset, 1)
-        check_integer("local_window", self.local_window, 0)
-        if self.local_window > self.shifted_offset:
-            raise ValueError(
-                f"local_window must not exceed shifted_offset={self.shifted_offset}, "
-                f"got {self.local_window!r}"
-            )
-        check_attention_factor(self.attention_factor)
+    LIMITS: ClassVar[dict[str, int]] = {"shifted_offset": 1, "local_window": 0}
+    PLAN: ClassVar[type] = StringPlan
+    NOT_ABOVE: ClassVar[tuple[str, str]] = ("local_window", "shifted_offset")
 
     @classmethod
     def recommended(cls, window: int, length: int) -> StringConfig:
@@ -204,13 +198,6 @@ class StringConfig:
             local_window=local,
             attention_factor=STRING_ATTENTION_FACTOR,
         )
-
-    def plan(self, lengths: torch.Tensor) -> StringPlan:
-        """The plan of a batch whose rows have ``lengths`` tokens, ``(B,)`` int64."""
-        return StringPlan(lengths.to(torch.float64).cpu(), self.shifted_offset, self.local_window)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def string_attention(model: nn.Module, config: StringConfig) -> AbstractContextManager[LampeSession]:
