@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .._checks import is_integer
 from ..engine._config import MODES, LampeConfig, SigmoidMapping
 
 __all__ = [
@@ -55,7 +56,7 @@ def _number(path: str, value: Any, *, optional: bool = False, positive: bool = F
 def _integer(path: str, value: Any, minimum: int, *, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise _fail(path, f"an integer >= {minimum}", value)
     return value
 
@@ -231,7 +232,7 @@ class Profile:
         """A validated profile; ``ValueError`` names the first bad or missing field."""
         data = _mapping("(top level)", data)
         version = _get(data, "schema_version", "")
-        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        if is_integer(version) and version > SCHEMA_VERSION:
             raise ValueError(
                 f"profile field 'schema_version' is {version}, newer than this lampe-calib reads "
                 f"({SCHEMA_VERSION}); upgrade lampe-calib"

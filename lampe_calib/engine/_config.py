@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from .._checks import check_integer
+
 __all__ = [
     "MODES",
     "LampeConfig",
@@ -20,16 +22,6 @@ __all__ = [
 ]
 
 MODES = ("exact", "floor")
-
-
-def check_integer(name: str, value: Any, low: int) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is an integer >= ``low`` (bools
-    are not integers here). Shared by every position scheme's ``__post_init__``.
-
-    Example: ``check_integer("head", 2.5, 0)`` -> ``ValueError: head must be an integer >= 0, got 2.5``.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def check_attention_factor(value: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import check_integer
 from ._sources import TITLE_FIELDS, DataSource, read_texts, resolve_data
 
 __all__ = ["DEFAULT_SAMPLES", "Books", "BooksAtLength", "choose_books", "load_books", "tokenize_prefix"]
@@ -32,8 +33,7 @@ def choose_books(available: int, samples: int, seed: int) -> list[int]:
 
     Example: ``choose_books(10, 3, seed=0)`` -> the same 3 distinct indices on every call.
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    check_integer("samples", samples, 1)
     if samples > available:
         raise ValueError(f"samples={samples} but the data holds only {available} books")
     rng = np.random.default_rng(seed)
@@ -90,8 +90,7 @@ class Books:
         Raises:
             ValueError: ``length`` exceeds ``max_length``, or every book is shorter.
         """
-        if isinstance(length, bool) or not isinstance(length, int) or not 2 <= length <= self.max_length:
-            raise ValueError(f"length must be an integer in [2, {self.max_length}], got {length!r}")
+        check_integer("length", length, 2, self.max_length)
         kept = [
             (row, t[:length]) for row, t in zip(self.rows, self.tokens, strict=True) if t.numel() >= length
         ]
@@ -134,8 +133,7 @@ def load_books(
         >>> books.at_length(1024).tokens[0].shape
         torch.Size([1024])
     """
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length must be an integer >= 2, got {max_length!r}")
+    check_integer("max_length", max_length, 2)
     source = data if isinstance(data, DataSource) else resolve_data(data, online=online)
     rows_data = read_texts(source)
     if samples is None:

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_integer
+
 __all__ = ["PerplexityResult", "evaluate_perplexity", "token_nll"]
 
 logger = logging.getLogger(__name__)
@@ -149,10 +151,8 @@ def evaluate_perplexity(
             raise ValueError(
                 f"books[{i}] must be a 1-D tensor of >= 2 token ids, got shape {tuple(book.shape)}"
             )
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_integer("chunk_size", chunk_size, 1)
+    check_integer("batch_size", batch_size, 1)
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     device = next(model.parameters()).device
     nll: list[float] = []

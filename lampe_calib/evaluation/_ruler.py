@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import check_integer
 from ._passkey import FILLER, _encode, greedy_answer
 
 __all__ = [
@@ -336,8 +337,7 @@ def ruler_samples(
     """
     if task not in _GENERATORS:
         raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+    check_integer("samples", samples, 1)
     sources = sources if sources is not None else RulerSources.shipped()
     result = []
     for index in range(samples):

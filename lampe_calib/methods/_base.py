@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..engine._config import check_attention_factor, check_integer
+from .._checks import check_integer
+from ..engine._config import check_attention_factor
 from ..engine._plan import PositionPlan
 
 __all__ = ["SchemeConfig"]

@@ -29,6 +29,7 @@ from typing import Any
 
 from torch import nn
 
+from .._checks import check_integer
 from ..engine._config import LampeConfig
 from ..engine._hook import apply_lampe
 from ._dca import DualChunkConfig, dual_chunk_attention
@@ -55,8 +56,7 @@ FIXED_MAPPING_FRACTION = 0.75
 
 def _check(window: int, length: int) -> None:
     for name, value in (("window", window), ("length", length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_integer(name, value, 1)
 
 
 def vanilla(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:

@@ -21,6 +21,8 @@ from typing import Any
 
 from transformers import PretrainedConfig, PreTrainedModel
 
+from .._checks import check_integer
+
 # The engine decides which model types LaMPE supports; model_info accepts the same ones.
 from ..engine._hook import SUPPORTED_MODEL_TYPES
 
@@ -97,10 +99,8 @@ class ModelSpec:
             raise ValueError(f"hf_id must look like 'org/name', got {self.hf_id!r}")
         if not isinstance(self.notes, str) or not self.notes:
             raise ValueError(f"notes must be a non-empty string, got {self.notes!r}")
-        if self.window is not None and (
-            isinstance(self.window, bool) or not isinstance(self.window, int) or self.window <= 0
-        ):
-            raise ValueError(f"window must be a positive integer or None, got {self.window!r}")
+        if self.window is not None:
+            check_integer("window", self.window, 1)
 
 
 # Registry contract: alias -> ModelSpec; ``load_model(alias)`` loads ``spec.locate()`` if set,
@@ -196,8 +196,7 @@ class ModelInfo:
             raise ValueError(f"family must be one of {SUPPORTED_MODEL_TYPES}, got {self.family!r}")
         for name in (f.name for f in fields(self) if f.type == "int"):  # window and sizes
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_integer(name, value, 1)
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"

@@ -422,7 +422,7 @@ def test_registry_names_and_errors():
         method_context("longrope", model, W, 4 * W)
     with pytest.raises(ValueError, match="'lampe' needs a calibrated profile"):
         method_context("lampe", model, W, 4 * W, None)
-    with pytest.raises(ValueError, match="length must be a positive integer"):
+    with pytest.raises(ValueError, match="length must be an integer >= 1"):
         method_context("pi", model, W, 0)
 
 

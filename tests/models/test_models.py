@@ -285,7 +285,7 @@ def test_model_info_json_round_trip(tmp_path: Path) -> None:
 
 def test_model_info_rejects_bad_fields() -> None:
     good = model_info(LlamaConfig(max_position_embeddings=512, **TINY)).to_dict()
-    with pytest.raises(ValueError, match="window must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="window must be an integer >= 1, got 0"):
         ModelInfo.from_dict({**good, "window": 0})
     with pytest.raises(ValueError, match="family must be one of"):
         ModelInfo.from_dict({**good, "family": "gpt2"})

@@ -19,6 +19,7 @@ import torch
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ..._checks import check_integer
 from ...engine._hook import apply_lampe
 from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
@@ -313,8 +314,7 @@ def run_sweep(
     if poll_interval is None:
         poll_interval = min(5.0, float(getattr(storage, "heartbeat_interval", None) or 5))
     signature = {**(signature or {}), "mode": spec.mode, "rows": list(books.rows)}
-    if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
-        raise ValueError(f"batch_tokens must be an integer >= 1, got {batch_tokens!r}")
+    check_integer("batch_tokens", batch_tokens, 1)
     runner = _Runner(
         model, books, spec, storage, study_name, batch_tokens, chunk_size, progress, poll_interval
     )

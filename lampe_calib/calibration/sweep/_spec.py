@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from ..._checks import check_integer, is_integer
 from ...engine._config import MODES, LampeConfig
 
 __all__ = [
@@ -34,7 +35,7 @@ def _check_ints(name: str, values: Sequence[Any], minimum: int) -> tuple[int, ..
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
         raise ValueError(f"{name} must be a non-empty sequence of integers, got {values!r}")
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        if not is_integer(v) or v < minimum:
             raise ValueError(f"{name} must hold integers >= {minimum}, got {v!r}")
     return tuple(sorted(set(values)))
 
@@ -81,10 +82,9 @@ class SweepPoint:
     attention_factor: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 2:
-            raise ValueError(f"length must be an integer >= 2, got {self.length!r}")
+        check_integer("length", self.length, 2)
         if self.mapping is not None:
-            if isinstance(self.mapping, bool) or not isinstance(self.mapping, int):
+            if not is_integer(self.mapping):
                 raise ValueError(f"mapping must be an integer or None, got {self.mapping!r}")
             if self.mapping <= self.head + self.tail:
                 raise ValueError(
@@ -195,15 +195,12 @@ class SweepSpec:
         if self.search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
         for name in ("evaluations", "initial_points"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_integer(name, getattr(self, name), 1)
         if self.initial_points > self.evaluations:
             raise ValueError(
                 f"initial_points must be <= evaluations = {self.evaluations}, got {self.initial_points}"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        check_integer("seed", self.seed)
 
     def grid_points(self) -> list[SweepPoint]:
         return [
