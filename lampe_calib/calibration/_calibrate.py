@@ -23,6 +23,7 @@ from typing import Any
 from optuna.storages import BaseStorage
 
 from ..evaluation._books import Books, load_books
+from ..methods._registry import RESCALED_BASE_FACTOR
 from ..models._registry import ModelInfo, model_info
 from ._curves import Curve, curve_optimum, curves_of
 from ._fit import Calibration, SigmoidFit, calibrate
@@ -43,9 +44,18 @@ _VERSIONED = ("lampe-calib", "torch", "transformers", "optuna", "datasets", "sci
 MAX_MAPPING_WINDOWS = 2
 
 
+def usable_window(window: int, base: str) -> int:
+    """The positions a mapping may use: W on the stock rotary, s·W on a rescaled base.
+
+    Example: ``usable_window(256, "yarn")`` -> 512.
+    """
+    return window if base == "stock" else RESCALED_BASE_FACTOR * window
+
+
 def default_spec(window: int, **overrides: Any) -> SweepSpec:
     """The default sweep for a model of window W: s1 = W/8, s2 = W/16, L in {W/2, W, 2W, 4W, 8W},
-    8 mapping lengths from s1 + s2 + 1 to 1.25·W. ``overrides`` replace ``SweepSpec`` fields.
+    8 mapping lengths from s1 + s2 + 1 to 1.25·W (1.25·s·W on a rescaled ``base``).
+    ``overrides`` replace ``SweepSpec`` fields.
 
     The head and tail scale with W like the official release's 512 and 200 for W = 4096
     (about W/8 and W/20); W/16 keeps a 16-token tail at W = 256.
@@ -54,9 +64,10 @@ def default_spec(window: int, **overrides: Any) -> SweepSpec:
     """
     head = overrides.get("heads", (max(1, window // 8),))
     tail = overrides.get("tails", (max(1, window // 16),))
+    usable = usable_window(window, overrides.get("base", "stock"))
     fields = {
         "lengths": default_lengths(window),
-        "mappings": default_mappings(window, max(head), max(tail)),
+        "mappings": default_mappings(usable, max(head), max(tail)),
         "heads": head,
         "tails": tail,
     }
@@ -69,7 +80,8 @@ def default_spec(window: int, **overrides: Any) -> SweepSpec:
 def check_spec_window(spec: SweepSpec, window: int) -> None:
     """Refuse a sweep that cannot mean anything for a model of window W: a head or tail of W
     or more (nothing left to map), a length at or below head + tail (nothing to compress), or a
-    mapping length past 2·W (positions the model never saw, far beyond the V's right arm).
+    mapping length past 2·W (positions the model never saw, far beyond the V's right arm; 2·s·W
+    on a rescaled base).
 
     Example: for W = 256, s1 = 32, s2 = 16, lengths must be > 48 and mappings <= 512.
     """
@@ -81,22 +93,24 @@ def check_spec_window(spec: SweepSpec, window: int) -> None:
         raise ValueError(
             f"lengths must be > head + tail = {floor} (valid: {floor + 1} and up), got {spec.lengths[0]}"
         )
-    if spec.mappings[-1] > MAX_MAPPING_WINDOWS * window:
+    top = MAX_MAPPING_WINDOWS * usable_window(window, spec.base)
+    if spec.mappings[-1] > top:
+        windows = f"{MAX_MAPPING_WINDOWS}·W" if spec.base == "stock" else f"{MAX_MAPPING_WINDOWS}·s·W"
         raise ValueError(
-            f"mappings must be <= {MAX_MAPPING_WINDOWS}·W = {MAX_MAPPING_WINDOWS * window} "
-            f"(valid: {floor + 1} .. {MAX_MAPPING_WINDOWS * window}), got {spec.mappings[-1]}"
+            f"mappings must be <= {windows} = {top} (valid: {floor + 1} .. {top}), got {spec.mappings[-1]}"
         )
 
 
-def profile_name(info: ModelInfo) -> str:
-    """What a model's profile and study are named after: its alias, else its path's last part.
+def profile_name(info: ModelInfo, base: str = "stock") -> str:
+    """What a model's profile and study are named after: its alias, else its path's last part;
+    ``-<base>`` appended for a rescaled base.
 
-    Example: a model loaded from ``/models/my-llama`` -> ``"my-llama"``.
+    Example: a model loaded from ``/models/my-llama`` -> ``"my-llama"``; its YaRN-base
+    calibration -> ``"my-llama-yarn"``.
     """
-    if info.alias:
-        return info.alias
     source = (info.source or info.family).rstrip("/")
-    return Path(source).name.removesuffix(".gguf") or info.family
+    name = info.alias or Path(source).name.removesuffix(".gguf") or info.family
+    return name if base == "stock" else f"{name}-{base}"
 
 
 def _portable_source(source: str | None) -> str | None:
@@ -178,6 +192,8 @@ def build_profile(
             _fit_record(fit, cal.ci.get(mode), cal) for mode, fit in cal.fits.items() if mode != cal.c_mode
         ]
     curves = curves_of(sweep, cal.head, cal.tail, cal.attention_factor)
+    rescaled = sweep.spec.base != "stock"
+    base = {"base": {"type": sweep.spec.base, "factor": RESCALED_BASE_FACTOR}} if rescaled else {}
     return Profile(
         model={
             "alias": profile_name(info),
@@ -191,6 +207,7 @@ def build_profile(
             "tail": cal.tail,
             "mode": sweep.spec.mode,
             "attention_factor": cal.attention_factor,
+            **base,
         },
         sigmoid=sigmoid,
         curves=tuple(_curve_record(c, refine) for c in curves),
@@ -247,7 +264,7 @@ def calibrate_model(
     spec = spec or default_spec(info.window, seed=seed)
     if books is None:
         books = load_books(data, tokenizer, max_length=spec.lengths[-1], samples=samples, seed=seed)
-    name = study_name or profile_name(info)
+    name = study_name or profile_name(info, spec.base)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     signature = {
         "model": _portable_source(info.source) or name,
@@ -267,7 +284,8 @@ def calibrate_model(
         chunk_size=chunk_size,
         progress=progress,
     )
-    calibration = calibrate(sweep, info.window, c_mode=c_mode, refine=refine, resamples=resamples, seed=seed)
+    window = usable_window(info.window, spec.base)  # the fixed c is 3/4 of what m may use
+    calibration = calibrate(sweep, window, c_mode=c_mode, refine=refine, resamples=resamples, seed=seed)
     seconds = time.perf_counter() - started
     provenance = {
         "imported": False,

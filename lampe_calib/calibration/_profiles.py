@@ -147,6 +147,10 @@ class Profile:
         head = _integer("lampe.head", _get(lampe, "head", "lampe"), 0)
         tail = _integer("lampe.tail", _get(lampe, "tail", "lampe"), 0)
         _text("lampe.mode", _get(lampe, "mode", "lampe"), choices=MODES)
+        base = _mapping("lampe.base", lampe.get("base"), optional=True)  # absent: the stock rotary
+        if base is not None:
+            _text("lampe.base.type", _get(base, "type", "lampe.base"), choices=("yarn", "ntk"))
+            _integer("lampe.base.factor", _get(base, "factor", "lampe.base"), 2)
         _number("lampe.attention_factor", _get(lampe, "attention_factor", "lampe"), positive=True)
         self._check_sigmoid(_mapping("sigmoid", self.sigmoid), head + tail)  # type: ignore[operator]
         if not isinstance(self.curves, (list, tuple)):

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode", choices=("exact", "floor"), default="exact", help="position mode (default: exact)"
     )
+    p.add_argument(
+        "--base",
+        choices=("stock", "yarn", "ntk"),
+        default="stock",
+        help="rotary to calibrate on: the model's own, or a YaRN/NTK base of factor 2 (m up to 2·W is "
+        "in range; the profile is <name>-<base>.json, for lampe-eval's lampe-yarn / lampe-ntk)",
+    )
     p.add_argument("--samples", type=int, help="books (default: all, up to 8)")
     p.add_argument(
         "--seed", type=int, default=0, help="book selection, samplers and bootstrap seed (default: 0)"
@@ -173,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     w = info.window
     overrides: dict[str, Any] = {
         "mode": args.mode,
+        "base": args.base,
         "search": args.search,
         "seed": args.seed,
         "evaluations": args.evaluations,
@@ -191,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = default_spec(w, **overrides)
     except ValueError as error:
         raise ValueError(f"bad sweep options: {error}") from None
-    name = profile_name(info)
+    name = profile_name(info, args.base)
     console.print(
         f"[bold]{name}[/]: {info.family}, W = {w}, RoPE θ = {info.rope_theta:g} ({info.rope_type}); "
         f"{args.device}, {str(next(model.parameters()).dtype).removeprefix('torch.')}"

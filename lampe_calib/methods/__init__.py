@@ -7,11 +7,14 @@ from .._lazy import lazy_exports
 
 # Public name -> the private module that defines it.
 _EXPORTS = {
+    "BASES": "._registry",
     "FIXED_MAPPING_FRACTION": "._registry",
     "METHODS": "._registry",
     "RESCALED_BASE_FACTOR": "._registry",
     "MethodFactory": "._registry",
     "method_context": "._registry",
+    "profile_base": "._registry",
+    "rescaled_base": "._registry",
     "SelfExtendConfig": "._selfextend",
     "self_extend": "._selfextend",
     "DualChunkConfig": "._dca",

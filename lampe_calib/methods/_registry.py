@@ -45,7 +45,16 @@ from ._rope_scaling import (
 from ._selfextend import SelfExtendConfig, self_extend
 from ._string import StringConfig, string_attention
 
-__all__ = ["FIXED_MAPPING_FRACTION", "METHODS", "RESCALED_BASE_FACTOR", "MethodFactory", "method_context"]
+__all__ = [
+    "BASES",
+    "FIXED_MAPPING_FRACTION",
+    "METHODS",
+    "RESCALED_BASE_FACTOR",
+    "MethodFactory",
+    "method_context",
+    "profile_base",
+    "rescaled_base",
+]
 
 MethodFactory = Callable[[nn.Module, int, int, Any], AbstractContextManager[Any]]
 
@@ -163,6 +172,8 @@ def lampe(model: nn.Module, window: int, length: int, profile: Any = None) -> Ab
     _check(window, length)
     if profile is None:
         raise ValueError("method 'lampe' needs a calibrated profile (m(L) comes from its sigmoid)")
+    if (base := profile_base(profile)) != "stock":
+        raise ValueError(f"this profile was calibrated on the {base} base: use method 'lampe-{base}'")
     return apply_lampe(model, _profile_config(profile, "lampe"))
 
 
@@ -173,14 +184,50 @@ def lampe(model: nn.Module, window: int, length: int, profile: Any = None) -> Ab
 RESCALED_BASE_FACTOR = 2
 
 
+# The rescaled bases LaMPE composes with, and "stock" (the model's own rotary).
+BASES = ("stock", "yarn", "ntk")
+
+
+def rescaled_base(
+    model: nn.Module, window: int, base: str, config: LampeConfig | None = None
+) -> AbstractContextManager[Any]:
+    """Run ``model`` on the ``base`` rotary (``yarn`` or ``ntk``, factor ``RESCALED_BASE_FACTOR``,
+    built for s·W tokens), under LaMPE with ``config`` when one is given; restored on exit.
+
+    Example::
+
+        with rescaled_base(model, 256, "yarn", LampeConfig(mapping_length=384)):
+            logits = model(input_ids).logits
+    """
+    if base not in BASES[1:]:
+        raise ValueError(f"base must be one of {BASES[1:]}, got {base!r}")
+    scaled = RESCALED_BASE_FACTOR * window
+    params = rope_parameters_of(model, f"lampe-{base}")
+    if base == "yarn":
+        params = yarn_rope_parameters(params, window, scaled)
+    else:
+        params = ntk_rope_parameters(params, rotary_dim(model), window, scaled)
+    return _on_rope(model, params, window, config)
+
+
 @contextlib.contextmanager
-def _lampe_on_rope(
-    model: nn.Module, rope_parameters: dict[str, Any], window: int, config: LampeConfig
+def _on_rope(
+    model: nn.Module, rope_parameters: dict[str, Any], window: int, config: LampeConfig | None
 ) -> Iterator[Any]:
     # Order matters: apply_lampe reads the rotary module (inv_freq, attention_scaling) when it is
     # entered, so the rescaled one must be in place first; exits run in reverse.
-    with swap_rope_parameters(model, rope_parameters, window), apply_lampe(model, config) as session:
-        yield session
+    with swap_rope_parameters(model, rope_parameters, window) as rotary:
+        if config is None:
+            yield rotary
+        else:
+            with apply_lampe(model, config) as session:
+                yield session
+
+
+def profile_base(profile: Any) -> str:
+    """The rotary a profile was calibrated on: ``"stock"``, or its ``lampe.base.type``."""
+    lampe = getattr(profile, "lampe", None) or {}
+    return (lampe.get("base") or {}).get("type", "stock")
 
 
 def _rescaled_lampe(base: str) -> MethodFactory:
@@ -192,26 +239,27 @@ def _rescaled_lampe(base: str) -> MethodFactory:
         _check(window, length)
         if length <= window:
             return contextlib.nullcontext()
-        scaled = RESCALED_BASE_FACTOR * window
-        params = rope_parameters_of(model, name)
-        if base == "yarn":
-            params = yarn_rope_parameters(params, window, scaled)
-        else:
-            params = ntk_rope_parameters(params, rotary_dim(model), window, scaled)
-        mapping = FIXED_MAPPING_FRACTION * scaled
+        calibrated_on = profile_base(profile)
+        if calibrated_on == base:  # m(L) calibrated on this very base
+            return rescaled_base(model, window, base, _profile_config(profile, name))
+        if calibrated_on != "stock":
+            raise ValueError(f"method {name!r} cannot use a profile calibrated on the {calibrated_on} base")
+        mapping = FIXED_MAPPING_FRACTION * RESCALED_BASE_FACTOR * window
         if profile is None:
             config = LampeConfig(mapping_length=mapping)
         else:
             config = dataclasses.replace(_profile_config(profile, name), mapping_length=mapping, sigmoid=None)
-        return _lampe_on_rope(model, params, window, config)
+        return rescaled_base(model, window, base, config)
 
     factory.__name__ = factory.__qualname__ = f"lampe_{base}"
     factory.__doc__ = (
         f"LaMPE on a {base.upper()} base of factor s = RESCALED_BASE_FACTOR (2): the rotary is the "
-        f"``{base}`` baseline's for s·W tokens, and LaMPE maps every distance into a fixed "
-        "m = 3/4·s·W (``lampe-fixed``'s rule on the rescaled window); head, tail, mode and attention "
-        "factor from the profile when one is given (the attention factor multiplies the base's own "
-        "temperature). Stock within the window."
+        f"``{base}`` baseline's for s·W tokens. With a profile calibrated on this base "
+        f"(``lampe-calibrate --base {base}``), m(L) and every setting come from it; otherwise "
+        "LaMPE maps every distance into a fixed m = 3/4·s·W (``lampe-fixed``'s rule on the "
+        "rescaled window), with head, tail, mode and attention factor from the profile when one "
+        "is given (the attention factor multiplies the base's own temperature). Stock within the "
+        "window."
     )
     return factory
 

@@ -23,6 +23,8 @@ from ..._checks import check_integer
 from ...engine._hook import apply_lampe
 from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
+from ...methods._registry import rescaled_base
+from ...models._registry import model_info
 from ._db import ERROR, WORKER, Reaper, sweep_lock
 from ._spec import SweepPoint, SweepSpec, initial_mappings
 from ._store import (
@@ -128,6 +130,9 @@ class _Runner:
     def evaluate(self, point: SweepPoint) -> tuple[PerplexityResult, BooksAtLength, float]:
         books, config = self.books_at(point.length), point.config(self.spec.mode)
         context = None if config is None else (lambda: apply_lampe(self.model, config))
+        if self.spec.base != "stock":  # every point, vanilla too, on the rescaled rotary
+            window = model_info(self.model).window
+            context = lambda: rescaled_base(self.model, window, self.spec.base, config)  # noqa: E731
         started = time.perf_counter()
         # Batching amortises the per-forward work (2x fewer CPU-seconds per token at 6 books of 2K).
         batch_size = max(1, self.batch_tokens // point.length)
@@ -314,6 +319,8 @@ def run_sweep(
     if poll_interval is None:
         poll_interval = min(5.0, float(getattr(storage, "heartbeat_interval", None) or 5))
     signature = {**(signature or {}), "mode": spec.mode, "rows": list(books.rows)}
+    if spec.base != "stock":  # (absent for the stock rotary: studies stored before it resume)
+        signature["base"] = spec.base
     check_integer("batch_tokens", batch_tokens, 1)
     runner = _Runner(
         model, books, spec, storage, study_name, batch_tokens, chunk_size, progress, poll_interval

@@ -18,6 +18,7 @@ import optuna
 
 from ..._checks import check_integer, is_integer
 from ...engine._config import MODES, LampeConfig
+from ...methods._registry import BASES
 
 __all__ = [
     "SEARCHES",
@@ -158,6 +159,9 @@ class SweepSpec:
         initial_points: gp only, log-spaced points evaluated before the GP proposes (of the
             ``evaluations``).
         seed: seed of the samplers.
+        base: the rotary every point runs on: ``"stock"`` (the model's own) or a rescaled base,
+            ``"yarn"`` or ``"ntk"`` (``methods.rescaled_base``: factor s = 2, so m may go up
+            to 2·s·W); the vanilla study then measures the rescaled base alone.
     """
 
     lengths: tuple[int, ...]
@@ -171,6 +175,7 @@ class SweepSpec:
     # Three points span a V well enough for the GP's first model (benchmarks/search.py).
     initial_points: int = 3
     seed: int = 0
+    base: str = "stock"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lengths", _check_ints("lengths", self.lengths, 2))
@@ -201,6 +206,8 @@ class SweepSpec:
                 f"initial_points must be <= evaluations = {self.evaluations}, got {self.initial_points}"
             )
         check_integer("seed", self.seed)
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {BASES}, got {self.base!r}")
 
     def grid_points(self) -> list[SweepPoint]:
         return [
