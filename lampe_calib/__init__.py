@@ -18,50 +18,23 @@ from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# Public name -> the subpackage that exports it.
-_EXPORTS = {
-    "SUPPORTED_MODEL_TYPES": ".engine",
-    "SUPPORTED_TRANSFORMERS": ".engine",
-    "apply_lampe": ".engine",
-    "apply_position_scheme": ".engine",
-    "calibrate_model": ".calibration",
-    "LampeConfig": ".engine",
-    "SigmoidMapping": ".engine",
-    "sigmoid_mapping_length": ".engine",
-    "DualChunkConfig": ".methods",
-    "dual_chunk_attention": ".methods",
-    "fit_sigmoid": ".calibration",
-    "METHODS": ".methods",
-    "method_context": ".methods",
-    "MODELS": ".models",
-    "ModelInfo": ".models",
-    "ModelSpec": ".models",
-    "load_model": ".models",
-    "model_info": ".models",
-    "PasskeyResult": ".evaluation",
-    "evaluate_passkey": ".evaluation",
-    "passkey_prompts": ".evaluation",
-    "PerplexityResult": ".evaluation",
-    "evaluate_perplexity": ".evaluation",
-    "LampePlan": ".engine",
-    "position_encoding": ".engine",
-    "region_of": ".engine",
-    "SCHEMA_VERSION": ".calibration",
-    "Profile": ".calibration",
-    "load_profile": ".calibration",
-    "save_profile": ".calibration",
-    "ReRopeConfig": ".methods",
-    "RulerResult": ".evaluation",
-    "RulerSources": ".evaluation",
-    "evaluate_ruler": ".evaluation",
-    "ruler_samples": ".evaluation",
-    "score_answer": ".evaluation",
-    "rerope_attention": ".methods",
-    "SelfExtendConfig": ".methods",
-    "self_extend": ".methods",
-    "StringConfig": ".methods",
-    "string_attention": ".methods",
+# Subpackage -> the public names it exports.
+_MODULES = {
+    ".engine": (
+        "SUPPORTED_MODEL_TYPES SUPPORTED_TRANSFORMERS apply_lampe apply_position_scheme LampeConfig "
+        "SigmoidMapping sigmoid_mapping_length LampePlan position_encoding region_of"
+    ),
+    ".calibration": "calibrate_model fit_sigmoid SCHEMA_VERSION Profile load_profile save_profile",
+    ".methods": (
+        "DualChunkConfig dual_chunk_attention METHODS method_context ReRopeConfig rerope_attention "
+        "SelfExtendConfig self_extend StringConfig string_attention"
+    ),
+    ".models": "MODELS ModelInfo ModelSpec load_model model_info",
+    ".evaluation": (
+        "PasskeyResult evaluate_passkey passkey_prompts PerplexityResult evaluate_perplexity "
+        "RulerResult RulerSources evaluate_ruler ruler_samples score_answer"
+    ),
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_names, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)
+__all__ = [*_names, "__version__"]

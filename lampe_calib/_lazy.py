@@ -12,13 +12,15 @@ __all__ = ["lazy_exports"]
 
 
 def lazy_exports(
-    package: str, exports: Mapping[str, str]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for ``package``; ``exports`` maps each public name to the
-    module (relative to ``package``) that defines it.
+    package: str, modules: Mapping[str, str]
+) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
+    """``__all__``, ``__getattr__`` and ``__dir__`` for ``package``; ``modules`` maps each module
+    (relative to ``package``) to the public names it defines, space-separated.
 
-    Example, in ``engine/__init__.py``: ``__getattr__, __dir__ = lazy_exports(__name__, {"Rope": "._rope"})``.
+    Example, in ``engine/__init__.py``:
+    ``__all__, __getattr__, __dir__ = lazy_exports(__name__, {"._rope": "Rope rotate_many"})``.
     """
+    exports = {name: module for module, names in modules.items() for name in names.split()}
     names = sorted(exports)
 
     def __getattr__(name: str) -> Any:
@@ -32,4 +34,4 @@ def lazy_exports(
     def __dir__() -> list[str]:
         return names
 
-    return __getattr__, __dir__
+    return names, __getattr__, __dir__

@@ -6,29 +6,13 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-# Public name -> the private module that defines it.
-_EXPORTS = {
-    "calibrate_model": "._calibrate",
-    "default_spec": "._calibrate",
-    "profile_name": "._calibrate",
-    "Curve": "._curves",
-    "Optimum": "._curves",
-    "curve_optimum": "._curves",
-    "curves_of": "._curves",
-    "C_MODES": "._fit",
-    "Calibration": "._fit",
-    "SigmoidFit": "._fit",
-    "calibrate": "._fit",
-    "fit_sigmoid": "._fit",
-    "SCHEMA_VERSION": "._profiles",
-    "Profile": "._profiles",
-    "load_profile": "._profiles",
-    "save_profile": "._profiles",
-    "shipped_profiles": "._profiles",
-    "write_atomic": "._profiles",
-    "plot_profile": "._plots",
-    "render_profile": "._plots",
+# Module -> the public names it defines.
+_MODULES = {
+    "._calibrate": "calibrate_model default_spec profile_name",
+    "._curves": "Curve Optimum curve_optimum curves_of",
+    "._fit": "C_MODES Calibration SigmoidFit calibrate fit_sigmoid",
+    "._profiles": "SCHEMA_VERSION Profile load_profile save_profile shipped_profiles write_atomic",
+    "._plots": "plot_profile render_profile",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -11,31 +11,16 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-# Public name -> the private module that defines it.
-_EXPORTS = {
-    "MODES": "._config",
-    "LampeConfig": "._config",
-    "SigmoidMapping": "._config",
-    "sigmoid_mapping_length": "._config",
-    "HEAD": "._positions",
-    "MIDDLE": "._positions",
-    "TAIL": "._positions",
-    "LampePlan": "._positions",
-    "position_encoding": "._positions",
-    "region_of": "._positions",
-    "Rope": "._rope",
-    "merge_attention": "._merge",
-    "BACKENDS": "._kernels",
-    "attention_with_lse": "._kernels",
-    "dense_region_attention": "._attention",
-    "fused_attention": "._attention",
-    "SUPPORTED_MODEL_TYPES": "._hook",
-    "SUPPORTED_TRANSFORMERS": "._hook",
-    "LampeSession": "._session",
-    "PositionScheme": "._session",
-    "apply_lampe": "._hook",
-    "apply_position_scheme": "._hook",
+# Module -> the public names it defines.
+_MODULES = {
+    "._config": "MODES LampeConfig SigmoidMapping sigmoid_mapping_length",
+    "._positions": "HEAD MIDDLE TAIL LampePlan position_encoding region_of",
+    "._rope": "Rope",
+    "._merge": "merge_attention",
+    "._kernels": "BACKENDS attention_with_lse",
+    "._attention": "dense_region_attention fused_attention",
+    "._hook": "SUPPORTED_MODEL_TYPES SUPPORTED_TRANSFORMERS apply_lampe apply_position_scheme",
+    "._session": "LampeSession PositionScheme",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -5,26 +5,13 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-# Public name -> the private module that defines it.
-_EXPORTS = {
-    "DEFAULT_SAMPLES": "._books",
-    "Books": "._books",
-    "BooksAtLength": "._books",
-    "load_books": "._books",
-    "DataSource": "._sources",
-    "resolve_data": "._sources",
-    "PerplexityResult": "._perplexity",
-    "evaluate_perplexity": "._perplexity",
-    "PasskeyResult": "._passkey",
-    "evaluate_passkey": "._passkey",
-    "passkey_prompts": "._passkey",
-    "TASKS": "._ruler",
-    "RulerResult": "._ruler",
-    "RulerSources": "._ruler",
-    "evaluate_ruler": "._ruler",
-    "ruler_samples": "._ruler",
-    "score_answer": "._ruler",
+# Module -> the public names it defines.
+_MODULES = {
+    "._books": "DEFAULT_SAMPLES Books BooksAtLength load_books",
+    "._sources": "DataSource resolve_data",
+    "._perplexity": "PerplexityResult evaluate_perplexity",
+    "._passkey": "PasskeyResult evaluate_passkey passkey_prompts",
+    "._ruler": "TASKS RulerResult RulerSources evaluate_ruler ruler_samples score_answer",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -5,29 +5,17 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-# Public name -> the private module that defines it.
-_EXPORTS = {
-    "BASES": "._registry",
-    "FIXED_MAPPING_FRACTION": "._registry",
-    "METHODS": "._registry",
-    "RESCALED_BASE_FACTOR": "._registry",
-    "MethodFactory": "._registry",
-    "method_context": "._registry",
-    "profile_base": "._registry",
-    "rescaled_base": "._registry",
-    "SelfExtendConfig": "._selfextend",
-    "self_extend": "._selfextend",
-    "DualChunkConfig": "._dca",
-    "dual_chunk_attention": "._dca",
-    "StringConfig": "._string",
-    "string_attention": "._string",
-    "ReRopeConfig": "._rerope",
-    "rerope_attention": "._rerope",
-    "ntk_rope_parameters": "._rope_scaling",
-    "pi_rope_parameters": "._rope_scaling",
-    "swap_rope_parameters": "._rope_scaling",
-    "yarn_rope_parameters": "._rope_scaling",
+# Module -> the public names it defines.
+_MODULES = {
+    "._registry": (
+        "BASES FIXED_MAPPING_FRACTION METHODS RESCALED_BASE_FACTOR MethodFactory method_context "
+        "profile_base rescaled_base"
+    ),
+    "._selfextend": "SelfExtendConfig self_extend",
+    "._dca": "DualChunkConfig dual_chunk_attention",
+    "._string": "StringConfig string_attention",
+    "._rerope": "ReRopeConfig rerope_attention",
+    "._rope_scaling": "ntk_rope_parameters pi_rope_parameters swap_rope_parameters yarn_rope_parameters",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-# Public name -> the private module that defines it.
-_EXPORTS = {
-    "MODELS": "._registry",
-    "ModelInfo": "._registry",
-    "ModelSpec": "._registry",
-    "load_model": "._loading",
-    "model_info": "._registry",
+# Module -> the public names it defines.
+_MODULES = {
+    "._registry": "MODELS ModelInfo ModelSpec model_info",
+    "._loading": "load_model",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -44,23 +44,12 @@ from __future__ import annotations
 
 from ..._lazy import lazy_exports
 
-# Public name -> the private module that defines it.
-_EXPORTS = {
-    "SweepProgress": "._run",
-    "TrialFailure": "._run",
-    "run_sweep": "._run",
-    "SEARCHES": "._spec",
-    "SweepPoint": "._spec",
-    "SweepSpec": "._spec",
-    "default_lengths": "._spec",
-    "default_mappings": "._spec",
-    "MissingPoint": "._store",
-    "SweepResult": "._store",
-    "collect_sweep": "._store",
-    "open_storage": "._store",
-    "study_names": "._store",
-    "check_storage_url": "._db",
+# Module -> the public names it defines.
+_MODULES = {
+    "._run": "SweepProgress TrialFailure run_sweep",
+    "._spec": "SEARCHES SweepPoint SweepSpec default_lengths default_mappings",
+    "._store": "MissingPoint SweepResult collect_sweep open_storage study_names",
+    "._db": "check_storage_url",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)
