@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,8 +43,6 @@ __all__ = [
     "apply_lampe",
     "apply_position_scheme",
 ]
-
-logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 # The transformers releases whose attention modules this swap is tested against (both ends in

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..engine._hook import apply_position_scheme
-from ._base import SchemeConfig
+from ._base import RowPlan, SchemeConfig, bound
 
 __all__ = ["DualChunkConfig", "DualChunkPlan", "dual_chunk_attention"]
 
@@ -37,7 +37,7 @@ INTRA, SUCCESSIVE, INTER = 0, 1, 2
 
 
 @dataclass(frozen=True)
-class DualChunkPlan:
+class DualChunkPlan(RowPlan):
     """DCA positions of one batch (the plan interface of ``LampePlan``).
 
     ``length`` is each row's input length ``(B,)`` float64; a batch whose rows all fit in one
@@ -62,10 +62,6 @@ class DualChunkPlan:
     def region_key_version(self) -> tuple[int, ...]:
         """All three regions attend to the one key rotation, j mod s."""
         return (0,) if self.identity else (0, 0, 0)
-
-    def row(self, index: int) -> DualChunkPlan:
-        """The plan of one batch row, as a batch of one."""
-        return DualChunkPlan(self.length[index : index + 1], self.chunk_size, self.local_window)
 
     def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` token positions -> ``(3, B, S)`` float32: intra, successive, inter.
@@ -124,14 +120,12 @@ class DualChunkConfig(SchemeConfig):
     local_window=256)`` (c = 3072 = 3/4 of the window).
     """
 
-    chunk_size: int
-    local_window: int
+    chunk_size: int = bound(1)
+    local_window: int = bound(0, not_above="chunk_size")
     # DCA changes no logit scale.
     attention_factor: float = 1.0
 
-    LIMITS: ClassVar[dict[str, int]] = {"chunk_size": 1, "local_window": 0}
     PLAN: ClassVar[type] = DualChunkPlan
-    NOT_ABOVE: ClassVar[tuple[str, str]] = ("local_window", "chunk_size")
 
     @classmethod
     def recommended(cls, window: int) -> DualChunkConfig:

@@ -33,9 +33,7 @@ import torch
 from torch import nn
 
 from ..engine._hook import LampeSession, apply_position_scheme
-from ..engine._plan import Piece
-from ..engine._positions import band_regions
-from ._base import SchemeConfig
+from ._base import BandPlan, SchemeConfig, bound
 
 __all__ = ["ReRopeConfig", "ReRopePlan", "rerope_attention", "rerope_position"]
 
@@ -51,7 +49,7 @@ def rerope_position(d: torch.Tensor, window: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ReRopePlan:
+class ReRopePlan(BandPlan):
     """ReRoPE positions of one batch (the plan interface of ``LampePlan``).
 
     ``length`` is each row's input length ``(B,)`` float64; a batch whose rows are all at most
@@ -62,18 +60,14 @@ class ReRopePlan:
     window: int  # w
 
     @property
-    def identity(self) -> bool:
-        """True when no row reaches d = w: one region, stock positions."""
-        return bool((self.length <= self.window).all())
+    def boundary(self) -> int:
+        """w: EXACT below it, CLIPPED from it on (the official mask: exact where |i − j| < window)."""
+        return self.window
 
     @property
     def region_key_version(self) -> tuple[int, ...]:
         """Key rotation per region: stock (0) inside the window, position 0 (1) beyond it."""
         return (0,) if self.identity else (0, 1)
-
-    def row(self, index: int) -> ReRopePlan:
-        """The plan of one batch row, as a batch of one."""
-        return ReRopePlan(self.length[index : index + 1], self.window)
 
     def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` token positions -> ``(R, B, S)`` float32: stock, then w for every query.
@@ -95,27 +89,6 @@ class ReRopePlan:
             return pos[None]
         return torch.stack([pos, torch.zeros_like(pos)])
 
-    def chunks(self) -> None:
-        """Not chunked: the regions are distance bands."""
-        return None
-
-    def pieces(self) -> tuple[Piece, ...]:
-        """The distance bands for the engine's fused path: ``[0, w − 1]`` stock, ``[w, ∞)``
-        with the query at w and the key at 0.
-
-        Example (w=4): ``(Piece(0, 3, 0, 0), Piece(4, None, 1, 1))``.
-        """
-        if self.identity:
-            return (Piece(0, None, EXACT, 0),)
-        w = self.window
-        return (Piece(0, w - 1, EXACT, 0), Piece(w, None, CLIPPED, 1))
-
-    def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
-        """``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long: EXACT where d < w,
-        CLIPPED elsewhere (the official mask: exact where |i − j| < window)."""
-        boundary = float("inf") if self.identity else self.window
-        return band_regions(query_positions, key_positions, boundary)
-
 
 @dataclass(frozen=True)
 class ReRopeConfig(SchemeConfig):
@@ -128,10 +101,9 @@ class ReRopeConfig(SchemeConfig):
     Example: ``ReRopeConfig.recommended(4096)`` -> ``ReRopeConfig(window=1024)``.
     """
 
-    window: int
+    window: int = bound(1)
     attention_factor: float = 1.0
 
-    LIMITS: ClassVar[dict[str, int]] = {"window": 1}
     PLAN: ClassVar[type] = ReRopePlan
 
     @classmethod

@@ -29,7 +29,7 @@ from torch import nn
 from ..engine._hook import apply_position_scheme
 from ..engine._plan import Piece
 from ..engine._positions import band_regions
-from ._base import SchemeConfig
+from ._base import RowPlan, SchemeConfig, bound
 
 __all__ = ["SelfExtendConfig", "SelfExtendPlan", "self_extend", "self_extend_group"]
 
@@ -51,7 +51,7 @@ def self_extend_group(window: int, length: int, neighbor_window: int) -> int:
 
 
 @dataclass(frozen=True)
-class SelfExtendPlan:
+class SelfExtendPlan(RowPlan):
     """SelfExtend positions of one batch (the plan interface of ``LampePlan``).
 
     ``length`` is each row's input length ``(B,)`` float64 (kept for the attention swap's
@@ -76,10 +76,6 @@ class SelfExtendPlan:
     def shift(self) -> float:
         """w_n − w_n/G, the grouped query offset that puts the window's edge near w_n."""
         return self.neighbor_window - self.neighbor_window / self.group
-
-    def row(self, index: int) -> SelfExtendPlan:
-        """The plan of one batch row, as a batch of one."""
-        return SelfExtendPlan(self.length[index : index + 1], self.group, self.neighbor_window)
 
     def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` token positions -> ``(R, B, S)`` float32: stock, then grouped.
@@ -119,10 +115,6 @@ class SelfExtendPlan:
         w = self.neighbor_window
         return (Piece(0, w - 1, 0, 0), Piece(w, None, 1, 1))
 
-    def chunks(self) -> None:
-        """Not chunked: SelfExtend's levels are distance bands."""
-        return None
-
 
 @dataclass(frozen=True)
 class SelfExtendConfig(SchemeConfig):
@@ -136,12 +128,11 @@ class SelfExtendConfig(SchemeConfig):
     ``SelfExtendConfig(group=5, neighbor_window=1024)``.
     """
 
-    group: int
-    neighbor_window: int
+    group: int = bound(1)
+    neighbor_window: int = bound(0)
     # SelfExtend changes no logit scale (the official code's optional log scaling is off by default).
     attention_factor: float = 1.0
 
-    LIMITS: ClassVar[dict[str, int]] = {"group": 1, "neighbor_window": 0}
     PLAN: ClassVar[type] = SelfExtendPlan
 
     @classmethod

@@ -43,9 +43,7 @@ import torch
 from torch import nn
 
 from ..engine._hook import LampeSession, apply_position_scheme
-from ..engine._plan import Piece
-from ..engine._positions import band_regions
-from ._base import SchemeConfig
+from ._base import BandPlan, SchemeConfig, bound
 
 __all__ = [
     "STRING_ATTENTION_FACTOR",
@@ -100,7 +98,7 @@ def string_shifted_offset(window: int, length: int, local_window: int) -> int:
 
 
 @dataclass(frozen=True)
-class StringPlan:
+class StringPlan(BandPlan):
     """STRING positions of one batch (the plan interface of ``LampePlan``).
 
     ``length`` is each row's input length ``(B,)`` float64; a batch whose rows are all at most
@@ -112,18 +110,14 @@ class StringPlan:
     local_window: int  # w
 
     @property
-    def identity(self) -> bool:
-        """True when no row reaches d = S: one region, stock positions."""
-        return bool((self.length <= self.shifted_offset).all())
+    def boundary(self) -> int:
+        """S: EXACT below it, SHIFTED from it on."""
+        return self.shifted_offset
 
     @property
     def region_key_version(self) -> tuple[int, ...]:
         """Both regions attend to the stock key rotation."""
         return (0,) if self.identity else (0, 0)
-
-    def row(self, index: int) -> StringPlan:
-        """The plan of one batch row, as a batch of one."""
-        return StringPlan(self.length[index : index + 1], self.shifted_offset, self.local_window)
 
     def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """``(B, n)`` token positions -> ``(2, B, n)`` float32: stock, then shifted i − S + w
@@ -143,27 +137,6 @@ class StringPlan:
         """
         return positions.to(torch.float32)[None]
 
-    def chunks(self) -> None:
-        """Not chunked: the regions are distance bands."""
-        return None
-
-    def pieces(self) -> tuple[Piece, ...]:
-        """The distance bands for the engine's fused path: ``[0, S − 1]`` stock, ``[S, ∞)``
-        shifted, both on the stock keys.
-
-        Example (S=6): ``(Piece(0, 5, 0, 0), Piece(6, None, 1, 0))``.
-        """
-        if self.identity:
-            return (Piece(0, None, EXACT, 0),)
-        s = self.shifted_offset
-        return (Piece(0, s - 1, EXACT, 0), Piece(s, None, SHIFTED, 0))
-
-    def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
-        """``(B, n)``, ``(B, T)`` token positions -> ``(B, n, T)`` long: EXACT where d < S,
-        SHIFTED elsewhere (all EXACT for an identity plan)."""
-        boundary = float("inf") if self.identity else self.shifted_offset
-        return band_regions(query_positions, key_positions, boundary)
-
 
 @dataclass(frozen=True)
 class StringConfig(SchemeConfig):
@@ -180,13 +153,11 @@ class StringConfig(SchemeConfig):
     ``StringConfig(shifted_offset=4224, local_window=128, attention_factor=1.0693…)``.
     """
 
-    shifted_offset: int
-    local_window: int
+    shifted_offset: int = bound(1)
+    local_window: int = bound(0, not_above="shifted_offset")
     attention_factor: float = 1.0
 
-    LIMITS: ClassVar[dict[str, int]] = {"shifted_offset": 1, "local_window": 0}
     PLAN: ClassVar[type] = StringPlan
-    NOT_ABOVE: ClassVar[tuple[str, str]] = ("local_window", "shifted_offset")
 
     @classmethod
     def recommended(cls, window: int, length: int) -> StringConfig:
