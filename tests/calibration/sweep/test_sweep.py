@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from calib_support import REFERENCE_DIR
+from calib_support import REFERENCE_DIR, tiny_llama
+from char_tokenizer import char_tokenizer
 
 import lampe_calib.calibration.sweep._run as sweep_module
 from lampe_calib.calibration.sweep import collect_sweep, open_storage, run_sweep, study_names
@@ -18,6 +19,16 @@ from lampe_calib.calibration.sweep._spec import (
 from lampe_calib.evaluation import load_books
 
 SPEC = SweepSpec(lengths=(64, 128), mappings=(24, 48), heads=(4,), tails=(2,))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama(vocab_size=len(char_tokenizer()))
+
+
+@pytest.fixture(scope="module")
+def books():
+    return load_books("pg19", char_tokenizer(), max_length=128, samples=2, seed=0, online=False)
 
 
 @pytest.fixture

@@ -8,16 +8,27 @@ import math
 import optuna
 import pytest
 import torch
-from calib_support import tiny_model_dir
+from calib_support import tiny_llama, tiny_model_dir
+from char_tokenizer import char_tokenizer
 
 import lampe_calib.calibration.sweep._run as sweep_module
 from lampe_calib.calibration import calibrate, load_profile
 from lampe_calib.calibration.sweep import SweepPoint, SweepSpec, run_sweep
 from lampe_calib.cli import calibrate_main
-from lampe_calib.evaluation import PerplexityResult
+from lampe_calib.evaluation import PerplexityResult, load_books
 
 SPEC = SweepSpec(lengths=(64, 96, 128), mappings=(16, 24, 48), heads=(4,), tails=(2,))
 OOM = "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total capacity)"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama(vocab_size=len(char_tokenizer()))
+
+
+@pytest.fixture(scope="module")
+def books():
+    return load_books("pg19", char_tokenizer(), max_length=128, samples=2, seed=0, online=False)
 
 
 @pytest.fixture
