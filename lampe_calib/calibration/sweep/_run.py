@@ -118,6 +118,8 @@ class _Runner:
     def __post_init__(self) -> None:
         self.reaper = Reaper(self.storage)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        # W of the model, read once, when the points run on a rescaled rotary.
+        self.window = None if self.spec.base == "stock" else model_info(self.model).window
 
     def books_at(self, length: int) -> BooksAtLength:
         if length not in self.at_length:
@@ -127,12 +129,16 @@ class _Runner:
     def cost(self, length: int) -> float:
         return float(length * len(self.books_at(length).tokens))
 
+    def context(self, point: SweepPoint) -> Callable[[], Any] | None:
+        """What ``point`` is evaluated under: LaMPE (None for the stock model), every point on
+        the rescaled rotary when the sweep has one (the vanilla point too)."""
+        config = point.config(self.spec.mode)
+        if self.window is not None:
+            return lambda: rescaled_base(self.model, self.window, self.spec.base, config)
+        return None if config is None else (lambda: apply_lampe(self.model, config))
+
     def evaluate(self, point: SweepPoint) -> tuple[PerplexityResult, BooksAtLength, float]:
-        books, config = self.books_at(point.length), point.config(self.spec.mode)
-        context = None if config is None else (lambda: apply_lampe(self.model, config))
-        if self.spec.base != "stock":  # every point, vanilla too, on the rescaled rotary
-            window = model_info(self.model).window
-            context = lambda: rescaled_base(self.model, window, self.spec.base, config)  # noqa: E731
+        books, context = self.books_at(point.length), self.context(point)
         started = time.perf_counter()
         # Batching amortises the per-forward work (2x fewer CPU-seconds per token at 6 books of 2K).
         batch_size = max(1, self.batch_tokens // point.length)
