@@ -58,6 +58,8 @@ CALIBRATE = [
     (["--head", "32"], r"head sizes must be < the window W = 32, got 32"),
     (["--tail", "1W"], r"tail sizes must be < the window W = 32, got 32"),
     (["--mappings", "8,65"], r"mappings must be <= 2·W = 64 \(valid: 7 \.\. 64\), got 65"),
+    (["--base", "yarn", "--mappings", "8,129"], r"mappings must be <= 2·s·W = 128 \(valid: 7 \.\. 128\)"),
+    (["--base", "pi"], r"argument --base: invalid choice: 'pi'"),
     (["--head", "-1"], r"--head: '-1' is not a token count"),
     (["--samples", "0"], r"--samples must be >= 1, got 0"),
     (["--samples", "many"], r"argument --samples: invalid int value: 'many' \(see lampe-calibrate --help\)"),
