@@ -4,13 +4,14 @@ At each length L the sweep measures PPL against the mapping length m: too small 
 compresses the middle region too hard, too large an m leaves relative positions the model
 has rarely seen, so the curve has a V shape. Every m >= L is the same evaluation (no remap),
 placed at m = L. m*(L) is the best measured point, optionally refined by the vertex of the
-parabola through it and its two neighbours, in log PPL.
+parabola through it and its two neighbours, in log PPL. ``best_fixed_mapping`` is the one
+m that does best over every length at once (the length-awareness ablation, tuned).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,15 @@ import numpy as np
 from ..evaluation._perplexity import PerplexityResult
 from .sweep._store import SweepResult
 
-__all__ = ["Curve", "Optimum", "curve_optimum", "curves_of", "parabola_vertex"]
+__all__ = [
+    "Curve",
+    "FixedMapping",
+    "Optimum",
+    "best_fixed_mapping",
+    "curve_optimum",
+    "curves_of",
+    "parabola_vertex",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,3 +156,54 @@ def curve_optimum(curve: Curve, refine: bool = True, books: Sequence[int] | None
         bound,
         refined,
     )
+
+
+@dataclass(frozen=True)
+class FixedMapping:
+    """One m for every length: ``excess[L]`` is its PPL over the best measured point at L, less 1."""
+
+    mapping: float
+    excess: Mapping[int, float]
+
+
+def best_fixed_mapping(points: Mapping[int, tuple[Sequence[float], Sequence[float]]]) -> FixedMapping:
+    """The single m with the least mean log-PPL excess over the lengths' V-curves.
+
+    ``points[L]`` is ``(m, log PPL)`` of the curve at L (``Curve.points``; m = L stands for
+    every m >= L, the unmapped model). Each curve is read between its points by linear
+    interpolation, so the best m is one of the measured m (the sum of piecewise-linear curves
+    bends only there). A candidate must lie inside every curve's measured range: below a
+    curve's smallest m, or above its largest when L itself was not measured, nothing is known.
+
+    Example: curves at L = 100 with log PPL 2, 1, 2 at m = 20, 40, 60 and at L = 200 with
+    2, 1.5, 1 at m = 20, 40, 60 give m = 40 (mean excess 0.25 against 0.5 at m = 60).
+
+    Raises:
+        ValueError: no curve, or no m inside every curve's range.
+    """
+    if not points:
+        raise ValueError("best_fixed_mapping needs at least one curve")
+    curves = {}
+    for length, (xs, ys) in points.items():
+        order = np.argsort(xs)
+        x, y = np.asarray(xs, dtype=float)[order], np.asarray(ys, dtype=float)[order]
+        top = math.inf if x[-1] >= length else x[-1]  # m >= L is the unmapped point
+        curves[length] = (x, y, top)
+
+    def log_ppl(length: int, m: float) -> float:
+        x, y, _ = curves[length]
+        return float(np.interp(min(m, float(length)), x, y))
+
+    lo = max(x[0] for x, _, _ in curves.values())
+    hi = min(top for _, _, top in curves.values())
+    candidates = sorted({float(m) for x, _, _ in curves.values() for m in x if lo <= m <= hi})
+    if not candidates:
+        raise ValueError(
+            f"no mapping length lies inside every curve's measured range (above {lo:g}, below {hi:g})"
+        )
+
+    def excess(m: float) -> dict[int, float]:
+        return {n: log_ppl(n, m) - float(y.min()) for n, (_, y, _) in curves.items()}
+
+    best = min(candidates, key=lambda m: (sum(excess(m).values()), m))
+    return FixedMapping(best, {n: math.expm1(e) for n, e in sorted(excess(best).items())})

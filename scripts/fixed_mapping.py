@@ -1,0 +1,68 @@
+"""The best single mapping length for every L, from a profile's V-curves, and a profile that uses it.
+
+    python scripts/fixed_mapping.py smollm2-135m
+    python scripts/fixed_mapping.py smollm2-135m --out results/smollm2-135m/profile-fixed.json
+
+Prints the one m with the least mean log-PPL excess over the calibration lengths
+(``calibration.best_fixed_mapping``) and its excess at each length. ``--out`` writes a copy
+of the profile whose m(L) is that constant (head, tail, mode and attention factor kept), for
+``lampe-eval --profile OUT --methods lampe``: the length-awareness ablation, tuned once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from lampe_calib.calibration import Profile, best_fixed_mapping, load_profile, save_profile
+
+# m(L) = c / (1 + exp(-(a·L + b))) is the constant c to float precision when b = 50 and a·L is
+# negligible (a must be > 0: the schema's sigmoid grows with L).
+_CONSTANT_A, _CONSTANT_B = 1e-12, 50.0
+
+
+def curve_points(profile: Profile) -> dict[int, tuple[list[float], list[float]]]:
+    """``(m, log PPL)`` of each of the profile's curves, the unmapped model at m = L."""
+    points = {}
+    for curve in profile.curves:
+        xs, ys = [float(m) for m in curve["mappings"]], [math.log(p) for p in curve["ppl"]]
+        if curve.get("unmapped_ppl") is not None:
+            xs.append(float(curve["length"]))
+            ys.append(math.log(curve["unmapped_ppl"]))
+        points[int(curve["length"])] = (xs, ys)
+    return points
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("profile", help="a shipped profile name or a JSON path")
+    parser.add_argument("--out", help="write a copy of the profile whose m(L) is the best single m")
+    args = parser.parse_args(argv)
+    try:
+        profile = load_profile(args.profile)
+        fixed = best_fixed_mapping(curve_points(profile))
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"best single m for L = {', '.join(map(str, fixed.excess))}: {fixed.mapping:g}")
+    for length, excess in fixed.excess.items():
+        print(f"  L = {length}: PPL {100 * excess:+.2f} % over the best measured m")
+    if args.out:
+        data = profile.to_dict()
+        data["sigmoid"] = {
+            "status": "fitted",
+            "message": f"one m for every L: {fixed.mapping:g} (scripts/fixed_mapping.py {args.profile})",
+            "missing": [],
+            "a": _CONSTANT_A,
+            "b": _CONSTANT_B,
+            "c": fixed.mapping,
+            "c_mode": "fixed",
+        }
+        save_profile(Profile.from_dict(data), args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

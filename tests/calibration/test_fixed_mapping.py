@@ -1,0 +1,81 @@
+"""``best_fixed_mapping``: the one m tuned for every length, against a dense scan."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lampe_calib.calibration import best_fixed_mapping
+
+
+def test_docstring_example():
+    fixed = best_fixed_mapping({100: ([20, 40, 60], [2, 1, 2]), 200: ([20, 40, 60], [2, 1.5, 1])})
+    assert fixed.mapping == 40
+    assert fixed.excess[100] == pytest.approx(0.0)
+    assert fixed.excess[200] == pytest.approx(math.expm1(0.5))
+
+
+def test_matches_a_dense_scan_of_the_interpolated_curves():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        points = {}
+        for length in (900, 1200, 1600):
+            xs = np.sort(rng.choice(np.arange(100, length), size=5, replace=False)).astype(float)
+            xs = np.append(xs, length)  # the unmapped point
+            points[length] = (xs.tolist(), rng.uniform(2.0, 3.0, size=6).tolist())
+        fixed = best_fixed_mapping(points)
+        lo = max(min(x) for x, _ in points.values())
+        knots = [m for x, _ in points.values() for m in x if m >= lo]
+        scan = np.union1d(np.linspace(lo, 3000, 20001), knots)  # the exact optimum is a knot
+        total = sum(
+            np.interp(np.minimum(scan, n), x, y) - min(y) for n, (x, y) in points.items()
+        )
+        dense_best = float(total.min())
+        chosen = sum(np.interp(min(fixed.mapping, n), x, y) - min(y) for n, (x, y) in points.items())
+        assert chosen == pytest.approx(dense_best, abs=1e-9)
+        assert chosen <= dense_best + 1e-9
+
+
+def test_past_l_a_curve_is_its_unmapped_point():
+    # At L = 500 every m >= 500 is the unmapped model, which is best there; at L = 1000 m = 800 is.
+    points = {500: ([100, 300, 500], [3.0, 2.5, 2.0]), 1000: ([100, 300, 800, 1000], [3.0, 2.8, 2.2, 2.6])}
+    fixed = best_fixed_mapping(points)
+    assert fixed.mapping == 800
+    assert fixed.excess == {500: pytest.approx(0.0), 1000: pytest.approx(0.0)}
+
+
+def test_a_curve_without_its_unmapped_point_bounds_the_range():
+    # L = 1000 was measured only up to m = 300: m = 800 is unknown there, so 300 is chosen.
+    points = {500: ([100, 300, 500], [3.0, 2.5, 2.0]), 1000: ([100, 300], [3.0, 2.8])}
+    assert best_fixed_mapping(points).mapping == 300
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="at least one curve"):
+        best_fixed_mapping({})
+    with pytest.raises(ValueError, match="inside every curve's measured range"):
+        best_fixed_mapping({500: ([100, 200], [2.0, 1.0]), 1000: ([300, 400], [2.0, 1.0])})
+
+
+def test_script_writes_a_profile_whose_m_is_the_best_single_m(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from lampe_calib.calibration import load_profile
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fixed_mapping.py"
+    spec = importlib.util.spec_from_file_location("fixed_mapping", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shipped = load_profile("smollm2-135m")
+    expected = best_fixed_mapping(script.curve_points(shipped)).mapping
+    out = tmp_path / "fixed.json"
+    assert script.main(["smollm2-135m", "--out", str(out)]) == 0
+    assert f": {expected:g}" in capsys.readouterr().out
+    fixed = load_profile(out)
+    for length in (4096, 12288, 65536):
+        assert fixed.mapping_length(length) == pytest.approx(expected, rel=1e-12)
+    assert fixed.lampe == shipped.lampe and fixed.curves == shipped.curves
+    assert script.main(["no-such-profile"]) == 2
