@@ -29,9 +29,7 @@ def test_matches_a_dense_scan_of_the_interpolated_curves():
         lo = max(min(x) for x, _ in points.values())
         knots = [m for x, _ in points.values() for m in x if m >= lo]
         scan = np.union1d(np.linspace(lo, 3000, 20001), knots)  # the exact optimum is a knot
-        total = sum(
-            np.interp(np.minimum(scan, n), x, y) - min(y) for n, (x, y) in points.items()
-        )
+        total = sum(np.interp(np.minimum(scan, n), x, y) - min(y) for n, (x, y) in points.items())
         dense_best = float(total.min())
         chosen = sum(np.interp(min(fixed.mapping, n), x, y) - min(y) for n, (x, y) in points.items())
         assert chosen == pytest.approx(dense_best, abs=1e-9)
