@@ -4,7 +4,8 @@
     python scripts/fixed_mapping.py smollm2-135m --out results/smollm2-135m/profile-fixed.json
 
 Prints the one m with the least mean log-PPL excess over the calibration lengths
-(``calibration.best_fixed_mapping``) and its excess at each length. ``--out`` writes a copy
+(``calibration.best_fixed_mapping``), and at each length its excess and that of the
+profile's m(L) (``calibration.mapping_excess``), both read off the measured V-curves. ``--out`` writes a copy
 of the profile whose m(L) is that constant (head, tail, mode and attention factor kept), for
 ``lampe-eval --profile OUT --methods lampe``: the length-awareness ablation, tuned once.
 """
@@ -15,7 +16,7 @@ import argparse
 import math
 import sys
 
-from lampe_calib.calibration import Profile, best_fixed_mapping, load_profile, save_profile
+from lampe_calib.calibration import Profile, best_fixed_mapping, load_profile, mapping_excess, save_profile
 
 # m(L) = c / (1 + exp(-(a·L + b))) is the constant c to float precision when b = 50 and a·L is
 # negligible (a must be > 0: the schema's sigmoid grows with L).
@@ -41,13 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.profile)
-        fixed = best_fixed_mapping(curve_points(profile))
+        points = curve_points(profile)
+        fixed = best_fixed_mapping(points)
+        fitted = mapping_excess(points, profile.mapping_length)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"best single m for L = {', '.join(map(str, fixed.excess))}: {fixed.mapping:g}")
+    print("PPL over the best measured m at each L:")
     for length, excess in fixed.excess.items():
-        print(f"  L = {length}: PPL {100 * excess:+.2f} % over the best measured m")
+        m, own = profile.mapping_length(length), 100 * fitted[length]
+        print(f"  L = {length}: single m {100 * excess:+.2f} %, profile's m(L) = {m:.0f} {own:+.2f} %")
     if args.out:
         data = profile.to_dict()
         data["sigmoid"] = {

@@ -9,7 +9,7 @@ from .._lazy import lazy_exports
 # Module -> the public names it defines.
 _MODULES = {
     "._calibrate": "calibrate_model default_spec profile_name",
-    "._curves": "Curve FixedMapping Optimum best_fixed_mapping curve_optimum curves_of",
+    "._curves": "Curve FixedMapping Optimum best_fixed_mapping curve_optimum curves_of mapping_excess",
     "._fit": "C_MODES Calibration SigmoidFit calibrate fit_sigmoid",
     "._profiles": "SCHEMA_VERSION Profile load_profile save_profile shipped_profiles write_atomic",
     "._plots": "plot_profile render_profile",

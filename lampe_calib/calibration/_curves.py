@@ -11,7 +11,7 @@ m that does best over every length at once (the length-awareness ablation, tuned
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +26,7 @@ __all__ = [
     "best_fixed_mapping",
     "curve_optimum",
     "curves_of",
+    "mapping_excess",
     "parabola_vertex",
 ]
 
@@ -158,6 +159,42 @@ def curve_optimum(curve: Curve, refine: bool = True, books: Sequence[int] | None
     )
 
 
+Points = Mapping[int, tuple[Sequence[float], Sequence[float]]]
+
+
+def _read(points: Points) -> dict[int, tuple[np.ndarray, np.ndarray, float]]:
+    """Each curve's points sorted by m, and the largest m it says anything about (no bound
+    when L itself, the unmapped point, was measured: every m >= L is that point)."""
+    curves = {}
+    for length, (xs, ys) in points.items():
+        order = np.argsort(xs)
+        x, y = np.asarray(xs, dtype=float)[order], np.asarray(ys, dtype=float)[order]
+        curves[length] = (x, y, math.inf if x[-1] >= length else float(x[-1]))
+    return curves
+
+
+def mapping_excess(points: Points, mapping: Callable[[int], float]) -> dict[int, float]:
+    """The PPL of m = ``mapping(L)`` over the best measured point at each L, less 1.
+
+    ``points[L]`` is ``(m, log PPL)`` of the curve at L (``Curve.points``; m = L stands for
+    every m >= L, the unmapped model); each curve is read between its points by linear
+    interpolation in log PPL.
+
+    Example: a curve at L = 100 with log PPL 2, 1, 2 at m = 20, 40, 60 gives excess
+    e^0.5 − 1 = 0.65 at m = 50.
+
+    Raises:
+        ValueError: an m outside its curve's measured range (nothing is known there).
+    """
+    excess = {}
+    for length, (x, y, top) in sorted(_read(points).items()):
+        m = float(mapping(length))
+        if not x[0] <= m <= top:
+            raise ValueError(f"m = {m:g} at L = {length} lies outside its measured range [{x[0]:g}, {top:g}]")
+        excess[length] = math.expm1(float(np.interp(min(m, length), x, y)) - float(y.min()))
+    return excess
+
+
 @dataclass(frozen=True)
 class FixedMapping:
     """One m for every length: ``excess[L]`` is its PPL over the best measured point at L, less 1."""
@@ -166,14 +203,12 @@ class FixedMapping:
     excess: Mapping[int, float]
 
 
-def best_fixed_mapping(points: Mapping[int, tuple[Sequence[float], Sequence[float]]]) -> FixedMapping:
-    """The single m with the least mean log-PPL excess over the lengths' V-curves.
+def best_fixed_mapping(points: Points) -> FixedMapping:
+    """The single m with the least mean log-PPL excess over the lengths' V-curves
+    (``mapping_excess``, which says how the curves are read).
 
-    ``points[L]`` is ``(m, log PPL)`` of the curve at L (``Curve.points``; m = L stands for
-    every m >= L, the unmapped model). Each curve is read between its points by linear
-    interpolation, so the best m is one of the measured m (the sum of piecewise-linear curves
-    bends only there). A candidate must lie inside every curve's measured range: below a
-    curve's smallest m, or above its largest when L itself was not measured, nothing is known.
+    The sum of piecewise-linear curves bends only at their points, so the best m is one of
+    the measured m inside every curve's range.
 
     Example: curves at L = 100 with log PPL 2, 1, 2 at m = 20, 40, 60 and at L = 200 with
     2, 1.5, 1 at m = 20, 40, 60 give m = 40 (mean excess 0.25 against 0.5 at m = 60).
@@ -183,27 +218,16 @@ def best_fixed_mapping(points: Mapping[int, tuple[Sequence[float], Sequence[floa
     """
     if not points:
         raise ValueError("best_fixed_mapping needs at least one curve")
-    curves = {}
-    for length, (xs, ys) in points.items():
-        order = np.argsort(xs)
-        x, y = np.asarray(xs, dtype=float)[order], np.asarray(ys, dtype=float)[order]
-        top = math.inf if x[-1] >= length else x[-1]  # m >= L is the unmapped point
-        curves[length] = (x, y, top)
-
-    def log_ppl(length: int, m: float) -> float:
-        x, y, _ = curves[length]
-        return float(np.interp(min(m, float(length)), x, y))
-
-    lo = max(x[0] for x, _, _ in curves.values())
-    hi = min(top for _, _, top in curves.values())
+    curves = _read(points)
+    lo, hi = max(x[0] for x, _, _ in curves.values()), min(top for _, _, top in curves.values())
     candidates = sorted({float(m) for x, _, _ in curves.values() for m in x if lo <= m <= hi})
     if not candidates:
         raise ValueError(
             f"no mapping length lies inside every curve's measured range (above {lo:g}, below {hi:g})"
         )
 
-    def excess(m: float) -> dict[int, float]:
-        return {n: log_ppl(n, m) - float(y.min()) for n, (_, y, _) in curves.items()}
+    def cost(m: float) -> tuple[float, float]:
+        return sum(math.log1p(e) for e in mapping_excess(points, lambda _: m).values()), m
 
-    best = min(candidates, key=lambda m: (sum(excess(m).values()), m))
-    return FixedMapping(best, {n: math.expm1(e) for n, e in sorted(excess(best).items())})
+    best = min(candidates, key=cost)
+    return FixedMapping(best, mapping_excess(points, lambda _: best))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lampe_calib.calibration import best_fixed_mapping
+from lampe_calib.calibration import best_fixed_mapping, mapping_excess
 
 
 def test_docstring_example():
@@ -48,6 +48,18 @@ def test_a_curve_without_its_unmapped_point_bounds_the_range():
     # L = 1000 was measured only up to m = 300: m = 800 is unknown there, so 300 is chosen.
     points = {500: ([100, 300, 500], [3.0, 2.5, 2.0]), 1000: ([100, 300], [3.0, 2.8])}
     assert best_fixed_mapping(points).mapping == 300
+
+
+def test_mapping_excess_reads_each_curve_at_its_own_m():
+    points = {100: ([20, 40, 60], [2.0, 1.0, 2.0]), 200: ([20, 40, 200], [2.0, 1.5, 1.0])}
+    excess = mapping_excess(points, lambda length: length / 2)  # m = 50 at L = 100, 100 at 200
+    assert excess[100] == pytest.approx(math.expm1(0.5))
+    assert excess[200] == pytest.approx(math.expm1(1.5 - 0.5 * 60 / 160 - 1.0))
+    assert mapping_excess(points, lambda length: 10**6)[200] == pytest.approx(0.0)  # past L: unmapped
+    with pytest.raises(ValueError, match="outside its measured range"):
+        mapping_excess(points, lambda length: 70)  # past the L = 100 curve's last point (no m = L)
+    with pytest.raises(ValueError, match="outside its measured range"):
+        mapping_excess(points, lambda length: 10)
 
 
 def test_errors():
