@@ -55,7 +55,8 @@ def test_mapping_excess_reads_each_curve_at_its_own_m():
     excess = mapping_excess(points, lambda length: length / 2)  # m = 50 at L = 100, 100 at 200
     assert excess[100] == pytest.approx(math.expm1(0.5))
     assert excess[200] == pytest.approx(math.expm1(1.5 - 0.5 * 60 / 160 - 1.0))
-    assert mapping_excess(points, lambda length: 10**6)[200] == pytest.approx(0.0)  # past L: unmapped
+    past = mapping_excess(points, lambda length: 40 if length == 100 else 10**6)  # past L: unmapped
+    assert past == {100: pytest.approx(0.0), 200: pytest.approx(0.0)}
     with pytest.raises(ValueError, match="outside its measured range"):
         mapping_excess(points, lambda length: 70)  # past the L = 100 curve's last point (no m = L)
     with pytest.raises(ValueError, match="outside its measured range"):
