@@ -52,7 +52,7 @@ def default_lengths(window: int, factors: Sequence[float] = (0.5, 1, 2, 4, 8)) -
 def default_mappings(window: int, head: int, tail: int, count: int = 8, top: float = 1.25) -> tuple[int, ...]:
     """``count`` mapping lengths evenly spaced from s1 + s2 + 1 to ``top · W`` (DESIGN §3.2).
 
-    Example: ``default_mappings(256, 32, 16)`` -> ``(49, 88, 126, 165, 204, 242, 281, 320)``.
+    Example: ``default_mappings(256, 32, 16)`` -> ``(49, 88, 126, 165, 204, 243, 281, 320)``.
     """
     lo, hi = head + tail + 1, max(head + tail + 2, round(top * window))
     return tuple(sorted({round(lo + (hi - lo) * i / (count - 1)) for i in range(count)}))
