@@ -97,7 +97,7 @@ def _draw_fit(ax: Any, profile: Profile, colors: list[Any]) -> None:
     ax.set_ylabel("m*(L)")
     ax.set_title("m*(L) and m(L) = c / (1 + exp(-(aL + b)))")
     if fits:
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
 
 
