@@ -17,6 +17,8 @@ import argparse
 import json
 import math
 import os
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -353,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ruler":
         _print_ruler(console, f"{args.model} (W={info.window}): RULER accuracy", methods, lengths, results)
         if args.json is not None:
-            write_json_atomic(Path(args.json).expanduser(), {"model": args.model, "results": results})
+            _write_results(args, argv, profile, results)
         return 0
     cells = {}
     for r in results:
@@ -373,5 +375,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(title)  # a line of its own: a table title would wrap to the table's width
     console.print(_table(None, methods, lengths, cells, min if args.command == "ppl" else max))
     if args.json is not None:
-        write_json_atomic(Path(args.json).expanduser(), {"model": args.model, "results": results})
+        _write_results(args, argv, profile, results)
     return 0
+
+
+def _write_results(args: argparse.Namespace, argv: Sequence[str] | None, profile: Any, results: list) -> None:
+    """``--json``: the results with what produced them (the profile, the command)."""
+    command = shlex.join(["lampe-eval", *(sys.argv[1:] if argv is None else argv)])
+    shown = None if profile is None else (args.profile or getattr(profile, "alias", None))
+    record = {"model": args.model, "profile": shown, "command": command, "results": results}
+    write_json_atomic(Path(args.json).expanduser(), record)

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import shlex
 import string
 
 import pytest
@@ -98,7 +99,9 @@ def test_ppl_table_and_json(model_dir, books_file, tmp_path, capsys):
     for word in ("vanilla", "pi", "selfextend", "dca", f"L={W}", f"L={2 * W}"):
         assert word in stdout
     data = json.loads(out.read_text())
-    assert set(data) == {"model", "results"} and data["model"] == str(model_dir)
+    assert set(data) == {"model", "profile", "command", "results"} and data["model"] == str(model_dir)
+    assert data["profile"] is None  # no profile method was asked for
+    assert shlex.split(data["command"]) == ["lampe-eval", *argv]  # what reproduces the file
     results = data["results"]
     assert [(r["method"], r["length"]) for r in results] == [
         (m, n) for n in (W, 2 * W) for m in ("vanilla", "pi", "selfextend", "dca")
@@ -180,7 +183,9 @@ def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys)
     argv = ["ppl", "--model", str(model_dir), "--profile", str(profile), "--methods", "lampe,lampe-fixed"]
     argv += ["--lengths", "4W", "--data", str(books_file), "--samples", "3", "--json", str(out)]
     assert eval_main(argv) == 0
-    got = {r["method"]: r["ppl"] for r in json.loads(out.read_text())["results"]}
+    written = json.loads(out.read_text())
+    assert written["profile"] == str(profile)  # the file says which profile gave its lampe rows
+    got = {r["method"]: r["ppl"] for r in written["results"]}
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = char_tokenizer()
