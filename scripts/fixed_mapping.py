@@ -44,15 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.profile)
         points = curve_points(profile)
         fixed = best_fixed_mapping(points)
-        fitted = mapping_excess(points, profile.mapping_length)
+        # A degenerate profile (too few lengths for a fit) has curves but no m(L) to compare.
+        fitted = None if profile.status == "degenerate" else mapping_excess(points, profile.mapping_length)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"best single m for L = {', '.join(map(str, fixed.excess))}: {fixed.mapping:g}")
     print("PPL over the best measured m at each L:")
     for length, excess in fixed.excess.items():
-        m, own = profile.mapping_length(length), 100 * fitted[length]
-        print(f"  L = {length}: single m {100 * excess:+.2f} %, profile's m(L) = {m:.0f} {own:+.2f} %")
+        line = f"  L = {length}: single m {100 * excess:+.2f} %"
+        if fitted is not None:
+            line += f", profile's m(L) = {profile.mapping_length(length):.0f} {100 * fitted[length]:+.2f} %"
+        print(line)
     if args.out:
         data = profile.to_dict()
         data["sigmoid"] = {

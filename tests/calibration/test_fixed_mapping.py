@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,16 +72,18 @@ def test_errors():
         best_fixed_mapping({500: ([100, 200], [2.0, 1.0]), 1000: ([300, 400], [2.0, 1.0])})
 
 
-def test_script_writes_a_profile_whose_m_is_the_best_single_m(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    from lampe_calib.calibration import load_profile
-
+def _script():
     path = Path(__file__).resolve().parents[2] / "scripts" / "fixed_mapping.py"
     spec = importlib.util.spec_from_file_location("fixed_mapping", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_script_writes_a_profile_whose_m_is_the_best_single_m(tmp_path, capsys):
+    from lampe_calib.calibration import load_profile
+
+    script = _script()
     shipped = load_profile("smollm2-135m")
     expected = best_fixed_mapping(script.curve_points(shipped)).mapping
     out = tmp_path / "fixed.json"
@@ -90,3 +94,21 @@ def test_script_writes_a_profile_whose_m_is_the_best_single_m(tmp_path, capsys):
         assert fixed.mapping_length(length) == pytest.approx(expected, rel=1e-12)
     assert fixed.lampe == shipped.lampe and fixed.curves == shipped.curves
     assert script.main(["no-such-profile"]) == 2
+
+
+def test_script_takes_a_degenerate_profile(tmp_path, capsys):
+    """One calibration length gives no fit, but its curve still gives the best single m."""
+    import json
+
+    from lampe_calib.calibration import load_profile
+
+    script = _script()
+    data = load_profile("smollm2-135m").to_dict()
+    data["curves"] = [c for c in data["curves"] if c["length"] == 12288]
+    data["sigmoid"] = {"status": "degenerate", "message": "one length", "missing": []}
+    source, out = tmp_path / "one.json", tmp_path / "fixed.json"
+    source.write_text(json.dumps(data))
+    assert script.main([str(source), "--out", str(out)]) == 0
+    best = min(zip(data["curves"][0]["ppl"], data["curves"][0]["mappings"], strict=True))[1]
+    assert f": {best:g}" in capsys.readouterr().out
+    assert load_profile(out).mapping_length(12288) == pytest.approx(best, rel=1e-12)
