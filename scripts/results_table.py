@@ -3,8 +3,9 @@
     python scripts/results_table.py results/smollm2-135m/ppl_*.json
     python scripts/results_table.py results/smollm2-135m/passkey_*.json
 
-Perplexity files give PPL (the best of each column in bold); passkey and RULER files give
-accuracy as correct/trials. Files of one kind may be mixed (several lengths, several runs).
+Perplexity files give PPL (the best of each column in bold); passkey files give accuracy as
+correct/trials, RULER files the mean score in % with the number of prompts. Files of one kind
+may be mixed (several lengths, several runs).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def table(paths: list[str]) -> str:
             elif ppl:
                 value = f"{record['ppl']:.2f}"
                 shown.append(f"**{value}**" if record["ppl"] == best[n] else value)
-            else:
+            elif "correct" in record:  # passkey: whole prompts found
                 shown.append(f"{record['correct']}/{record['trials']}")
+            else:  # RULER: the mean score over the prompts
+                shown.append(f"{100 * record['accuracy']:.0f} % ({record['samples']})")
         lines.append(f"| {name} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 

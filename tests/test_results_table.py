@@ -1,0 +1,37 @@
+"""``scripts/results_table.py``: the README's tables from ``lampe-eval --json`` files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results_table.py"
+
+
+def _table(tmp_path, name, results):
+    spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"model": "m", "results": results}))
+    return module.table([str(path)]).splitlines()
+
+
+def test_perplexity_marks_the_best_of_each_length(tmp_path):
+    rows = [
+        {"method": "vanilla", "length": 512, "ppl": 30.0},
+        {"method": "lampe", "length": 512, "ppl": 20.0},
+        {"method": "vanilla", "length": 1024, "ppl": 10.0},
+        {"method": "lampe", "length": 1024, "ppl": 21.5},
+    ]
+    lines = _table(tmp_path, "ppl", rows)
+    assert lines[0] == "| method | L = 512 | L = 1,024 |"
+    assert lines[2:] == ["| vanilla | 30.00 | **10.00** |", "| lampe | **20.00** | 21.50 |"]
+
+
+def test_passkey_counts_and_ruler_scores(tmp_path):
+    passkey = [{"method": "lampe", "length": 512, "accuracy": 0.5, "correct": 1, "trials": 2}]
+    assert _table(tmp_path, "passkey", passkey)[2] == "| lampe | 1/2 |"
+    ruler = [{"task": "vt", "method": "dca", "length": 512, "accuracy": 0.6, "samples": 4}]
+    assert _table(tmp_path, "ruler", ruler)[2] == "| vt / dca | 60 % (4) |"
