@@ -13,7 +13,6 @@ of the profile whose m(L) is that constant (head, tail, mode and attention facto
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from lampe_calib.calibration import Profile, best_fixed_mapping, load_profile, mapping_excess, save_profile
@@ -23,18 +22,6 @@ from lampe_calib.calibration import Profile, best_fixed_mapping, load_profile, m
 _CONSTANT_A, _CONSTANT_B = 1e-12, 50.0
 
 
-def curve_points(profile: Profile) -> dict[int, tuple[list[float], list[float]]]:
-    """``(m, log PPL)`` of each of the profile's curves, the unmapped model at m = L."""
-    points = {}
-    for curve in profile.curves:
-        xs, ys = [float(m) for m in curve["mappings"]], [math.log(p) for p in curve["ppl"]]
-        if curve.get("unmapped_ppl") is not None:
-            xs.append(float(curve["length"]))
-            ys.append(math.log(curve["unmapped_ppl"]))
-        points[int(curve["length"])] = (xs, ys)
-    return points
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", help="a shipped profile name or a JSON path")
@@ -42,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.profile)
-        points = curve_points(profile)
+        points = profile.curve_points()
         fixed = best_fixed_mapping(points)
         # A degenerate profile (too few lengths for a fit) has curves but no m(L) to compare.
         fitted = None if profile.status == "degenerate" else mapping_excess(points, profile.mapping_length)

@@ -215,6 +215,18 @@ class Profile:
             attention_factor=float(self.lampe["attention_factor"]),
         )
 
+    def curve_points(self) -> dict[int, tuple[list[float], list[float]]]:
+        """``(m, log PPL)`` of each curve, the unmapped model at m = L when it was measured
+        (``Curve.points``' convention, read back from the profile's records)."""
+        points = {}
+        for curve in self.curves:
+            xs, ys = [float(m) for m in curve["mappings"]], [math.log(p) for p in curve["ppl"]]
+            if curve.get("unmapped_ppl") is not None:
+                xs.append(float(curve["length"]))
+                ys.append(math.log(curve["unmapped_ppl"]))
+            points[int(curve["length"])] = (xs, ys)
+        return points
+
     def mapping_length(self, length: int) -> float:
         """m for an input of ``length`` tokens (``LampeConfig.mapping_length_for``)."""
         return self.to_lampe_config().mapping_length_for(length)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from script_support import load_script
 
 from lampe_calib.calibration import best_fixed_mapping, mapping_excess
 
@@ -72,20 +71,24 @@ def test_errors():
         best_fixed_mapping({500: ([100, 200], [2.0, 1.0]), 1000: ([300, 400], [2.0, 1.0])})
 
 
-def _script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "fixed_mapping.py"
-    spec = importlib.util.spec_from_file_location("fixed_mapping", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+def test_profile_curve_points_put_the_unmapped_model_at_l():
+    from lampe_calib.calibration import load_profile
+
+    profile = load_profile("smollm2-135m")
+    points = profile.curve_points()
+    assert sorted(points) == [c["length"] for c in profile.curves]
+    for curve in profile.curves:
+        xs, ys = points[curve["length"]]
+        assert xs == [*map(float, curve["mappings"]), float(curve["length"])]
+        assert ys == pytest.approx([math.log(p) for p in [*curve["ppl"], curve["unmapped_ppl"]]])
 
 
 def test_script_writes_a_profile_whose_m_is_the_best_single_m(tmp_path, capsys):
     from lampe_calib.calibration import load_profile
 
-    script = _script()
+    script = load_script("fixed_mapping")
     shipped = load_profile("smollm2-135m")
-    expected = best_fixed_mapping(script.curve_points(shipped)).mapping
+    expected = best_fixed_mapping(shipped.curve_points()).mapping
     out = tmp_path / "fixed.json"
     assert script.main(["smollm2-135m", "--out", str(out)]) == 0
     assert f": {expected:g}" in capsys.readouterr().out
@@ -102,7 +105,7 @@ def test_script_takes_a_degenerate_profile(tmp_path, capsys):
 
     from lampe_calib.calibration import load_profile
 
-    script = _script()
+    script = load_script("fixed_mapping")
     data = load_profile("smollm2-135m").to_dict()
     data["curves"] = [c for c in data["curves"] if c["length"] == 12288]
     data["sigmoid"] = {"status": "degenerate", "message": "one length", "missing": []}
