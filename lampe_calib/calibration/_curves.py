@@ -186,8 +186,15 @@ def mapping_excess(points: Points, mapping: Callable[[int], float]) -> dict[int,
     Raises:
         ValueError: an m outside its curve's measured range (nothing is known there).
     """
+    return _excess(_read(points), mapping)
+
+
+def _excess(
+    curves: dict[int, tuple[np.ndarray, np.ndarray, float]], mapping: Callable[[int], float]
+) -> dict[int, float]:
+    """``mapping_excess`` on curves already read by ``_read``."""
     excess = {}
-    for length, (x, y, top) in sorted(_read(points).items()):
+    for length, (x, y, top) in sorted(curves.items()):
         m = float(mapping(length))
         if not x[0] <= m <= top:
             raise ValueError(f"m = {m:g} at L = {length} lies outside its measured range [{x[0]:g}, {top:g}]")
@@ -227,7 +234,7 @@ def best_fixed_mapping(points: Points) -> FixedMapping:
         )
 
     def cost(m: float) -> tuple[float, float]:
-        return sum(math.log1p(e) for e in mapping_excess(points, lambda _: m).values()), m
+        return sum(math.log1p(e) for e in _excess(curves, lambda _: m).values()), m
 
     best = min(candidates, key=cost)
-    return FixedMapping(best, mapping_excess(points, lambda _: best))
+    return FixedMapping(best, _excess(curves, lambda _: best))
