@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results_table.py"
+from script_support import load_script
 
 
 def _table(tmp_path, name, results):
-    spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("results_table")
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps({"model": "m", "results": results}))
     return module.table([str(path)]).splitlines()
