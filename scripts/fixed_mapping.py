@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lampe_calib.calibration import Profile, best_fixed_mapping, load_profile, mapping_excess, save_profile
 
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("profile", help="a shipped profile name or a JSON path")
     parser.add_argument("--out", help="write a copy of the profile whose m(L) is the best single m")
     args = parser.parse_args(argv)
+    if args.out and not Path(args.out).expanduser().resolve().parent.is_dir():
+        print(f"error: --out {args.out}: its directory does not exist", file=sys.stderr)
+        return 2
     try:
         profile = load_profile(args.profile)
         points = profile.curve_points()
@@ -54,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             "c": fixed.mapping,
             "c_mode": "fixed",
         }
-        save_profile(Profile.from_dict(data), args.out)
+        try:
+            save_profile(Profile.from_dict(data), args.out)  # atomic: nothing half-written
+        except OSError as error:
+            print(f"error: --out {args.out}: {error}", file=sys.stderr)
+            return 2
         print(f"wrote {args.out}")
     return 0
 

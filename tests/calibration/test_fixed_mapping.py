@@ -97,6 +97,13 @@ def test_script_writes_a_profile_whose_m_is_the_best_single_m(tmp_path, capsys):
         assert fixed.mapping_length(length) == pytest.approx(expected, rel=1e-12)
     assert fixed.lampe == shipped.lampe and fixed.curves == shipped.curves
     assert script.main(["no-such-profile"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # one line
+    missing = tmp_path / "no-such-dir" / "fixed.json"
+    assert script.main(["smollm2-135m", "--out", str(missing)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --out {missing}: its directory does not exist"
+    ]
+    assert not missing.parent.exists()
 
 
 def test_script_takes_a_degenerate_profile(tmp_path, capsys):
