@@ -22,13 +22,14 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["ERROR", "WORKER", "Reaper", "check_storage_url", "open_storage", "sweep_lock"]
+__all__ = ["ERROR", "REQUEUED", "WORKER", "Reaper", "check_storage_url", "open_storage", "sweep_lock"]
 
 logger = logging.getLogger(__name__)
 
 ERROR, WORKER = "error", "worker"  # user attributes: why a trial failed; host:pid running it
+REQUEUED = "requeued"  # user attribute: a trial failed by a reaper, whose retry is being queued
 
 
 def _driver_url(url: Any) -> Any:
@@ -239,6 +240,7 @@ class Reaper:
         """Fail a running trial with ``reason`` and re-queue it, as ``fail_stale_trials`` does."""
         try:
             self.storage.set_trial_user_attr(trial_id, ERROR, reason)
+            self.storage.set_trial_user_attr(trial_id, REQUEUED, True)
             if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 return
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -247,3 +249,22 @@ class Reaper:
         logger.warning("%s: trial %d failed: %s", study.study_name, trial.number, reason)
         if (retry := self.storage.get_heartbeat_stale_trial_callback()) is not None:
             retry(study, trial)
+
+
+def retry_pending(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the failed trials among ``trials`` (one study's) that a reaper failed and whose
+    retry is not queued yet: between the two steps another worker sees neither a running nor a
+    waiting trial, and must not take the sweep for finished. Optuna's ``fail_stale_trials``
+    fails a trial without an ``ERROR``; ``Reaper.fail`` marks it ``REQUEUED``.
+
+    Example: trial 3 failed by a stale heartbeat, trial 5 its retry → set(); no trial 5 → {3}.
+    """
+    # Optuna's retry callback lists every failed ancestor of a retry in ``retry_history``.
+    retried = {number for t in trials for number in t.system_attrs.get("retry_history", ())}
+    return {
+        t.number
+        for t in trials
+        if t.state == TrialState.FAIL
+        and (ERROR not in t.user_attrs or t.user_attrs.get(REQUEUED))
+        and t.number not in retried
+    }

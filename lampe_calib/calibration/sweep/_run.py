@@ -25,7 +25,7 @@ from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
 from ...methods._registry import rescaled_base
 from ...models._registry import model_info
-from ._db import ERROR, WORKER, Reaper, sweep_lock
+from ._db import ERROR, WORKER, Reaper, retry_pending, sweep_lock
 from ._spec import SweepPoint, SweepSpec, initial_mappings
 from ._store import (
     Measurement,
@@ -114,6 +114,7 @@ class _Runner:
     last: Measurement | None = None
     reported: tuple[int, int] | None = (0, 0)
     at_length: dict[int, BooksAtLength] = field(default_factory=dict)
+    awaited: set[tuple[str, int]] = field(default_factory=set)  # reaped trials waited for once
 
     def __post_init__(self) -> None:
         self.reaper = Reaper(self.storage)
@@ -249,10 +250,24 @@ class _Runner:
             if any(map(self.has_work, self.stages)):
                 continue
             if not (running := [t for stage in self.stages for t in stage.trials(RUNNING)]):
-                return self.report()
+                if not (pending := self.retries_pending()):
+                    return self.report()
+                self.awaited |= pending  # its retry is queued within moments: look again, once
+                time.sleep(self.poll_interval)
+                continue
             self.reaper.unseen([stage.study for stage in self.stages])
             self.report(waiting=len(running))
             time.sleep(self.poll_interval)
+
+    def retries_pending(self) -> set[tuple[str, int]]:
+        """Trials a reaper failed whose retry is not queued yet, not waited for before (a retry
+        that never comes, past Optuna's ``max_retry``, is waited for once)."""
+        pending = {
+            (stage.name, number)
+            for stage in self.stages
+            for number in retry_pending(stage.study.get_trials(deepcopy=False))
+        }
+        return pending - self.awaited
 
     def totals(self) -> tuple[int, float]:
         count = len(self.items) + sum(b for _, b, _ in self.budgets.values())
