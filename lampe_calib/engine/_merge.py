@@ -71,10 +71,10 @@ def merge_into(out: torch.Tensor, lse: torch.Tensor, part: torch.Tensor, part_ls
 
     Example: out 1 with lse 0, part 3 with lse 0 -> out 2, lse ln 2.
     """
-    part_lse = _empty_as_neginf(part_lse.float())
-    new = torch.logaddexp(lse, part_lse)
+    empty = part_lse == float("inf")  # flash-attn's row without key: weight 0, lse unchanged
+    new = torch.where(empty, lse, torch.logaddexp(lse, part_lse))
     safe = torch.where(torch.isfinite(new), new, torch.zeros_like(new))
     w_old = torch.exp(lse - safe)[..., None]  # exp(-inf) = 0 where nothing was seen
-    w_new = torch.exp(part_lse - safe)[..., None]
+    w_new = torch.exp(part_lse.float() - safe).masked_fill_(empty, 0.0)[..., None]
     out.copy_(out.float().mul_(w_old).addcmul_(part.float(), w_new))
     lse.copy_(new)
