@@ -3,9 +3,11 @@ attentions over disjoint key sets merged through their LSE, and the transformers
 any position scheme inside a model.
 
 Layers, bottom up: ``_config`` (LampeConfig, m(L)), ``_positions`` (PE, regions, plans),
-``_plan`` (the plan protocol and distance pieces), ``_rope``, ``_merge``, ``_kernels`` (attention
-with LSE per backend), ``_pieces`` and ``_chunked`` (fused paths), ``_attention`` (dispatch and
-the dense reference path), ``_hook`` (``apply_lampe``, ``apply_position_scheme``)."""
+``_plan`` (the plan protocol and distance pieces), ``_rope``, ``_merge``, ``_windows`` (one
+causal windowed call with LSE on flash-attn or FlexAttention: a piece on CUDA), ``_kernels``
+(attention with LSE per backend, and the kernels a session chooses), ``_pieces`` and ``_chunked``
+(fused paths), ``_attention`` (dispatch and the dense reference path), ``_hook`` (``apply_lampe``,
+``apply_position_scheme``)."""
 
 from __future__ import annotations
 

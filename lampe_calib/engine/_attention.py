@@ -11,7 +11,8 @@ Two paths, one result:
   (``pieces()``: LaMPE, SelfExtend, STRING, ReRoPE; ``_pieces``) or chunks (``chunks()``: DCA;
   ``_chunked``), on fused kernels that return their LSE, merged through it: the causal
   triangle about once. It runs prefills (left padding one row at a time) and cached steps of
-  up to ``DECODE_ROWS`` queries; it returns None for anything else.
+  up to ``DECODE_ROWS`` queries (any number on a window kernel, which needs no mask); it
+  returns None for anything else.
 - ``dense_region_attention``: any plan, any positions, padding, a KV cache. Works in blocks
   of queries, so it holds a ``(block × T)`` score tile, never ``S × T``. It computes every
   region's logits for a block and keeps, for each pair, the logit of the pair's region: one
@@ -23,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from ._chunked import chunk_attention
+from ._kernels import Kernels
 from ._pieces import piece_attention
 from ._plan import Piece, PositionPlan
 
@@ -93,19 +95,25 @@ def dense_region_attention(
 
 
 def _fused_rows(
-    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, plan: PositionPlan, scale: float
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    plan: PositionPlan,
+    scale: float,
+    kernels: Kernels | None,
 ) -> torch.Tensor | None:
     """``fused_attention`` for rows without padding (positions 0..T-1, queries the last S)."""
     S, T = queries.shape[3], keys.shape[3]
-    if T > S and S > DECODE_ROWS:
+    windowed = kernels is not None and kernels.window is not None  # no (S × window) masks
+    if T > S and S > DECODE_ROWS and not windowed:
         return None
     # An identity plan (or row) is the stock model: one piece with the stock rotations.
     pieces = (Piece(0, None, 0, 0),) if plan.identity else plan.pieces()
     if pieces is not None:
-        return piece_attention(queries, keys, values, pieces, scale)
+        return piece_attention(queries, keys, values, pieces, scale, kernels)
     chunk_size = plan.chunks()
     if chunk_size is not None:
-        return chunk_attention(queries, keys, values, chunk_size, scale)
+        return chunk_attention(queries, keys, values, chunk_size, scale, kernels)
     return None
 
 
@@ -116,6 +124,7 @@ def fused_attention(
     plan: PositionPlan,
     key_valid: torch.Tensor | None,
     scale: float,
+    kernels: Kernels | None = None,
 ) -> torch.Tensor | None:
     """Region attention on fused kernels, or None where only the dense path applies.
 
@@ -125,13 +134,15 @@ def fused_attention(
         plan: the batch's plan (``PositionScheme.plan``).
         key_valid: ``(B, T)`` bool, left padding only (each row's real tokens at the right
             end; the caller checks), or None.
+        kernels: the session's kernels (``choose_kernels``); None: ``pick_backend`` per call.
 
     Returns:
         ``(B, H, S, D)`` (0 for padding queries), equal to ``dense_region_attention``; None for a
-        plan without pieces or chunks, or a cached step of more than ``DECODE_ROWS`` queries.
+        plan without pieces or chunks, or a cached step of more than ``DECODE_ROWS`` queries
+        without a window kernel.
     """
     if key_valid is None:
-        return _fused_rows(queries, keys, values, plan, scale)
+        return _fused_rows(queries, keys, values, plan, scale, kernels)
     _, B, H, S, D = queries.shape
     T = keys.shape[3]
     out = queries.new_zeros(B, H, S, D)
@@ -146,6 +157,7 @@ def fused_attention(
             values[b : b + 1, :, pad:],
             plan.row(b),
             scale,
+            kernels,
         )
         if row is None:
             return None

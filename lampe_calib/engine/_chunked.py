@@ -11,6 +11,9 @@ so in a prefill all intra blocks go in one causal call with the chunks in the ba
 successive blocks in one unmasked call (query chunk c against key chunk c − 1, both as views),
 and each chunk's inter block in one unmasked call: the causal triangle once, no mask, no copy
 of the keys. A decode step's rows (all in one chunk) take the same three key ranges.
+
+Every call is causal between equal lengths or unmasked, so on a window kernel (CUDA) each runs
+as one call there (``Kernels.attention``), grouped KV heads read in place.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import math
 
 import torch
 
-from ._kernels import attention_with_lse
+from ._kernels import Kernels, plain_kernels
 from ._merge import merge_into
-from ._pieces import window_attention
+from ._pieces import merge_rows, window_attention, window_piece
 
 __all__ = ["INTER", "INTRA", "SUCCESSIVE", "chunk_attention"]
 
@@ -40,7 +43,7 @@ def _unchunk(o: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return o.transpose(0, 1).reshape(1, H, n * s, D), lse.transpose(0, 1).reshape(1, H, n * s)
 
 
-def _prefill(queries, keys, values, s, scale, out, lse):
+def _prefill(queries, keys, values, s, scale, out, lse, kernels):
     _, B, H, S, D = queries.shape
     k, v = keys[0], values
     full, rest = divmod(S, s)
@@ -55,32 +58,37 @@ def _prefill(queries, keys, values, s, scale, out, lse):
         one = slice(b, b + 1)
         if full:
             q_c, k_c, v_c = (_by_chunks(x, 0, full, s) for x in (queries[INTRA, b], k[b], v[b]))
-            add(one, 0, *_unchunk(*attention_with_lse(q_c, k_c, v_c, scale, causal=True)))
+            add(one, 0, *_unchunk(*kernels.attention(q_c, k_c, v_c, scale, causal=True)))
         if full >= 2:
             q_c = _by_chunks(queries[SUCCESSIVE, b], s, full - 1, s)  # chunk c against chunk c - 1
             k_c, v_c = (_by_chunks(x, 0, full - 1, s) for x in (k[b], v[b]))
-            add(one, s, *_unchunk(*attention_with_lse(q_c, k_c, v_c, scale)))
+            add(one, s, *_unchunk(*kernels.attention(q_c, k_c, v_c, scale)))
     if rest:
         c0 = full * s
         rows = slice(c0, S)
-        intra = attention_with_lse(
+        intra = kernels.attention(
             queries[INTRA, :, :, rows], k[:, :, rows], v[:, :, rows], scale, causal=True
         )
         add(every, c0, *intra)
         if full:
             prev = slice(c0 - s, c0)
-            successive = attention_with_lse(
+            successive = kernels.attention(
                 queries[SUCCESSIVE, :, :, rows], k[:, :, prev], v[:, :, prev], scale
             )
             add(every, c0, *successive)
     for c in range(2, math.ceil(S / s)):
         rows, before = slice(c * s, min(S, (c + 1) * s)), slice(0, (c - 1) * s)
-        inter = attention_with_lse(queries[INTER, :, :, rows], k[:, :, before], v[:, :, before], scale)
+        inter = kernels.attention(queries[INTER, :, :, rows], k[:, :, before], v[:, :, before], scale)
         add(every, c * s, *inter)
 
 
 def chunk_attention(
-    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, chunk: int, scale: float
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    chunk: int,
+    scale: float,
+    kernels: Kernels | None = None,
 ) -> torch.Tensor | None:
     """DCA attention of the last S positions of T keys (``past = T − S``).
 
@@ -88,6 +96,7 @@ def chunk_attention(
         queries: ``(3, B, H, S, D)`` rotated for INTRA, SUCCESSIVE, INTER.
         keys: ``(1, B, Hkv, T, D)`` rotated at j mod s; values ``(B, Hkv, T, D)``.
         chunk: s.
+        kernels: the session's kernels (default: ``plain_kernels``, the backend of the queries).
 
     Returns:
         ``(B, H, S, D)``, or None for a step whose queries span two chunks after a cache
@@ -96,19 +105,28 @@ def chunk_attention(
     _, B, H, S, D = queries.shape
     T = keys.shape[3]
     past = T - S
+    if kernels is None:
+        kernels = plain_kernels(queries)
     out = queries.new_zeros(B, H, S, D)
     lse = queries.new_full((B, H, S), float("-inf"), dtype=torch.float32)
     if past == 0:
-        _prefill(queries, keys, values, chunk, scale, out, lse)
+        _prefill(queries, keys, values, chunk, scale, out, lse, kernels)
         return out
     c = past // chunk
     if (T - 1) // chunk != c:
         return None
     k, v, c0 = keys[0], values, c * chunk
-    intra = window_attention(queries[INTRA], k[:, :, c0:], v[:, :, c0:], past - c0, 0, None, scale)
-    assert intra is not None  # every query sees itself
-    merge_into(out, lse, *intra)
+    if kernels.window is not None:
+        intra = window_piece(queries[INTRA], k[:, :, c0:], v[:, :, c0:], 0, None, scale, kernels.window)
+        assert intra is not None and intra[0] == 0  # every query sees itself
+        merge_rows(out, lse, *intra, first=True)
+    else:
+        intra = window_attention(
+            queries[INTRA], k[:, :, c0:], v[:, :, c0:], past - c0, 0, None, scale, kernels.backend
+        )
+        assert intra is not None  # every query sees itself
+        merge_into(out, lse, *intra)
     for region, keep in ((SUCCESSIVE, slice(c0 - chunk, c0)), (INTER, slice(0, c0 - chunk))):
         if keep.stop > max(0, keep.start):
-            merge_into(out, lse, *attention_with_lse(queries[region], k[:, :, keep], v[:, :, keep], scale))
+            merge_into(out, lse, *kernels.attention(queries[region], k[:, :, keep], v[:, :, keep], scale))
     return out

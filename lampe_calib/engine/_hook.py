@@ -201,7 +201,7 @@ class LampeAttention(nn.Module):
         # the blocked dense path for anything else (other padding, other schemes).
         out = None
         if key_valid is None or _left_padded(key_valid):
-            out = fused_attention(queries, keys, values, plan, key_valid, attn.scaling)
+            out = fused_attention(queries, keys, values, plan, key_valid, attn.scaling, step.kernels)
         if out is None:
             out, _ = dense_region_attention(
                 queries, keys, values, plan, q_positions, positions, key_valid, attn.scaling

@@ -7,6 +7,8 @@ set r only) and ``lse_r = logsumexp`` of set r's logits, then the softmax over a
 
 (the identity behind flash-attention's split-KV decoding). A set with no key for a query has
 ``lse_r = -inf`` and weight 0; a query with no key at all gets output 0 and lse -inf.
+flash-attn reports a query with no key as out 0 and lse +inf: an lse of +inf is read as an
+empty set too (no set of real logits has an infinite sum).
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from __future__ import annotations
 import torch
 
 __all__ = ["merge_attention", "merge_into"]
+
+
+def _empty_as_neginf(lse: torch.Tensor) -> torch.Tensor:
+    """flash-attn's +inf for a query with no key -> -inf, the merge's empty set."""
+    return lse.masked_fill(lse == float("inf"), float("-inf"))
 
 
 def merge_attention(
@@ -33,7 +40,7 @@ def merge_attention(
     Example: two sets with lse 0 and 0 and outputs 1 and 3 -> lse ln 2, out 2.
     """
     assert len(outputs) == len(lses) and outputs
-    stacked = torch.stack([x.to(torch.float32) for x in lses])  # (R, B, H, S)
+    stacked = _empty_as_neginf(torch.stack([x.to(torch.float32) for x in lses]))  # (R, B, H, S)
     lse = torch.logsumexp(stacked, dim=0)  # (B, H, S)
     finite = torch.isfinite(lse)
     safe = torch.where(finite, lse, torch.zeros_like(lse))
@@ -56,16 +63,18 @@ def merge_into(out: torch.Tensor, lse: torch.Tensor, part: torch.Tensor, part_ls
         out: ``(..., S, D)`` running output (any dtype, any strides: a view of the full output).
         lse: ``(..., S)`` float32 running log-sum-exp (-inf where no key was seen yet).
         part: ``(..., S, D)`` the new set's softmax-weighted values.
-        part_lse: ``(..., S)`` its log-sum-exp (-inf where the set is empty for a query).
+        part_lse: ``(..., S)`` its log-sum-exp (-inf, or flash-attn's +inf, where the set is empty
+            for a query).
 
     The weights and the sum are formed in float32 even for a bf16 output, so merging several
     pieces rounds once per piece, like one kernel's output.
 
     Example: out 1 with lse 0, part 3 with lse 0 -> out 2, lse ln 2.
     """
-    new = torch.logaddexp(lse, part_lse)
+    empty = part_lse == float("inf")  # flash-attn's row without key: weight 0, lse unchanged
+    new = torch.where(empty, lse, torch.logaddexp(lse, part_lse))
     safe = torch.where(torch.isfinite(new), new, torch.zeros_like(new))
     w_old = torch.exp(lse - safe)[..., None]  # exp(-inf) = 0 where nothing was seen
-    w_new = torch.exp(part_lse.float() - safe)[..., None]
+    w_new = torch.exp(part_lse.float() - safe).masked_fill_(empty, 0.0)[..., None]
     out.copy_(out.float().mul_(w_old).addcmul_(part.float(), w_new))
     lse.copy_(new)

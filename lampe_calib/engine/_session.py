@@ -1,6 +1,7 @@
-"""One context under a position scheme: the scheme, the RoPE table, and the plan of each live
-sequence, keyed by its cache so that l stays fixed while it decodes (DESIGN §1 "Decoding");
-and the per-forward step that all layers of one pass share (positions, rotation tables)."""
+"""One context under a position scheme: the scheme, the RoPE table, the attention kernels, and
+the plan of each live sequence, keyed by its cache so that l stays fixed while it decodes
+(DESIGN §1 "Decoding"); and the per-forward step that all layers of one pass share (positions,
+rotation tables, kernels)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ._kernels import Kernels, choose_kernels
 from ._plan import PositionPlan
 from ._rope import Rope
 
@@ -41,11 +43,18 @@ class Step:
     query_positions: torch.Tensor  # (B, S) positions of this pass's tokens
     query_tables: list[tuple[torch.Tensor, torch.Tensor]]  # per region: cos, sin (B, S, D/2)
     key_tables: list[tuple[torch.Tensor, torch.Tensor]]  # per key version: cos, sin (B, S, D/2)
+    kernels: Kernels  # the session's attention kernels
 
 
 class LampeSession:
-    """State of one context: the scheme, the RoPE table, and each live sequence's plan, keyed
-    by its cache object (so l stays fixed while the sequence decodes)."""
+    """State of one context: the scheme, the RoPE table, the attention kernels, and each live
+    sequence's plan, keyed by its cache object (so l stays fixed while the sequence decodes).
+
+    ``kernels`` (``_kernels.Kernels``) is chosen once, at the first forward pass, for the
+    device and dtype of its activations (``choose_kernels``; logged at debug level), and
+    passed to every layer; it is chosen again only if a later pass runs on another device
+    type or dtype. Setting it before the first pass imposes a choice.
+    """
 
     def __init__(self, config: PositionScheme, rope: Rope, last_layer: int) -> None:
         self.config = config
@@ -53,6 +62,7 @@ class LampeSession:
         self.last_layer = last_layer
         self.planned_length: int | None = None  # set by the generate() wrapper for one call
         self._plans: weakref.WeakKeyDictionary[Any, PositionPlan] = weakref.WeakKeyDictionary()
+        self.kernels: Kernels | None = None
         # The last forward pass's step, reused by all its layers (see `step`).
         self._last_step: tuple[Any, Step] | None = None
 
@@ -81,6 +91,7 @@ class LampeSession:
         if self._last_step is not None and self._last_step[0] is forward_key and forward_key is not None:
             return self._last_step[1]
         plan = self.plan_for(cache, key_valid, past, new, batch, layer)
+        kernels = self.kernels_for(device, dtype)
         total = past + new
         # Positions follow the padding exactly like generate() builds position_ids.
         if key_valid is None:
@@ -94,9 +105,18 @@ class LampeSession:
             query_positions=q_positions,
             query_tables=[self.rope.cos_sin(p, dtype) for p in plan.query_positions(q_positions)],
             key_tables=[self.rope.cos_sin(p, dtype) for p in plan.key_positions(q_positions)],
+            kernels=kernels,
         )
         self._last_step = (forward_key, step)
         return step
+
+    def kernels_for(self, device: torch.device, dtype: torch.dtype) -> Kernels:
+        """The session's kernels, chosen at the first call (again if device type or dtype change)."""
+        kernels = self.kernels
+        if kernels is None or (kernels.device, kernels.dtype) != (device.type, dtype):
+            kernels = self.kernels = choose_kernels(device, dtype)
+            logger.debug("attention kernels: %s (%s, %s)", kernels.name, device.type, dtype)
+        return kernels
 
     def plan_for(
         self, cache: Any, key_valid: torch.Tensor | None, past: int, new: int, batch: int, layer: int

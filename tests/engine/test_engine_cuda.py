@@ -65,3 +65,45 @@ def test_cuda_prefill_fast_path_equals_dense_path(dtype):
     got = fused_attention(q, k, v, plan, None, 0.125).float().cpu()
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     assert (got - want).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_session_kernels_match_dense_path(dtype):
+    # The kernels a CUDA session chooses (flash-attn or FlexAttention when present), on every
+    # scheme's pieces and DCA's ranges, prefill and a decode step, against the CPU dense path.
+    from lampe_calib.engine._kernels import available_kernels, choose_kernels
+    from lampe_calib.methods._dca import DualChunkConfig
+    from lampe_calib.methods._rerope import ReRopeConfig
+    from lampe_calib.methods._selfextend import SelfExtendConfig
+    from lampe_calib.methods._string import StringConfig
+
+    kernels = choose_kernels(torch.device("cuda"), dtype)
+    available = available_kernels()
+    if available["flash-attn"] and dtype == torch.bfloat16:
+        assert kernels.name == "flash-attn"
+    elif available["flex"]:
+        assert kernels.name == "flex"
+    S = 3000
+    n = torch.tensor([S])
+    plans = [
+        LampePlan(n.double(), torch.tensor([700.0]), 64, 32),
+        LampePlan(n.double(), torch.tensor([700.0]), 64, 32, "floor"),
+        SelfExtendConfig(group=4, neighbor_window=256).plan(n),
+        StringConfig(shifted_offset=1000, local_window=128).plan(n),
+        ReRopeConfig(window=512).plan(n),
+        DualChunkConfig(chunk_size=700, local_window=64).plan(n),
+    ]
+    g = torch.Generator().manual_seed(0)
+    for plan in plans:
+        pos = torch.arange(S)[None]
+        R, V = plan.query_positions(pos).shape[0], plan.key_positions(pos).shape[0]
+        q = torch.randn(R, 1, 8, S, 64, generator=g)
+        k = torch.randn(V, 1, 2, S, 64, generator=g)
+        v = torch.randn(1, 2, S, 64, generator=g)
+        want, _ = dense_region_attention(q, k, v, plan, pos, pos, None, 0.125)
+        q, k, v = (x.cuda().to(dtype) for x in (q, k, v))
+        got = fused_attention(q, k, v, plan, None, 0.125, kernels).float().cpu()
+        step = fused_attention(q[:, :, :, -1:], k, v, plan, None, 0.125, kernels).float().cpu()
+        tol = 1e-4 if dtype == torch.float32 else 3e-2
+        assert (got - want).abs().max().item() <= tol, type(plan).__name__
+        assert (step - want[:, :, -1:]).abs().max().item() <= tol, type(plan).__name__
