@@ -45,6 +45,8 @@ class SigmoidFit:
     lengths: tuple[int, ...]
     mappings: tuple[float, ...]
     residuals: tuple[float, ...] = field(default=())
+    # What the fit minimized: "argmin" (least squares on m*(L)) or "excess" (``_excess``).
+    objective: str = "argmin"
 
     def __call__(self, length: float) -> float:
         return sigmoid_mapping_length(length, self.a, self.b, self.c)
@@ -103,34 +105,31 @@ def fit_sigmoid(
             z = np.log(np.clip(y / c0, 0.02, 0.98) / (1 - np.clip(y / c0, 0.02, 0.98)))
             slope, intercept = np.polyfit(x, z, 1) if np.ptp(x) > 0 else (1.0, 0.0)
             starts.append([max(slope, 1e-3), float(np.clip(intercept, -49, 49)), c0])
+    # One curve_fit for both modes: the parameters the mask leaves free are fitted, c is held
+    # at 0.75 when fixed.
+    free = np.array([True, True, c_fixed is None])
+
+    def full(p: Sequence[float]) -> list[float]:
+        return [*p, c_fixed] if c_fixed else list(p)
+
+    lower, upper = np.array([1e-6, -50, 1e-3]), np.array([1e3, 50, c_hi])
     best = None
-    for a0, b0, c0 in starts:
+    for start_values in starts:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
-                if c_fixed:
-                    params, _ = curve_fit(
-                        lambda x, a, b: _sigmoid(x, a, b, c_fixed),
-                        x,
-                        y,
-                        p0=[a0, b0],
-                        jac=lambda x, a, b: _sigmoid_jacobian(x, a, b, c_fixed)[:, :2],
-                        bounds=([1e-6, -50], [1e3, 50]),
-                        maxfev=2000,
-                    )
-                    params = [*params, c_fixed]
-                else:
-                    params, _ = curve_fit(
-                        _sigmoid,
-                        x,
-                        y,
-                        p0=[a0, b0, c0],
-                        jac=_sigmoid_jacobian,
-                        bounds=([1e-6, -50, 1e-3], [1e3, 50, c_hi]),
-                        maxfev=2000,
-                    )
+                fitted, _ = curve_fit(
+                    lambda x, *p: _sigmoid(x, *full(p)),
+                    x,
+                    y,
+                    p0=np.asarray(start_values)[free],
+                    jac=lambda x, *p: _sigmoid_jacobian(x, *full(p))[:, free],
+                    bounds=(lower[free], upper[free]),
+                    maxfev=2000,
+                )
+                params = full(fitted)
         except (RuntimeError, ValueError) as error:
-            logger.debug("sigmoid fit from %s failed: %s", (a0, b0, c0), error)
+            logger.debug("sigmoid fit from %s failed: %s", start_values, error)
             continue
         sse = float(np.sum((_sigmoid(x, *params) - y) ** 2))
         if best is None or sse < best[0]:
@@ -175,10 +174,18 @@ class Calibration:
     level: float
     resamples: int
     missing: tuple[MissingPoint, ...] = ()
+    # The excess fits (``_excess``) by c mode; the mean leave-one-length-out excess of each
+    # objective's fit, ``held_out[objective][c_mode]``; the objective the profile uses.
+    excess_fits: dict[str, SigmoidFit] = field(default_factory=dict)
+    held_out: dict[str, dict[str, float]] = field(default_factory=dict)
+    objective: str = "argmin"
 
     @property
     def fit(self) -> SigmoidFit | None:
-        return self.fits.get(self.c_mode) if self.status == "fitted" else None
+        """The fit the profile uses: the ``objective``'s, in ``c_mode``."""
+        if self.status != "fitted":
+            return None
+        return (self.excess_fits if self.objective == "excess" else self.fits).get(self.c_mode)
 
 
 def _degenerate_reason(optima: Sequence[Optimum], mappings: tuple[int, ...]) -> str | None:
@@ -282,11 +289,78 @@ def calibrate(
             **common,
         )
     ci = _bootstrap(curves, window, c_max, refine, resamples, seed, level, fits) if resamples else {}
-    note = _shape_note(fits[c_mode], c_max)
+    excess_fits, held_out, objective = _excess_fits(curves, optima, window, c_max, fits, c_mode)
+    chosen = (excess_fits if objective == "excess" else fits)[c_mode]
+    note = _shape_note(chosen, c_max)
     if note:
         logger.warning("fit: %s", note)
     note = "; ".join(n for n in (note, missing) if n) or None
-    return Calibration("fitted", note, fits=fits, ci=ci, resamples=resamples, **common)
+    return Calibration(
+        "fitted",
+        note,
+        fits=fits,
+        ci=ci,
+        resamples=resamples,
+        excess_fits=excess_fits,
+        held_out=held_out,
+        objective=objective,
+        **common,
+    )
+
+
+def _excess_fits(
+    curves: list[Curve],
+    optima: Sequence[Optimum],
+    window: int,
+    c_max: float,
+    fits: dict[str, SigmoidFit],
+    c_mode: str,
+) -> tuple[dict[str, SigmoidFit], dict[str, dict[str, float]], str]:
+    """The excess fit in each c mode, both objectives' mean leave-one-length-out excess, and
+    the objective chosen for ``c_mode`` (``_excess.choose_objective``)."""
+    from ._excess import choose_objective, fit_sigmoid_excess, held_out_excess
+
+    points = {c.length: c.points() for c in curves}
+    by_length = {o.length: o for o in optima}
+
+    def used(lengths: Sequence[int]) -> tuple[list[int], list[float]]:
+        chosen = [by_length[n] for n in sorted(lengths) if by_length[n].remapped]
+        return [o.length for o in chosen], [o.mapping for o in chosen]
+
+    def argmin_fit(rest: dict, mode: str) -> SigmoidFit | None:
+        lengths, mappings = used(list(rest))
+        if len(lengths) < 3:
+            return None
+        try:
+            return fit_sigmoid(lengths, mappings, window, mode, c_max, start=fits.get(mode))
+        except ValueError:
+            return None
+
+    def excess_fit(rest: dict, mode: str, spread: bool = False) -> SigmoidFit:
+        # Held out: started from the full data's fits (and the argmin fit of the rest).
+        starts = (fits.get(mode), excess_fits.get(mode), None if spread else argmin_fit(rest, mode))
+        return fit_sigmoid_excess(
+            rest, window, mode, c_max, [f for f in starts if f is not None], used(list(rest)), spread
+        )
+
+    excess_fits: dict[str, SigmoidFit] = {}
+    for mode in fits:
+        excess_fits[mode] = excess_fit(points, mode, spread=True)
+    held_out: dict[str, dict[str, float]] = {"argmin": {}, "excess": {}}
+    objective = "argmin"
+    for mode in fits:
+        scores = {
+            "argmin": held_out_excess(points, lambda rest, mode=mode: argmin_fit(rest, mode)),
+            "excess": held_out_excess(points, lambda rest, mode=mode: excess_fit(rest, mode)),
+        }
+        common = set(scores["argmin"]) & set(scores["excess"])
+        for name, values in scores.items():
+            if common:
+                held_out[name][mode] = float(np.mean([values[k] for k in sorted(common)]))
+        if mode == c_mode:
+            objective = choose_objective(scores)
+    logger.info("held-out excess %s; profile uses the %s fit", held_out, objective)
+    return excess_fits, held_out, objective
 
 
 def _shape_note(fit: SigmoidFit, c_max: float) -> str | None:

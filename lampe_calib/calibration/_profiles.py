@@ -183,6 +183,8 @@ class Profile:
             raise _fail("sigmoid.c", f"> lampe.head + lampe.tail = {head_tail}", c)
         _text("sigmoid.c_mode", _get(sigmoid, "c_mode", "sigmoid"), choices=("fixed", "free"))
         _number("sigmoid.r2", sigmoid.get("r2"), optional=True)
+        # Which fit the profile uses (absent in profiles made before the excess fit: "argmin").
+        _text("sigmoid.objective", sigmoid.get("objective"), optional=True, choices=("argmin", "excess"))
         ci = _mapping("sigmoid.ci", sigmoid.get("ci"), optional=True)
         for name in ("a", "b", "c"):
             if ci and name in ci:

@@ -359,8 +359,23 @@ def _report(console: Any, run: Any) -> None:
                 cal.level, *ci["a"], *ci["b"], *ci["c"]
             )
         )
-        chosen = " (profile)" if mode == cal.c_mode else ""
+        chosen = " (profile)" if mode == cal.c_mode and cal.objective == "argmin" else ""
         r2 = "n/a" if fit.r2 is None else f"{round(fit.r2, 3) + 0.0:.3f}"  # no "-0.000"
         console.print(
             f"fit, {mode} c{chosen}: a = {fit.a:.4g}, b = {fit.b:.4g}, c = {fit.c:.4g}, R² = {r2}{interval}"
         )
+    _report_excess(console, cal)
+
+
+def _report_excess(console: Any, cal: Any) -> None:
+    """The excess fits, and each objective's mean leave-one-length-out PPL excess."""
+    for mode, fit in cal.excess_fits.items():
+        chosen = " (profile)" if mode == cal.c_mode and cal.objective == "excess" else ""
+        r2 = "n/a" if fit.r2 is None else f"{round(fit.r2, 3) + 0.0:.3f}"
+        console.print(
+            f"excess fit, {mode} c{chosen}: a = {fit.a:.4g}, b = {fit.b:.4g}, c = {fit.c:.4g}, R² = {r2}"
+        )
+    for objective, by_mode in cal.held_out.items():
+        shown = ", ".join(f"{mode} c {100 * value:.3g} %" for mode, value in by_mode.items())
+        if shown:
+            console.print(f"held-out PPL excess ({objective} fit, leave one length out): {shown}")
