@@ -200,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise ValueError(f"bad sweep options: {error}") from None
     name = profile_name(info, args.base)
+    spec = _start_from_previous_fit(console, spec, out / f"{name}.json")
     console.print(
         f"[bold]{name}[/]: {info.family}, W = {w}, RoPE θ = {info.rope_theta:g} ({info.rope_type}); "
         f"{args.device}, {str(next(model.parameters()).dtype).removeprefix('torch.')}"
@@ -250,6 +251,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     _report(console, run)
     console.print(f"wrote {json_path} and {png_path} in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _start_from_previous_fit(console: Any, spec: Any, path: Path) -> Any:
+    """gp search: the lengths a previous profile at ``path`` did not measure begin their search
+    at its m(L) (``SweepSpec.starts``); the spec unchanged without a usable fitted profile."""
+    import dataclasses
+
+    from ..calibration._profiles import load_profile
+
+    if spec.search != "gp" or not path.is_file():
+        return spec
+    try:
+        previous = load_profile(path)
+    except ValueError:
+        return spec
+    if previous.status == "degenerate" or previous.to_dict().get("method", "lampe") != "lampe":
+        return spec
+    measured = {int(curve["length"]) for curve in previous.curves}
+    starts = tuple((n, previous.mapping_length(n)) for n in spec.lengths if n not in measured)
+    for length, m in starts:
+        console.print(f"L = {length}: the search starts at m(L) = {m:.0f} of the previous fit ({path})")
+    return dataclasses.replace(spec, starts=starts) if starts else spec
 
 
 def _check_out(text: str, out: Path) -> None:

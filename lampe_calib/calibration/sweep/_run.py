@@ -365,7 +365,9 @@ def _enqueue_initial_design(stage: _Stage, spec: SweepSpec) -> None:
     """A GP study starts from log-spaced points: enqueue those without a trial, as long as the
     GP has proposed nothing (a run killed while enqueuing them gets the rest next time)."""
     assert stage.length is not None
-    initial = initial_mappings(*spec.gp_range(stage.length), spec.initial_points)
+    initial = initial_mappings(
+        *spec.gp_range(stage.length), spec.initial_points, spec.start_for(stage.length)
+    )
     tried = [
         t.system_attrs.get("fixed_params", t.params).get("mapping") for t in stage.trials(tuple(TrialState))
     ]

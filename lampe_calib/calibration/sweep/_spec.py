@@ -58,15 +58,29 @@ def default_mappings(window: int, head: int, tail: int, count: int = 8, top: flo
     return tuple(sorted({round(lo + (hi - lo) * i / (count - 1)) for i in range(count)}))
 
 
-def initial_mappings(lo: int, hi: int, count: int) -> list[int]:
+def initial_mappings(lo: int, hi: int, count: int, start: float | None = None) -> list[int]:
     """The GP search's first ``count`` points in ``[lo, hi]``: evenly spaced in log m, away
     from the ends (the V's optimum is rarely at a bound, and log spacing resolves small m).
 
-    Example: ``initial_mappings(49, 320, 3)`` -> ``[67, 125, 234]``.
+    With ``start`` (m(L) of a previous fit) the search begins there: ``start`` first, then
+    points 15 %, 30 %, ... above and below it, so a good fit is confirmed in one evaluation.
+
+    Example: ``initial_mappings(49, 320, 3)`` -> ``[67, 125, 234]``;
+    ``initial_mappings(49, 320, 3, start=150)`` -> ``[150, 172, 130]``.
     """
-    ratio = hi / lo
-    points = [round(lo * ratio ** ((i + 0.5) / count)) for i in range(count)]
-    return sorted({min(hi, max(lo, p)) for p in points})
+    if start is None:
+        ratio = hi / lo
+        points = [round(lo * ratio ** ((i + 0.5) / count)) for i in range(count)]
+        return sorted({min(hi, max(lo, p)) for p in points})
+    design: list[int] = []
+    for step in range(4 * count):  # (clamped duplicates are skipped; stop once none is new)
+        factor = 1 + 0.15 * ((step + 1) // 2)  # 1, 1.15, 1.15, 1.3, 1.3, ...
+        point = min(hi, max(lo, round(start * factor if step % 2 else start / factor)))
+        if point not in design:
+            design.append(point)
+        if len(design) == count:
+            break
+    return design
 
 
 @dataclass(frozen=True)
@@ -176,6 +190,9 @@ class SweepSpec:
     initial_points: int = 3
     seed: int = 0
     base: str = "stock"
+    # gp only: ``(L, m)`` pairs, m(L) of a previous fit where the search at L begins
+    # (``initial_mappings``' ``start``); a length without one starts from the log-spaced design.
+    starts: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lengths", _check_ints("lengths", self.lengths, 2))
@@ -206,6 +223,11 @@ class SweepSpec:
                 f"initial_points must be <= evaluations = {self.evaluations}, got {self.initial_points}"
             )
         check_integer("seed", self.seed)
+        starts = tuple((length, float(m)) for length, m in self.starts)
+        for length, m in starts:
+            if not is_integer(length) or not math.isfinite(m) or m <= 0:
+                raise ValueError(f"starts must hold (length, m > 0) pairs, got {(length, m)!r}")
+        object.__setattr__(self, "starts", starts)
         if self.base not in BASES:
             raise ValueError(f"base must be one of {BASES}, got {self.base!r}")
 
@@ -234,6 +256,10 @@ class SweepSpec:
     def gp_range(self, length: int) -> tuple[int, int]:
         """The m interval a GP searches at ``length``: past L every m is the same (no remap)."""
         return self.mappings[0], min(self.mappings[-1], length)
+
+    def start_for(self, length: int) -> float | None:
+        """Where the GP search at ``length`` begins (``starts``), None for the log-spaced design."""
+        return dict(self.starts).get(length)
 
     def gp_point(self, length: int) -> Callable[[optuna.Trial], SweepPoint]:
         """The sampling function of the GP study of ``length``."""
