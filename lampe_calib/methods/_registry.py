@@ -9,7 +9,8 @@ Registry contract (``METHODS``, a plain dict like transformers' ``ROPE_INIT_FUNC
 - ``length``: L, the input length the method is set up for (a PPL window, or a passkey
   prompt plus its generated tokens);
 - ``profile``: a calibrated profile (anything with ``to_lampe_config()``), or None; only the
-  LaMPE methods read it.
+  LaMPE methods read it. ``method_context`` also gives a profile calibrated for another method
+  (``profile.method``) to that method, built with the profile's knobs (``methods._tuning``).
 
 Entering the context runs ``model`` under the method, for a plain forward and for
 ``generate()``; leaving it restores the model exactly. Parameters default to each paper's
@@ -44,6 +45,7 @@ from ._rope_scaling import (
 )
 from ._selfextend import SelfExtendConfig, self_extend
 from ._string import StringConfig, string_attention
+from ._tuning import knob_values, tuned_context
 
 __all__ = [
     "BASES",
@@ -289,7 +291,8 @@ def method_context(
     name: str, model: nn.Module, window: int, length: int, profile: Any = None
 ) -> AbstractContextManager[Any]:
     """``METHODS[name](model, window, length, profile)``, with a ``KeyError`` naming the known
-    methods for an unknown name.
+    methods for an unknown name; a profile calibrated for method ``name`` (its ``method``)
+    builds it with the knob values the profile chose for ``length`` (``TUNABLE``).
 
     Example::
 
@@ -299,4 +302,9 @@ def method_context(
     factory = METHODS.get(name)
     if factory is None:
         raise KeyError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    # A profile calibrated for this very method (``lampe-calibrate --method``) sets its knobs.
+    values = knob_values(profile, name, length)
+    if values is not None:
+        _check(window, length)
+        return tuned_context(name, model, window, length, values)
     return factory(model, window, length, profile)
