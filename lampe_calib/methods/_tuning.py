@@ -38,7 +38,7 @@ from ._rope_scaling import (
 from ._selfextend import SelfExtendConfig, self_extend, selfextend_knobs
 from ._string import StringConfig, string_attention, string_knobs
 
-__all__ = ["TUNABLE", "Tunable", "knob_values", "lampe_knobs", "tuned_context"]
+__all__ = ["TUNABLE", "Tunable", "knob_values", "lampe_knobs", "main_knob_context", "tuned_context"]
 
 Build = Callable[[nn.Module, int, int, Mapping[str, float]], AbstractContextManager[Any]]
 
@@ -157,6 +157,14 @@ def tuned_context(
         known = ", ".join(k for k, t in TUNABLE.items() if t.build is not None)
         raise KeyError(f"method {name!r} has no knobs to set here; methods with knobs: {known}")
     return tunable.build(model, window, length, values)
+
+
+def main_knob_context(
+    name: str, model: nn.Module, window: int, length: int, value: float
+) -> AbstractContextManager[Any]:
+    """Method ``name`` with its main knob (the first of its ``knobs``) at ``value``."""
+    main = TUNABLE[name].knobs(window, length)[0]
+    return tuned_context(name, model, window, length, {main.name: value})
 
 
 def knob_values(profile: Any, name: str, length: int) -> dict[str, float] | None:
