@@ -51,6 +51,7 @@ def check_method_options(args: argparse.Namespace) -> None:
 
 def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path, storage_url: str | None) -> int:
     """The ``--method`` run of ``lampe-calibrate`` (``_calibrate.main`` checked the common options)."""
+    import optuna
     import torch
     from rich.console import Console
     from rich.logging import RichHandler
@@ -71,6 +72,7 @@ def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path, storag
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -132,9 +134,11 @@ def report(console: Any, cal: Any) -> None:
         table.add_column(column, justify="right")
     for curve in cal.curves:
         default_ppl = curve.ppl_at(curve.default)
+        # At an end of the values tried, the curve's other side was not seen: a bound only.
+        edge = {curve.values[0]: " (lowest tried)", curve.values[-1]: " (highest tried)"}
         table.add_row(
             str(curve.length),
-            f"{curve.best:g}",
+            f"{curve.best:g}{edge.get(curve.best, '') if len(curve.values) > 1 else ''}",
             f"{curve.ppl_at(curve.best):.4g}",
             f"{curve.default:g}",
             "not measured" if default_ppl is None else f"{default_ppl:.4g}",

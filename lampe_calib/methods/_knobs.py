@@ -9,7 +9,7 @@ the range is searched on a log scale. A method declares its knobs as a function
 Example::
 
     >>> selfextend_knobs(256, 1024)[0]
-    Knob(name='group', low=1, high=20, default=5, integer=True, log=True, description=...)
+    Knob(name='group', low=1, high=40, default=5, integer=True, log=True, description=...)
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class Knob:
 
 def grid_values(knob: Knob, count: int) -> tuple[float, ...]:
     """``Knob.grid``: ``count − 1`` values spread evenly over the range (both ends included),
-    the default added, and while fewer than ``count``, the middle of the widest gap."""
+    the default added, and while fewer than ``count`` (integers that round alike), the middle
+    of the widest gap that has a new value there."""
     if count < 1:
         raise ValueError(f"a knob grid needs at least 1 value, got {count}")
     lo, hi = float(knob.low), float(knob.high)
@@ -93,12 +94,12 @@ def grid_values(knob: Knob, count: int) -> tuple[float, ...]:
     spread = [lo, *inner, hi]
     values = sorted({float(knob.default), *(spread if count > 2 else ends)})
     while len(values) < count:
-        gaps = [(scale(b) - scale(a), a, b) for a, b in zip(values, values[1:], strict=False)]
-        if not gaps:
-            break
-        _, a, b = max(gaps)
-        middle = unscale((scale(a) + scale(b)) / 2)
-        if middle in values:
+        gaps = sorted(
+            ((scale(b) - scale(a), a, b) for a, b in zip(values, values[1:], strict=False)), reverse=True
+        )
+        middles = (unscale((scale(a) + scale(b)) / 2) for _, a, b in gaps)
+        middle = next((m for m in middles if m not in values), None)
+        if middle is None:
             break  # an integer range with no value left between its points
         values = sorted({*values, middle})
     return tuple(int(v) if knob.integer else v for v in values)

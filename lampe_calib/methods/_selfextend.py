@@ -169,12 +169,13 @@ def selfextend_knobs(window: int, length: int) -> tuple[Knob, ...]:
     """SelfExtend's knobs at (W, L): the group size G (main) and the neighbour window w_n, with
     ``SelfExtendConfig.recommended`` as defaults.
 
-    Example: ``selfextend_knobs(256, 1024)[0]`` -> G in [1, 20], default 5.
+    Example: ``selfextend_knobs(256, 1024)[0]`` -> G in [1, 40], default 5 (the README's advice:
+    try the smallest G first; the range reaches 8 times it).
     """
     recommended = SelfExtendConfig.recommended(window, length)
     group, neighbor = recommended.group, recommended.neighbor_window
     return (
-        Knob("group", 1, max(4, 4 * group), group, True, True, "G: grouped positions grow G times slower"),
+        Knob("group", 1, max(8, 8 * group), group, True, True, "G: grouped positions grow G times slower"),
         Knob(
             "neighbor_window",
             min(neighbor, max(1, window // 16)),
