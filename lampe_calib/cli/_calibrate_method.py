@@ -149,6 +149,6 @@ def report(console: Any, cal: Any) -> None:
     console.print(
         f"best single {name} over the lengths: {cal.single:g} (the profile's rule at other lengths)"
     )
-    console.print(
-        f"budget: {cal.points} evaluated points per length (the same for every method calibrated so)"
-    )
+    counts = sorted({len(c.values) for c in cal.curves})
+    shown = "-".join(str(n) for n in sorted({counts[0], counts[-1]}))
+    console.print(f"budget: {shown} evaluated points per length (--points; LaMPE's default grid has 8 m)")
