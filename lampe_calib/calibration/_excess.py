@@ -32,7 +32,7 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize
 
 from ._curves import Points, _read
-from ._fit import C_MODES, FIXED_C_RATIO, SigmoidFit, _sigmoid, fit_sigmoid
+from ._sigmoid_fit import C_MODES, FIXED_C_RATIO, SigmoidFit, _sigmoid, fit_sigmoid
 
 __all__ = [
     "OBJECTIVES",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ._args import ArgumentParser, parse_floats, parse_sizes
+from ._calibrate_fit import report_excess, start_from_previous_fit
 
 __all__ = ["build_parser", "main"]
 
@@ -225,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise ValueError(f"bad sweep options: {error}") from None
     name = profile_name(info, args.base)
-    spec = _start_from_previous_fit(console, spec, out / f"{name}.json")
+    spec = start_from_previous_fit(console, spec, out / f"{name}.json")
     console.print(
         f"[bold]{name}[/]: {info.family}, W = {w}, RoPE θ = {info.rope_theta:g} ({info.rope_type}); "
         f"{args.device}, {str(next(model.parameters()).dtype).removeprefix('torch.')}"
@@ -276,28 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     _report(console, run)
     console.print(f"wrote {json_path} and {png_path} in {time.perf_counter() - started:.0f} s")
     return 0
-
-
-def _start_from_previous_fit(console: Any, spec: Any, path: Path) -> Any:
-    """gp search: the lengths a previous profile at ``path`` did not measure begin their search
-    at its m(L) (``SweepSpec.starts``); the spec unchanged without a usable fitted profile."""
-    import dataclasses
-
-    from ..calibration._profiles import load_profile
-
-    if spec.search != "gp" or not path.is_file():
-        return spec
-    try:
-        previous = load_profile(path)
-    except ValueError:
-        return spec
-    if previous.status == "degenerate" or previous.to_dict().get("method", "lampe") != "lampe":
-        return spec
-    measured = {int(curve["length"]) for curve in previous.curves}
-    starts = tuple((n, previous.mapping_length(n)) for n in spec.lengths if n not in measured)
-    for length, m in starts:
-        console.print(f"L = {length}: the search starts at m(L) = {m:.0f} of the previous fit ({path})")
-    return dataclasses.replace(spec, starts=starts) if starts else spec
 
 
 def _check_out(text: str, out: Path) -> None:
@@ -417,18 +396,4 @@ def _report(console: Any, run: Any) -> None:
         console.print(
             f"fit, {mode} c{chosen}: a = {fit.a:.4g}, b = {fit.b:.4g}, c = {fit.c:.4g}, R² = {r2}{interval}"
         )
-    _report_excess(console, cal)
-
-
-def _report_excess(console: Any, cal: Any) -> None:
-    """The excess fits, and each objective's mean leave-one-length-out PPL excess."""
-    for mode, fit in cal.excess_fits.items():
-        chosen = " (profile)" if mode == cal.c_mode and cal.objective == "excess" else ""
-        r2 = "n/a" if fit.r2 is None else f"{round(fit.r2, 3) + 0.0:.3f}"
-        console.print(
-            f"excess fit, {mode} c{chosen}: a = {fit.a:.4g}, b = {fit.b:.4g}, c = {fit.c:.4g}, R² = {r2}"
-        )
-    for objective, by_mode in cal.held_out.items():
-        shown = ", ".join(f"{mode} c {100 * value:.3g} %" for mode, value in by_mode.items())
-        if shown:
-            console.print(f"held-out PPL excess ({objective} fit, leave one length out): {shown}")
+    report_excess(console, cal)

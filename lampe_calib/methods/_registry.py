@@ -146,6 +146,12 @@ def rerope(model: nn.Module, window: int, length: int, profile: Any = None) -> A
     return rerope_attention(model, ReRopeConfig.recommended(window))
 
 
+def _lampe_profile(profile: Any) -> Any:
+    """``profile``, or None when it calibrates another method (its knobs are not LaMPE's):
+    ``lampe-fixed`` and the rescaled LaMPEs then run at their defaults."""
+    return None if getattr(profile, "method", "lampe") != "lampe" else profile
+
+
 def _profile_config(profile: Any, method: str) -> LampeConfig:
     if isinstance(profile, LampeConfig):
         return profile
@@ -163,6 +169,7 @@ def lampe_fixed(
     profile when one is given, else ``LampeConfig``'s defaults."""
     _check(window, length)
     fixed_m = FIXED_MAPPING_FRACTION * window
+    profile = _lampe_profile(profile)
     if profile is None:
         return apply_lampe(model, LampeConfig(mapping_length=fixed_m))
     calibrated = _profile_config(profile, "lampe-fixed")
@@ -241,6 +248,7 @@ def _rescaled_lampe(base: str) -> MethodFactory:
         _check(window, length)
         if length <= window:
             return contextlib.nullcontext()
+        profile = _lampe_profile(profile)
         calibrated_on = profile_base(profile)
         if calibrated_on == base:  # m(L) calibrated on this very base
             return rescaled_base(model, window, base, _profile_config(profile, name))

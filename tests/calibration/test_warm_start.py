@@ -15,7 +15,7 @@ from test_excess import LENGTHS, MAPPINGS, W, _log_ppl
 from lampe_calib.calibration._excess import fit_sigmoid_excess
 from lampe_calib.calibration.sweep import SweepSpec, open_storage, run_sweep
 from lampe_calib.calibration.sweep._spec import initial_mappings
-from lampe_calib.cli._calibrate import _start_from_previous_fit
+from lampe_calib.cli._calibrate_fit import start_from_previous_fit
 from lampe_calib.evaluation import load_books
 
 
@@ -69,10 +69,10 @@ def test_the_cli_starts_new_lengths_from_the_previous_profile(tmp_path):
     path.write_text(json.dumps(profile))
     spec = SweepSpec(lengths=(64, 128), mappings=(7, 30), heads=(4,), tails=(2,), search="gp")
     console = Console(record=True, width=200)
-    started = _start_from_previous_fit(console, spec, path)
+    started = start_from_previous_fit(console, spec, path)
     m = 24.0 / (1 + math.exp(-(0.02 * 128 - 1.0)))
     assert started.starts == ((128, pytest.approx(m)),)  # 64 was measured: the log-spaced design
     assert f"m(L) = {m:.0f} of the previous fit" in console.export_text()
     grid = SweepSpec(lengths=(64, 128), mappings=(7, 30), heads=(4,), tails=(2,))
-    assert _start_from_previous_fit(console, grid, path) is grid  # a grid evaluates every point anyway
-    assert _start_from_previous_fit(console, spec, tmp_path / "none.json") is spec
+    assert start_from_previous_fit(console, grid, path) is grid  # a grid evaluates every point anyway
+    assert start_from_previous_fit(console, spec, tmp_path / "none.json") is spec

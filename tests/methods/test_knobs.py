@@ -146,3 +146,13 @@ def test_a_profile_of_a_method_sets_its_knob_per_length():
         default = _logits(model, ids)
     assert not torch.allclose(default, want)  # the default (G = 5 at 4·W) differs
     assert math.isfinite(float(want.abs().max()))
+
+
+def test_lampe_fixed_ignores_a_profile_of_another_method():
+    # LampeConfig's default head and tail (32, 16) do not fit the tiny window, so lampe-fixed
+    # without a profile refuses it; with another method's profile it does the same (the profile
+    # is not read as a LaMPE one).
+    model = tiny_model("llama")
+    for profile in (None, _MethodProfile("selfextend", {}, 2)):
+        with pytest.raises(ValueError, match="mapping_length must exceed head \\+ tail"):
+            method_context("lampe-fixed", model, W, 4 * W, profile)
