@@ -5,7 +5,13 @@ run (head, tail, mode, attention factor), the fitted ``m(L)`` with its quality, 
 V-curves, and where it all came from. ``Profile.to_lampe_config()`` turns it into the
 ``LampeConfig`` that ``apply_lampe`` runs, so ``apply_lampe(model, load_profile("reference"))``
 works. The ``sigmoid.status`` is "fitted", "imported" (values taken from another release,
-not re-calibrated) or "degenerate" (no usable fit; ``message`` says why).
+not re-calibrated) or "degenerate" (no usable fit; ``message`` says why). A fitted
+``sigmoid`` may also hold ``objective`` (the fit used: "argmin" or "excess") and ``fits``
+(every fit made, with its R² and leave-one-length-out excess).
+
+A profile of another method (``lampe-calibrate --method``, DESIGN §6) has ``method`` and
+``knob`` (per length the values tried, their PPL and the best; the best single value) instead
+of LaMPE settings and a sigmoid; ``knob_values(L)`` gives what it chose for a length.
 """
 
 from __future__ import annotations
