@@ -11,6 +11,8 @@ _MODULES = {
     "._calibrate": "calibrate_model default_spec profile_name",
     "._curves": "Curve FixedMapping Optimum best_fixed_mapping curve_optimum curves_of mapping_excess",
     "._fit": "C_MODES Calibration SigmoidFit calibrate fit_sigmoid",
+    "._excess": "fit_sigmoid_excess held_out_excess",
+    "._methods": "MethodCalibration calibrate_method calibrate_method_model method_spec",
     "._profiles": "SCHEMA_VERSION Profile load_profile save_profile shipped_profiles write_atomic",
     "._plots": "plot_profile render_profile",
 }

@@ -149,6 +149,25 @@ def _fit_record(
     }
 
 
+def _objective_records(cal: Calibration) -> dict[str, Any]:
+    """``objective`` (the fit the profile uses) and ``fits``: every fit made, by objective and c
+    mode, with its R² against m*(L) and its mean leave-one-length-out relative PPL excess."""
+    fits = [
+        {
+            "objective": objective,
+            "c_mode": mode,
+            "a": fit.a,
+            "b": fit.b,
+            "c": fit.c,
+            "r2": fit.r2,
+            "held_out_excess": cal.held_out.get(objective, {}).get(mode),
+        }
+        for objective, by_mode in (("argmin", cal.fits), ("excess", cal.excess_fits))
+        for mode, fit in by_mode.items()
+    ]
+    return {"objective": cal.objective, "fits": fits}
+
+
 def _curve_record(curve: Curve, refine: bool) -> dict[str, Any]:
     optimum = curve_optimum(curve, refine)
     first = curve.results[0] if curve.results else curve.unmapped
@@ -183,14 +202,20 @@ def build_profile(
     # Sweep points without a finished trial (failed or never run): the fit was made without them.
     sigmoid["missing"] = [{**m.point.to_dict(), "reason": m.reason} for m in cal.missing]
     if cal.fit is not None:
-        sigmoid.update(_fit_record(cal.fit, cal.ci.get(cal.c_mode), cal))
+        # The bootstrap interval is the argmin fit's: none is recorded for an excess fit.
+        ci = cal.ci.get(cal.c_mode) if cal.objective == "argmin" else None
+        sigmoid.update(_fit_record(cal.fit, ci, cal))
         sigmoid["points"] = [
             {"length": length, "m_star": m, "fitted": m - r, "residual": r}
             for length, m, r in zip(cal.fit.lengths, cal.fit.mappings, cal.fit.residuals, strict=True)
         ]
+        chosen = cal.excess_fits if cal.objective == "excess" else cal.fits
         sigmoid["alternatives"] = [
-            _fit_record(fit, cal.ci.get(mode), cal) for mode, fit in cal.fits.items() if mode != cal.c_mode
+            _fit_record(fit, cal.ci.get(mode) if cal.objective == "argmin" else None, cal)
+            for mode, fit in chosen.items()
+            if mode != cal.c_mode
         ]
+        sigmoid.update(_objective_records(cal))
     curves = curves_of(sweep, cal.head, cal.tail, cal.attention_factor)
     rescaled = sweep.spec.base != "stock"
     base = {"base": {"type": sweep.spec.base, "factor": RESCALED_BASE_FACTOR}} if rescaled else {}

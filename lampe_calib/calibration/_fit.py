@@ -1,10 +1,11 @@
-"""The fit of ``m(L) = c / (1 + exp(-(a·L + b)))`` to the optima m*(L) (DESIGN §3.3).
+"""The fit of ``m(L) = c / (1 + exp(-(a·L + b)))`` to a sweep (DESIGN §3.3): ``calibrate``.
 
 m*(L) comes from each V-curve (``_curves``). The sigmoid is fitted with
 ``scipy.optimize.curve_fit`` on the lengths where remapping wins (m* < L), with c fixed at 0.75·W
-(the paper) or free in (0, m_max] (the official release), a > 0. R², residuals, and a bootstrap
-interval over books (books resampled with replacement at each length, m* and the fit redone)
-are reported.
+(the paper) or free in (0, m_max] (the official release), a > 0 (``_sigmoid_fit``). R², residuals,
+and a bootstrap interval over books (books resampled with replacement at each length, m* and the
+fit redone) are reported. Beside it, the excess fit minimizes the PPL excess over the curves
+(``_excess``); the calibration uses the one with the lower leave-one-length-out excess.
 
 Degenerate cases give a ``Calibration`` with ``status == "degenerate"`` and a message saying what
 happened and what to change, never a fit through points that cannot determine it.
@@ -14,143 +15,19 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
 
-from ..engine._config import sigmoid_mapping_length
 from ._curves import Curve, Optimum, curve_optimum, curves_of
+from ._excess import choose_objective, fit_sigmoid_excess, held_out_excess
+from ._sigmoid_fit import C_MODES, FIXED_C_RATIO, SigmoidFit, fit_sigmoid
 from .sweep._store import MissingPoint, SweepResult
 
 __all__ = ["C_MODES", "FIXED_C_RATIO", "Calibration", "SigmoidFit", "calibrate", "fit_sigmoid"]
 
 logger = logging.getLogger(__name__)
-
-C_MODES = ("fixed", "free")
-FIXED_C_RATIO = 0.75  # the paper fixes c = 3/4 · W (§3.2)
-
-
-@dataclass(frozen=True)
-class SigmoidFit:
-    """A fitted ``m(L) = c / (1 + exp(-(a·L + b)))`` and how well it fits its points."""
-
-    a: float
-    b: float
-    c: float
-    c_mode: str
-    r2: float | None
-    lengths: tuple[int, ...]
-    mappings: tuple[float, ...]
-    residuals: tuple[float, ...] = field(default=())
-
-    def __call__(self, length: float) -> float:
-        return sigmoid_mapping_length(length, self.a, self.b, self.c)
-
-
-def _sigmoid(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    return c / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
-
-
-def _sigmoid_jacobian(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    """``(n, 3)`` derivatives of ``_sigmoid`` by a, b, c (exact: far fewer evaluations than finite
-    differences where the fit is flat, e.g. a drifting to its bound)."""
-    s = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
-    slope = c * s * (1 - s)
-    return np.stack([slope * x, slope, s], axis=1)
-
-
-def fit_sigmoid(
-    lengths: Sequence[float],
-    mappings: Sequence[float],
-    window: int,
-    c_mode: str = "fixed",
-    c_max: float | None = None,
-    start: SigmoidFit | None = None,
-) -> SigmoidFit:
-    """Least-squares fit of m(L) to points ``(lengths[i], mappings[i])`` (at least 3).
-
-    Args:
-        window: W; c is fixed at 0.75·W (``c_mode="fixed"``) or free in (0, ``c_max``]
-            (default 1.25·W). L and m are divided by W for the fit, so a is about 1/W.
-        start: a previous fit to start from (one start); None: several starts from the
-            linearised fit ``logit(m / c) = a·L + b``.
-
-    Raises:
-        ValueError: fewer than 3 points, a bad ``c_mode``, or no convergence.
-
-    Example: points on m = 192 / (1 + exp(-(L/256 - 2))) give back a = 1/256, b = -2, c = 192.
-    """
-    if c_mode not in C_MODES:
-        raise ValueError(f"c_mode must be one of {C_MODES}, got {c_mode!r}")
-    if len(lengths) != len(mappings) or len(lengths) < 3:
-        raise ValueError(f"a sigmoid fit needs at least 3 points, got {len(lengths)}")
-    x = np.asarray(lengths, float) / window
-    y = np.asarray(mappings, float) / window
-    c_hi = (c_max or 1.25 * window) / window
-    c_fixed = FIXED_C_RATIO if c_mode == "fixed" else None
-    starts = []
-    if start is not None:
-        starts.append([start.a * window, start.b, c_fixed or min(c_hi, start.c / window)])
-    else:
-        c_starts = (
-            [c_fixed] if c_fixed else {min(c_hi, max(y) * k) for k in (1.02, 1.2, 1.5)} | {min(c_hi, 0.75)}
-        )
-        for c0 in sorted(c_starts):
-            # The linearised fit logit(m/c) = a·L + b, points clipped inside (0, c).
-            z = np.log(np.clip(y / c0, 0.02, 0.98) / (1 - np.clip(y / c0, 0.02, 0.98)))
-            slope, intercept = np.polyfit(x, z, 1) if np.ptp(x) > 0 else (1.0, 0.0)
-            starts.append([max(slope, 1e-3), float(np.clip(intercept, -49, 49)), c0])
-    best = None
-    for a0, b0, c0 in starts:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                if c_fixed:
-                    params, _ = curve_fit(
-                        lambda x, a, b: _sigmoid(x, a, b, c_fixed),
-                        x,
-                        y,
-                        p0=[a0, b0],
-                        jac=lambda x, a, b: _sigmoid_jacobian(x, a, b, c_fixed)[:, :2],
-                        bounds=([1e-6, -50], [1e3, 50]),
-                        maxfev=2000,
-                    )
-                    params = [*params, c_fixed]
-                else:
-                    params, _ = curve_fit(
-                        _sigmoid,
-                        x,
-                        y,
-                        p0=[a0, b0, c0],
-                        jac=_sigmoid_jacobian,
-                        bounds=([1e-6, -50, 1e-3], [1e3, 50, c_hi]),
-                        maxfev=2000,
-                    )
-        except (RuntimeError, ValueError) as error:
-            logger.debug("sigmoid fit from %s failed: %s", (a0, b0, c0), error)
-            continue
-        sse = float(np.sum((_sigmoid(x, *params) - y) ** 2))
-        if best is None or sse < best[0]:
-            best = (sse, params)
-    if best is None:
-        raise ValueError(f"the sigmoid fit ({c_mode} c) did not converge on {len(x)} points")
-    sse, (a, b, c) = best
-    residuals = (np.asarray(mappings, float) - _sigmoid(x, a, b, c) * window).tolist()
-    total = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1 - sse / total if total > 0 else None
-    return SigmoidFit(
-        float(a) / window,
-        float(b),
-        float(c) * window,
-        c_mode,
-        r2,
-        tuple(int(v) for v in lengths),
-        tuple(float(v) for v in mappings),
-        tuple(residuals),
-    )
 
 
 @dataclass(frozen=True)
@@ -175,10 +52,18 @@ class Calibration:
     level: float
     resamples: int
     missing: tuple[MissingPoint, ...] = ()
+    # The excess fits (``_excess``) by c mode; the mean leave-one-length-out excess of each
+    # objective's fit, ``held_out[objective][c_mode]``; the objective the profile uses.
+    excess_fits: dict[str, SigmoidFit] = field(default_factory=dict)
+    held_out: dict[str, dict[str, float]] = field(default_factory=dict)
+    objective: str = "argmin"
 
     @property
     def fit(self) -> SigmoidFit | None:
-        return self.fits.get(self.c_mode) if self.status == "fitted" else None
+        """The fit the profile uses: the ``objective``'s, in ``c_mode``."""
+        if self.status != "fitted":
+            return None
+        return (self.excess_fits if self.objective == "excess" else self.fits).get(self.c_mode)
 
 
 def _degenerate_reason(optima: Sequence[Optimum], mappings: tuple[int, ...]) -> str | None:
@@ -282,11 +167,76 @@ def calibrate(
             **common,
         )
     ci = _bootstrap(curves, window, c_max, refine, resamples, seed, level, fits) if resamples else {}
-    note = _shape_note(fits[c_mode], c_max)
+    excess_fits, held_out, objective = _excess_fits(curves, optima, window, c_max, fits, c_mode)
+    chosen = (excess_fits if objective == "excess" else fits)[c_mode]
+    note = _shape_note(chosen, c_max)
     if note:
         logger.warning("fit: %s", note)
     note = "; ".join(n for n in (note, missing) if n) or None
-    return Calibration("fitted", note, fits=fits, ci=ci, resamples=resamples, **common)
+    return Calibration(
+        "fitted",
+        note,
+        fits=fits,
+        ci=ci,
+        resamples=resamples,
+        excess_fits=excess_fits,
+        held_out=held_out,
+        objective=objective,
+        **common,
+    )
+
+
+def _excess_fits(
+    curves: list[Curve],
+    optima: Sequence[Optimum],
+    window: int,
+    c_max: float,
+    fits: dict[str, SigmoidFit],
+    c_mode: str,
+) -> tuple[dict[str, SigmoidFit], dict[str, dict[str, float]], str]:
+    """The excess fit in each c mode, both objectives' mean leave-one-length-out excess, and
+    the objective chosen for ``c_mode`` (``_excess.choose_objective``)."""
+    points = {c.length: c.points() for c in curves}
+    by_length = {o.length: o for o in optima}
+
+    def used(lengths: Sequence[int]) -> tuple[list[int], list[float]]:
+        chosen = [by_length[n] for n in sorted(lengths) if by_length[n].remapped]
+        return [o.length for o in chosen], [o.mapping for o in chosen]
+
+    def argmin_fit(rest: dict, mode: str) -> SigmoidFit | None:
+        lengths, mappings = used(list(rest))
+        if len(lengths) < 3:
+            return None
+        try:
+            return fit_sigmoid(lengths, mappings, window, mode, c_max, start=fits.get(mode))
+        except ValueError:
+            return None
+
+    def excess_fit(rest: dict, mode: str, spread: bool = False) -> SigmoidFit:
+        # Held out: started from the full data's fits (and the argmin fit of the rest).
+        starts = (fits.get(mode), excess_fits.get(mode), None if spread else argmin_fit(rest, mode))
+        return fit_sigmoid_excess(
+            rest, window, mode, c_max, [f for f in starts if f is not None], used(list(rest)), spread
+        )
+
+    excess_fits: dict[str, SigmoidFit] = {}
+    for mode in fits:
+        excess_fits[mode] = excess_fit(points, mode, spread=True)
+    held_out: dict[str, dict[str, float]] = {"argmin": {}, "excess": {}}
+    objective = "argmin"
+    for mode in fits:
+        scores = {
+            "argmin": held_out_excess(points, lambda rest, mode=mode: argmin_fit(rest, mode)),
+            "excess": held_out_excess(points, lambda rest, mode=mode: excess_fit(rest, mode)),
+        }
+        common = set(scores["argmin"]) & set(scores["excess"])
+        for name, values in scores.items():
+            if common:
+                held_out[name][mode] = float(np.mean([values[k] for k in sorted(common)]))
+        if mode == c_mode:
+            objective = choose_objective(scores)
+    logger.info("held-out excess %s; profile uses the %s fit", held_out, objective)
+    return excess_fits, held_out, objective
 
 
 def _shape_note(fit: SigmoidFit, c_max: float) -> str | None:

@@ -5,7 +5,13 @@ run (head, tail, mode, attention factor), the fitted ``m(L)`` with its quality, 
 V-curves, and where it all came from. ``Profile.to_lampe_config()`` turns it into the
 ``LampeConfig`` that ``apply_lampe`` runs, so ``apply_lampe(model, load_profile("reference"))``
 works. The ``sigmoid.status`` is "fitted", "imported" (values taken from another release,
-not re-calibrated) or "degenerate" (no usable fit; ``message`` says why).
+not re-calibrated) or "degenerate" (no usable fit; ``message`` says why). A fitted
+``sigmoid`` may also hold ``objective`` (the fit used: "argmin" or "excess") and ``fits``
+(every fit made, with its R² and leave-one-length-out excess).
+
+A profile of another method (``lampe-calibrate --method``, DESIGN §6) has ``method`` and
+``knob`` (per length the values tried, their PPL and the best; the best single value) instead
+of LaMPE settings and a sigmoid; ``knob_values(L)`` gives what it chose for a length.
 """
 
 from __future__ import annotations
@@ -121,8 +127,18 @@ class Profile:
     curves: tuple[Mapping[str, Any], ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # The method the profile calibrates (DESIGN §6) and, for one other than LaMPE, the knob it
+    # chose per length (``_check_knob``); a LaMPE profile has no ``knob`` and no such fields in
+    # its JSON.
+    method: str = "lampe"
+    knob: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.method != "lampe":
+            _check_knob(self.method, _mapping("knob", self.knob))
+            object.__setattr__(self, "knob", MappingProxyType(_plain(self.knob)))
+        elif self.knob is not None:
+            raise _fail("knob", "absent in a LaMPE profile (its m(L) is the sigmoid)", self.knob)
         self._validate()
         # Own, read-only copies: a profile never aliases (or lets anyone edit) the caller's data.
         for name in ("model", "rope", "lampe", "sigmoid", "provenance"):
@@ -143,6 +159,8 @@ class Profile:
         _number("rope.theta", _get(rope, "theta", "rope"), positive=True)
         _text("rope.type", _get(rope, "type", "rope"))
         _mapping("rope.scaling", rope.get("scaling", {}))
+        if self.method != "lampe":  # no LaMPE settings, no sigmoid: the knob holds the result
+            return
         lampe = _mapping("lampe", self.lampe)
         head = _integer("lampe.head", _get(lampe, "head", "lampe"), 0)
         tail = _integer("lampe.tail", _get(lampe, "tail", "lampe"), 0)
@@ -183,6 +201,8 @@ class Profile:
             raise _fail("sigmoid.c", f"> lampe.head + lampe.tail = {head_tail}", c)
         _text("sigmoid.c_mode", _get(sigmoid, "c_mode", "sigmoid"), choices=("fixed", "free"))
         _number("sigmoid.r2", sigmoid.get("r2"), optional=True)
+        # Which fit the profile uses (absent in profiles made before the excess fit: "argmin").
+        _text("sigmoid.objective", sigmoid.get("objective"), optional=True, choices=("argmin", "excess"))
         ci = _mapping("sigmoid.ci", sigmoid.get("ci"), optional=True)
         for name in ("a", "b", "c"):
             if ci and name in ci:
@@ -198,12 +218,26 @@ class Profile:
     def status(self) -> str:
         return self.sigmoid["status"]
 
+    def knob_values(self, length: int) -> dict[str, float]:
+        """The knob value a non-LaMPE profile chose for inputs of ``length`` tokens: the best
+        measured at that length, else the best single value over the calibrated lengths.
+
+        Raises:
+            ValueError: a LaMPE profile (its m(L) is ``mapping_length``).
+        """
+        if self.knob is None:
+            raise ValueError(f"profile '{self.alias}' calibrates LaMPE: it has m(L), not knob values")
+        best = {int(row["length"]): row["best"] for row in self.knob["lengths"]}
+        return {self.knob["name"]: best.get(int(length), self.knob["single"])}
+
     def to_lampe_config(self) -> LampeConfig:
         """The ``LampeConfig`` with this profile's m(L), head, tail, mode and attention factor.
 
         Raises:
-            ValueError: the profile is degenerate (holds no usable fit).
+            ValueError: the profile is degenerate (holds no usable fit), or calibrates another method.
         """
+        if self.method != "lampe":
+            raise ValueError(f"profile '{self.alias}' calibrates method {self.method!r}, not LaMPE")
         if self.status == "degenerate":
             raise ValueError(f"profile '{self.alias}' holds no usable m(L) fit: {self.sigmoid['message']}")
         s = self.sigmoid
@@ -232,7 +266,9 @@ class Profile:
         return self.to_lampe_config().mapping_length_for(length)
 
     def to_dict(self) -> dict[str, Any]:
+        other = {} if self.method == "lampe" else {"method": self.method, "knob": _plain(self.knob)}
         return {
+            **other,
             "schema_version": self.schema_version,
             "model": _plain(self.model),
             "window": self.window,
@@ -253,16 +289,46 @@ class Profile:
                 f"profile field 'schema_version' is {version}, newer than this lampe-calib reads "
                 f"({SCHEMA_VERSION}); upgrade lampe-calib"
             )
-        unknown = sorted(set(data) - set(_SECTIONS) - {"schema_version"})
+        unknown = sorted(set(data) - set(_SECTIONS) - {"schema_version", "method", "knob"})
         if unknown:
             raise ValueError(f"profile field '{unknown[0]}' is not part of schema version {SCHEMA_VERSION}")
-        values = {key: _get(data, key, "") for key in _SECTIONS if key not in ("curves", "provenance")}
+        method = _text("method", data.get("method", "lampe"))
+        # A profile of another method has no LaMPE settings or sigmoid of its own.
+        optional = (
+            ("curves", "provenance") if method == "lampe" else ("curves", "provenance", "lampe", "sigmoid")
+        )
+        values = {key: _get(data, key, "") for key in _SECTIONS if key not in optional}
+        values.update({key: data.get(key, {}) for key in ("lampe", "sigmoid") if key in optional})
         return cls(
+            method=method,
+            knob=data.get("knob"),
             schema_version=version,
             curves=tuple(_list("curves", data.get("curves", []))),
             provenance=data.get("provenance", {}),
             **values,
         )
+
+
+def _check_knob(method: str, knob: dict[str, Any]) -> None:
+    """A non-LaMPE profile's ``knob``: ``name`` (the main knob), ``single`` (the best single value
+    over lengths), ``points`` (evaluated points per length, the budget) and ``lengths``: per length,
+    the ``values`` tried with their ``ppl``, the ``best`` value and the method's ``default``."""
+    _text("knob.name", _get(knob, "name", "knob"))
+    _number("knob.single", _get(knob, "single", "knob"))
+    _integer("knob.points", _get(knob, "points", "knob"), 1)
+    rows = _list("knob.lengths", _get(knob, "lengths", "knob"))
+    for i, row in enumerate(rows):
+        path = f"knob.lengths[{i}]"
+        row = _mapping(path, row)
+        _integer(f"{path}.length", _get(row, "length", path), 2)
+        values = _list(f"{path}.values", _get(row, "values", path))
+        ppl = _list(f"{path}.ppl", _get(row, "ppl", path))
+        if len(values) != len(ppl) or not values:
+            raise _fail(f"{path}.ppl", f"a non-empty list as long as values ({len(values)})", ppl)
+        best = _number(f"{path}.best", _get(row, "best", path))
+        if best not in values:
+            raise _fail(f"{path}.best", f"one of the values tried {values}", best)
+        _number(f"{path}.default", row.get("default"), optional=True)
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ._args import ArgumentParser, parse_floats, parse_sizes
+from ._calibrate_fit import report_excess, start_from_previous_fit
 
 __all__ = ["build_parser", "main"]
 
@@ -72,6 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="stock",
         help="rotary to calibrate on: the model's own, or a YaRN/NTK base of factor 2 (m up to 2·W is "
         "in range; the profile is <name>-<base>.json, for lampe-eval's lampe-yarn / lampe-ntk)",
+    )
+    p.add_argument(
+        "--method",
+        default="lampe",
+        help="the method to calibrate: lampe (m(L), the default) or one with knobs (selfextend, dca, "
+        "string, rerope, yarn, ntk): its main knob is swept per length, and the profile "
+        "OUT/<name>-<method>.json records the best value per length for lampe-eval --profile",
+    )
+    p.add_argument(
+        "--points",
+        type=int,
+        help="--method other than lampe: knob values per length, the default among them (default: 8, "
+        "as many as LaMPE's default m grid: the same budget)",
+    )
+    p.add_argument(
+        "--values",
+        nargs="+",
+        metavar="V",
+        help="--method other than lampe: the knob values to try (those in each length's range)",
     )
     p.add_argument("--samples", type=int, help="books (default: all, up to 8)")
     p.add_argument(
@@ -134,7 +154,7 @@ def _positive(name: str, value: int | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    for name in ("samples", "evaluations", "batch_tokens", "chunk_size", "threads"):
+    for name in ("samples", "evaluations", "batch_tokens", "chunk_size", "threads", "points"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
@@ -153,6 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.storage:
         check_storage_url(args.storage)  # a bad URL fails before the model loads
+    if args.method != "lampe":
+        from ._calibrate_method import main_method
+
+        return main_method(args, argv, out, args.storage)
+    if args.points is not None or args.values:
+        raise ValueError("--points and --values set another method's knob: LaMPE's grid is --mappings")
 
     import optuna
     import torch
@@ -200,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise ValueError(f"bad sweep options: {error}") from None
     name = profile_name(info, args.base)
+    spec = start_from_previous_fit(console, spec, out / f"{name}.json")
     console.print(
         f"[bold]{name}[/]: {info.family}, W = {w}, RoPE θ = {info.rope_theta:g} ({info.rope_type}); "
         f"{args.device}, {str(next(model.parameters()).dtype).removeprefix('torch.')}"
@@ -345,6 +372,11 @@ def _report(console: Any, run: Any) -> None:
         )
         table.add_row(str(o.length), star, f"{o.ppl:.4g}", vanilla, gain)
     console.print(table)
+    # "Same budget" across methods: evaluated points per length (the unmapped model included).
+    points = {len(c["mappings"]) + (c.get("unmapped_ppl") is not None) for c in run.profile.curves}
+    if points:
+        shown = "-".join(str(n) for n in sorted({min(points), max(points)}))
+        console.print(f"budget: {shown} evaluated points per length (m values, the unmapped model included)")
     if cal.status != "fitted":
         console.print(f"[bold red]no fit[/]: {cal.message}; the profile records this and cannot be applied")
         return
@@ -359,8 +391,9 @@ def _report(console: Any, run: Any) -> None:
                 cal.level, *ci["a"], *ci["b"], *ci["c"]
             )
         )
-        chosen = " (profile)" if mode == cal.c_mode else ""
+        chosen = " (profile)" if mode == cal.c_mode and cal.objective == "argmin" else ""
         r2 = "n/a" if fit.r2 is None else f"{round(fit.r2, 3) + 0.0:.3f}"  # no "-0.000"
         console.print(
             f"fit, {mode} c{chosen}: a = {fit.a:.4g}, b = {fit.b:.4g}, c = {fit.c:.4g}, R² = {r2}{interval}"
         )
+    report_excess(console, cal)

@@ -123,8 +123,9 @@ def _check_output(path: str | None) -> None:
 
 def _load_profile(args: argparse.Namespace, methods: Sequence[str], alias: str | None, window: int) -> Any:
     """The profile named by ``--profile``, or the one shipped for the model's alias; None when
-    no selected method reads one."""
-    if not any(name in PROFILE_METHODS for name in methods):
+    no selected method reads one (a profile given with ``--profile`` is always read: it may
+    calibrate a method other than LaMPE, which ``method_context`` applies)."""
+    if args.profile is None and not any(name in PROFILE_METHODS for name in methods):
         return None
     from ..calibration._profiles import load_profile
 

@@ -15,6 +15,8 @@ _MODULES = {
     "._dca": "DualChunkConfig dual_chunk_attention",
     "._string": "StringConfig string_attention",
     "._rerope": "ReRopeConfig rerope_attention",
+    "._knobs": "Knob",
+    "._tuning": "TUNABLE Tunable tuned_context",
     "._rope_scaling": "ntk_rope_parameters pi_rope_parameters swap_rope_parameters yarn_rope_parameters",
 }
 

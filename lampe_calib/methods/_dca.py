@@ -30,8 +30,9 @@ from torch import nn
 
 from ..engine._hook import apply_position_scheme
 from ._base import RowPlan, SchemeConfig, bound
+from ._knobs import Knob
 
-__all__ = ["DualChunkConfig", "DualChunkPlan", "dual_chunk_attention"]
+__all__ = ["DualChunkConfig", "DualChunkPlan", "dca_knobs", "dual_chunk_attention"]
 
 INTRA, SUCCESSIVE, INTER = 0, 1, 2
 
@@ -147,3 +148,34 @@ def dual_chunk_attention(model: nn.Module, config: DualChunkConfig) -> Iterator[
     """
     with apply_position_scheme(model, config) as session:
         yield session
+
+
+def dca_knobs(window: int, length: int) -> tuple[Knob, ...]:
+    """DCA's knobs at W (they do not depend on L): the chunk size s (main), up to W − w so that
+    c = s + w stays inside the window, and the local window w; ``DualChunkConfig.recommended``
+    gives the defaults.
+
+    Example: ``dca_knobs(256, 1024)[0]`` -> s in [32, 240], default 176.
+    """
+    recommended = DualChunkConfig.recommended(window)
+    chunk, local = recommended.chunk_size, recommended.local_window
+    return (
+        Knob(
+            "chunk_size",
+            min(chunk, max(1, window // 8)),
+            max(chunk, window - local),
+            chunk,
+            True,
+            False,
+            "s: tokens per chunk",
+        ),
+        Knob(
+            "local_window",
+            0,
+            max(local, window // 4),
+            local,
+            True,
+            False,
+            "w: queries at a chunk's start that keep exact distances to the previous chunk",
+        ),
+    )

@@ -9,7 +9,8 @@ Registry contract (``METHODS``, a plain dict like transformers' ``ROPE_INIT_FUNC
 - ``length``: L, the input length the method is set up for (a PPL window, or a passkey
   prompt plus its generated tokens);
 - ``profile``: a calibrated profile (anything with ``to_lampe_config()``), or None; only the
-  LaMPE methods read it.
+  LaMPE methods read it. ``method_context`` also gives a profile calibrated for another method
+  (``profile.method``) to that method, built with the profile's knobs (``methods._tuning``).
 
 Entering the context runs ``model`` under the method, for a plain forward and for
 ``generate()``; leaving it restores the model exactly. Parameters default to each paper's
@@ -44,6 +45,7 @@ from ._rope_scaling import (
 )
 from ._selfextend import SelfExtendConfig, self_extend
 from ._string import StringConfig, string_attention
+from ._tuning import knob_values, tuned_context
 
 __all__ = [
     "BASES",
@@ -144,6 +146,12 @@ def rerope(model: nn.Module, window: int, length: int, profile: Any = None) -> A
     return rerope_attention(model, ReRopeConfig.recommended(window))
 
 
+def _lampe_profile(profile: Any) -> Any:
+    """``profile``, or None when it calibrates another method (its knobs are not LaMPE's):
+    ``lampe-fixed`` and the rescaled LaMPEs then run at their defaults."""
+    return None if getattr(profile, "method", "lampe") != "lampe" else profile
+
+
 def _profile_config(profile: Any, method: str) -> LampeConfig:
     if isinstance(profile, LampeConfig):
         return profile
@@ -161,6 +169,7 @@ def lampe_fixed(
     profile when one is given, else ``LampeConfig``'s defaults."""
     _check(window, length)
     fixed_m = FIXED_MAPPING_FRACTION * window
+    profile = _lampe_profile(profile)
     if profile is None:
         return apply_lampe(model, LampeConfig(mapping_length=fixed_m))
     calibrated = _profile_config(profile, "lampe-fixed")
@@ -239,6 +248,7 @@ def _rescaled_lampe(base: str) -> MethodFactory:
         _check(window, length)
         if length <= window:
             return contextlib.nullcontext()
+        profile = _lampe_profile(profile)
         calibrated_on = profile_base(profile)
         if calibrated_on == base:  # m(L) calibrated on this very base
             return rescaled_base(model, window, base, _profile_config(profile, name))
@@ -289,7 +299,8 @@ def method_context(
     name: str, model: nn.Module, window: int, length: int, profile: Any = None
 ) -> AbstractContextManager[Any]:
     """``METHODS[name](model, window, length, profile)``, with a ``KeyError`` naming the known
-    methods for an unknown name.
+    methods for an unknown name; a profile calibrated for method ``name`` (its ``method``)
+    builds it with the knob values the profile chose for ``length`` (``TUNABLE``).
 
     Example::
 
@@ -299,4 +310,9 @@ def method_context(
     factory = METHODS.get(name)
     if factory is None:
         raise KeyError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+    # A profile calibrated for this very method (``lampe-calibrate --method``) sets its knobs.
+    values = knob_values(profile, name, length)
+    if values is not None:
+        _check(window, length)
+        return tuned_context(name, model, window, length, values)
     return factory(model, window, length, profile)

@@ -34,8 +34,9 @@ from torch import nn
 
 from ..engine._hook import LampeSession, apply_position_scheme
 from ._base import BandPlan, SchemeConfig, bound
+from ._knobs import Knob
 
-__all__ = ["ReRopeConfig", "ReRopePlan", "rerope_attention", "rerope_position"]
+__all__ = ["ReRopeConfig", "ReRopePlan", "rerope_attention", "rerope_knobs", "rerope_position"]
 
 EXACT, CLIPPED = 0, 1
 
@@ -123,3 +124,23 @@ def rerope_attention(model: nn.Module, config: ReRopeConfig) -> AbstractContextM
             logits = model(input_ids).logits
     """
     return apply_position_scheme(model, config)
+
+
+def rerope_knobs(window: int, length: int) -> tuple[Knob, ...]:
+    """ReRoPE's one knob at W: its window w in [1, W − 1] (log scale), default
+    ``ReRopeConfig.recommended`` (W/4).
+
+    Example: ``rerope_knobs(256, 1024)`` -> w in [1, 255], default 64.
+    """
+    default = ReRopeConfig.recommended(window).window
+    return (
+        Knob(
+            "window",
+            1,
+            max(default, window - 1),
+            default,
+            True,
+            True,
+            "w: relative positions from w on are shown as w",
+        ),
+    )

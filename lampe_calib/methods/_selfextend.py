@@ -30,8 +30,9 @@ from ..engine._hook import apply_position_scheme
 from ..engine._plan import Piece
 from ..engine._positions import band_regions
 from ._base import RowPlan, SchemeConfig, bound
+from ._knobs import Knob
 
-__all__ = ["SelfExtendConfig", "SelfExtendPlan", "self_extend", "self_extend_group"]
+__all__ = ["SelfExtendConfig", "SelfExtendPlan", "self_extend", "self_extend_group", "selfextend_knobs"]
 
 NEIGHBOUR, GROUPED = 0, 1
 
@@ -162,3 +163,26 @@ def self_extend(model: nn.Module, config: SelfExtendConfig) -> Iterator[Any]:
     """
     with apply_position_scheme(model, config) as session:
         yield session
+
+
+def selfextend_knobs(window: int, length: int) -> tuple[Knob, ...]:
+    """SelfExtend's knobs at (W, L): the group size G (main) and the neighbour window w_n, with
+    ``SelfExtendConfig.recommended`` as defaults.
+
+    Example: ``selfextend_knobs(256, 1024)[0]`` -> G in [1, 40], default 5 (the README's advice:
+    try the smallest G first; the range reaches 8 times it).
+    """
+    recommended = SelfExtendConfig.recommended(window, length)
+    group, neighbor = recommended.group, recommended.neighbor_window
+    return (
+        Knob("group", 1, max(8, 8 * group), group, True, True, "G: grouped positions grow G times slower"),
+        Knob(
+            "neighbor_window",
+            min(neighbor, max(1, window // 16)),
+            max(neighbor, window // 2),
+            neighbor,
+            True,
+            True,
+            "w_n: relative positions below it keep their stock spacing",
+        ),
+    )

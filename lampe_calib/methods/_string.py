@@ -44,6 +44,7 @@ from torch import nn
 
 from ..engine._hook import LampeSession, apply_position_scheme
 from ._base import BandPlan, SchemeConfig, bound
+from ._knobs import Knob
 
 __all__ = [
     "STRING_ATTENTION_FACTOR",
@@ -53,6 +54,7 @@ __all__ = [
     "string_position",
     "string_shifted_offset",
     "string_attention",
+    "string_knobs",
 ]
 
 EXACT, SHIFTED = 0, 1
@@ -181,3 +183,34 @@ def string_attention(model: nn.Module, config: StringConfig) -> AbstractContextM
             logits = model(input_ids).logits
     """
     return apply_position_scheme(model, config)
+
+
+def string_knobs(window: int, length: int) -> tuple[Knob, ...]:
+    """STRING's knobs at (W, L): the shifted offset S (main), from w to L − 1, and the local
+    window w; ``StringConfig.recommended`` gives the defaults (S = W, the stock model, for
+    L <= W).
+
+    Example: ``string_knobs(256, 512)[0]`` -> S in [16, 511], default 264.
+    """
+    recommended = StringConfig.recommended(window, length)
+    offset, local = recommended.shifted_offset, recommended.local_window
+    return (
+        Knob(
+            "shifted_offset",
+            local,
+            max(offset, length - 1),
+            offset,
+            True,
+            False,
+            "S: relative positions from S on are shown as d − S + w",
+        ),
+        Knob(
+            "local_window",
+            min(local, 1),
+            max(local, window // 4),
+            local,
+            True,
+            False,
+            "w: the smallest shown position of the shifted region",
+        ),
+    )

@@ -24,6 +24,7 @@ from ...engine._hook import apply_lampe
 from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
 from ...methods._registry import rescaled_base
+from ...methods._tuning import main_knob_context
 from ...models._registry import model_info
 from ._db import ERROR, WORKER, Reaper, retry_pending, sweep_lock
 from ._spec import SweepPoint, SweepSpec, initial_mappings
@@ -132,7 +133,11 @@ class _Runner:
 
     def context(self, point: SweepPoint) -> Callable[[], Any] | None:
         """What ``point`` is evaluated under: LaMPE (None for the stock model), every point on
-        the rescaled rotary when the sweep has one (the vanilla point too)."""
+        the rescaled rotary when the sweep has one (the vanilla point too), or another method
+        with its main knob at the point's value."""
+        if point.method != "lampe":
+            window = model_info(self.model).window
+            return lambda: main_knob_context(point.method, self.model, window, point.length, point.mapping)
         config = point.config(self.spec.mode)
         if self.window is not None:
             return lambda: rescaled_base(self.model, self.window, self.spec.base, config)
@@ -380,7 +385,9 @@ def _enqueue_initial_design(stage: _Stage, spec: SweepSpec) -> None:
     """A GP study starts from log-spaced points: enqueue those without a trial, as long as the
     GP has proposed nothing (a run killed while enqueuing them gets the rest next time)."""
     assert stage.length is not None
-    initial = initial_mappings(*spec.gp_range(stage.length), spec.initial_points)
+    initial = initial_mappings(
+        *spec.gp_range(stage.length), spec.initial_points, spec.start_for(stage.length)
+    )
     tried = [
         t.system_attrs.get("fixed_params", t.params).get("mapping") for t in stage.trials(tuple(TrialState))
     ]

@@ -58,32 +58,58 @@ def default_mappings(window: int, head: int, tail: int, count: int = 8, top: flo
     return tuple(sorted({round(lo + (hi - lo) * i / (count - 1)) for i in range(count)}))
 
 
-def initial_mappings(lo: int, hi: int, count: int) -> list[int]:
+def initial_mappings(lo: int, hi: int, count: int, start: float | None = None) -> list[int]:
     """The GP search's first ``count`` points in ``[lo, hi]``: evenly spaced in log m, away
     from the ends (the V's optimum is rarely at a bound, and log spacing resolves small m).
 
-    Example: ``initial_mappings(49, 320, 3)`` -> ``[67, 125, 234]``.
+    With ``start`` (m(L) of a previous fit) the search begins there: ``start`` first, then
+    points 15 %, 30 %, ... above and below it, so a good fit is confirmed in one evaluation.
+
+    Example: ``initial_mappings(49, 320, 3)`` -> ``[67, 125, 234]``;
+    ``initial_mappings(49, 320, 3, start=150)`` -> ``[150, 172, 130]``.
     """
-    ratio = hi / lo
-    points = [round(lo * ratio ** ((i + 0.5) / count)) for i in range(count)]
-    return sorted({min(hi, max(lo, p)) for p in points})
+    if start is None:
+        ratio = hi / lo
+        points = [round(lo * ratio ** ((i + 0.5) / count)) for i in range(count)]
+        return sorted({min(hi, max(lo, p)) for p in points})
+    design: list[int] = []
+    for step in range(4 * count):  # (clamped duplicates are skipped; stop once none is new)
+        factor = 1 + 0.15 * ((step + 1) // 2)  # 1, 1.15, 1.15, 1.3, 1.3, ...
+        point = min(hi, max(lo, round(start * factor if step % 2 else start / factor)))
+        if point not in design:
+            design.append(point)
+        if len(design) == count:
+            break
+    return design
 
 
 @dataclass(frozen=True)
 class SweepPoint:
     """One evaluation: length L, mapping length m (None: the stock model) and LaMPE settings.
 
-    Example: ``SweepPoint(512, 600).stock`` -> True (m >= L: nothing to remap).
+    For a ``method`` other than LaMPE (``lampe-calibrate --method``), ``mapping`` holds the
+    value of that method's main knob (``methods.TUNABLE``) and head, tail and attention
+    factor are unused (0, 0, 1).
+
+    Example: ``SweepPoint(512, 600).stock`` -> True (m >= L: nothing to remap);
+    ``SweepPoint(512, 4, 0, 0, method="selfextend")`` is SelfExtend with G = 4 at L = 512.
     """
 
     length: int
-    mapping: int | None
+    mapping: float | None
     head: int = 32
     tail: int = 16
     attention_factor: float = 1.0
+    method: str = "lampe"
 
     def __post_init__(self) -> None:
         check_integer("length", self.length, 2)
+        if self.method != "lampe":
+            value = self.mapping
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"a {self.method} point's knob value must be a finite number, got {value!r}")
+            object.__setattr__(self, "attention_factor", float(self.attention_factor))
+            return
         if self.mapping is not None:
             if not is_integer(self.mapping):
                 raise ValueError(f"mapping must be an integer or None, got {self.mapping!r}")
@@ -96,10 +122,14 @@ class SweepPoint:
     @property
     def stock(self) -> bool:
         """True when the point is the stock model: no mapping, or m >= L at attention factor 1."""
+        if self.method != "lampe":
+            return False
         return self.mapping is None or (self.mapping >= self.length and self.attention_factor == 1.0)
 
     def key(self) -> tuple[Any, ...]:
         """Equal for points whose evaluation is the same (all m >= L coincide)."""
+        if self.method != "lampe":
+            return (self.length, self.method, float(self.mapping))  # type: ignore[arg-type]
         if self.stock:
             return (self.length, "stock")
         assert self.mapping is not None
@@ -108,28 +138,37 @@ class SweepPoint:
         return (self.length, self.mapping, self.head, self.tail, self.attention_factor)
 
     def sort_key(self) -> tuple[Any, ...]:
-        settings = (self.head, self.tail, self.attention_factor)
+        settings = (self.method, self.head, self.tail, self.attention_factor)
         return (self.length, *settings, self.mapping is None, self.mapping or 0)
 
     def config(self, mode: str) -> LampeConfig | None:
         """The ``LampeConfig`` to evaluate under, None for the stock model."""
+        assert self.method == "lampe", "another method's point is built by methods.tuned_context"
         if self.stock:
             return None
         factor, m = self.attention_factor, float(self.mapping)
         return LampeConfig(self.head, self.tail, mapping_length=m, mode=mode, attention_factor=factor)
 
     def describe(self) -> str:
+        if self.method != "lampe":
+            return f"L={self.length} {self.method} {self.mapping:g}"
         if self.mapping is None:
             return f"L={self.length} vanilla"
         extra = f", factor {self.attention_factor:g}" if self.attention_factor != 1.0 else ""
         return f"L={self.length} m={self.mapping} (s1={self.head}, s2={self.tail}{extra})"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields; ``method`` only for another method than LaMPE (so LaMPE trials stored
+        before methods had a field read and compare as they were)."""
+        data = dataclasses.asdict(self)
+        if self.method == "lampe":
+            del data["method"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepPoint:
-        return cls(data["length"], data["mapping"], data["head"], data["tail"], data["attention_factor"])
+        fields = (data["length"], data["mapping"], data["head"], data["tail"], data["attention_factor"])
+        return cls(*fields, data.get("method", "lampe"))
 
     def params(self) -> dict[str, Any]:
         """The point as Optuna trial parameters: ``{"length"}`` for the stock model (the vanilla
@@ -176,6 +215,14 @@ class SweepSpec:
     initial_points: int = 3
     seed: int = 0
     base: str = "stock"
+    # gp only: ``(L, m)`` pairs, m(L) of a previous fit where the search at L begins
+    # (``initial_mappings``' ``start``); a length without one starts from the log-spaced design.
+    starts: tuple[tuple[int, float], ...] = ()
+    # The method swept: "lampe" (the (L, m) grid above), or another of ``methods.TUNABLE``, whose
+    # main knob takes ``values`` at each length: ``(L, (v1, v2, ...))`` pairs (grid search only;
+    # ``mappings``, heads, tails and attention factors are then unused).
+    method: str = "lampe"
+    values: tuple[tuple[int, tuple[float, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lengths", _check_ints("lengths", self.lengths, 2))
@@ -206,10 +253,43 @@ class SweepSpec:
                 f"initial_points must be <= evaluations = {self.evaluations}, got {self.initial_points}"
             )
         check_integer("seed", self.seed)
+        starts = tuple((length, float(m)) for length, m in self.starts)
+        for length, m in starts:
+            if not is_integer(length) or not math.isfinite(m) or m <= 0:
+                raise ValueError(f"starts must hold (length, m > 0) pairs, got {(length, m)!r}")
+        object.__setattr__(self, "starts", starts)
         if self.base not in BASES:
             raise ValueError(f"base must be one of {BASES}, got {self.base!r}")
+        self._check_method()
+
+    def _check_method(self) -> None:
+        values = tuple((length, tuple(sorted(set(vs)))) for length, vs in self.values)
+        object.__setattr__(self, "values", values)
+        if self.method == "lampe":
+            if values:
+                raise ValueError("values are a method's knob values: LaMPE sweeps mappings")
+            return
+        from ...methods._tuning import TUNABLE
+
+        if self.method not in TUNABLE:
+            raise ValueError(f"method must be one of {tuple(TUNABLE)}, got {self.method!r}")
+        if self.search != "grid" or self.base != "stock":
+            raise ValueError(
+                f"method {self.method!r} is swept by a grid on the stock rotary, got search "
+                f"{self.search!r}, base {self.base!r}"
+            )
+        missing = sorted(set(self.lengths) - {length for length, _ in values})
+        if missing or any(not vs for _, vs in values):
+            raise ValueError(f"method {self.method!r} needs knob values at every length; none at {missing}")
 
     def grid_points(self) -> list[SweepPoint]:
+        if self.method != "lampe":
+            return [
+                SweepPoint(length, value, 0, 0, 1.0, self.method)
+                for length, vs in self.values
+                if length in self.lengths
+                for value in vs
+            ]
         return [
             SweepPoint(length, m, h, t, f)
             for length, m, h, t, f in itertools.product(
@@ -223,6 +303,11 @@ class SweepSpec:
 
     def grid_point(self, trial: optuna.Trial) -> SweepPoint:
         """The point a grid trial samples (every parameter comes from the grid)."""
+        if self.method != "lampe":
+            everything = [v for _, vs in self.values for v in vs]
+            value = trial.suggest_float("mapping", min(everything), max(everything))
+            length = trial.suggest_int("length", self.lengths[0], self.lengths[-1])
+            return SweepPoint(length, value, 0, 0, 1.0, trial.suggest_categorical("method", [self.method]))
         return SweepPoint(
             trial.suggest_int("length", self.lengths[0], self.lengths[-1]),
             trial.suggest_int("mapping", self.mappings[0], self.mappings[-1]),
@@ -234,6 +319,10 @@ class SweepSpec:
     def gp_range(self, length: int) -> tuple[int, int]:
         """The m interval a GP searches at ``length``: past L every m is the same (no remap)."""
         return self.mappings[0], min(self.mappings[-1], length)
+
+    def start_for(self, length: int) -> float | None:
+        """Where the GP search at ``length`` begins (``starts``), None for the log-spaced design."""
+        return dict(self.starts).get(length)
 
     def gp_point(self, length: int) -> Callable[[optuna.Trial], SweepPoint]:
         """The sampling function of the GP study of ``length``."""

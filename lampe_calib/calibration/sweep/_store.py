@@ -187,7 +187,14 @@ def collect_sweep(storage: str | BaseStorage, study_name: str, spec: SweepSpec) 
         m
         for m in finished_measurements(storage, study_name).values()
         if m.point.length in spec.lengths
-        and (m.point.mapping is None or (m.point.head, m.point.tail, m.point.attention_factor) in settings)
+        and (
+            m.point.mapping is None
+            or (m.point.method == spec.method != "lampe")  # another method's knob values
+            or (
+                m.point.method == "lampe"
+                and (m.point.head, m.point.tail, m.point.attention_factor) in settings
+            )
+        )
     ]
     measurements.sort(key=lambda m: m.point.sort_key())
     return SweepResult(spec, tuple(measurements), _missing(storage, study_name, spec, measurements))

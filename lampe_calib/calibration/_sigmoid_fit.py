@@ -1,0 +1,142 @@
+"""The sigmoid ``m(L) = c / (1 + exp(-(a·L + b)))`` fitted by least squares to points (L, m*(L))
+(DESIGN §3.3): c fixed at 0.75·W (the paper) or free in (0, m_max] (the official release), a > 0.
+``_fit.calibrate`` runs it on a sweep's optima; ``_excess`` fits the same sigmoid to the curves.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+
+from ..engine._config import sigmoid_mapping_length
+
+__all__ = ["C_MODES", "FIXED_C_RATIO", "SigmoidFit", "fit_sigmoid"]
+
+logger = logging.getLogger(__name__)
+
+C_MODES = ("fixed", "free")
+FIXED_C_RATIO = 0.75  # the paper fixes c = 3/4 · W (§3.2)
+
+
+@dataclass(frozen=True)
+class SigmoidFit:
+    """A fitted ``m(L) = c / (1 + exp(-(a·L + b)))`` and how well it fits its points."""
+
+    a: float
+    b: float
+    c: float
+    c_mode: str
+    r2: float | None
+    lengths: tuple[int, ...]
+    mappings: tuple[float, ...]
+    residuals: tuple[float, ...] = field(default=())
+    # What the fit minimized: "argmin" (least squares on m*(L)) or "excess" (``_excess``).
+    objective: str = "argmin"
+
+    def __call__(self, length: float) -> float:
+        return sigmoid_mapping_length(length, self.a, self.b, self.c)
+
+
+def _sigmoid(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    return c / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
+
+
+def _sigmoid_jacobian(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """``(n, 3)`` derivatives of ``_sigmoid`` by a, b, c (exact: far fewer evaluations than finite
+    differences where the fit is flat, e.g. a drifting to its bound)."""
+    s = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
+    slope = c * s * (1 - s)
+    return np.stack([slope * x, slope, s], axis=1)
+
+
+def fit_sigmoid(
+    lengths: Sequence[float],
+    mappings: Sequence[float],
+    window: int,
+    c_mode: str = "fixed",
+    c_max: float | None = None,
+    start: SigmoidFit | None = None,
+) -> SigmoidFit:
+    """Least-squares fit of m(L) to points ``(lengths[i], mappings[i])`` (at least 3).
+
+    Args:
+        window: W; c is fixed at 0.75·W (``c_mode="fixed"``) or free in (0, ``c_max``]
+            (default 1.25·W). L and m are divided by W for the fit, so a is about 1/W.
+        start: a previous fit to start from (one start); None: several starts from the
+            linearised fit ``logit(m / c) = a·L + b``.
+
+    Raises:
+        ValueError: fewer than 3 points, a bad ``c_mode``, or no convergence.
+
+    Example: points on m = 192 / (1 + exp(-(L/256 - 2))) give back a = 1/256, b = -2, c = 192.
+    """
+    if c_mode not in C_MODES:
+        raise ValueError(f"c_mode must be one of {C_MODES}, got {c_mode!r}")
+    if len(lengths) != len(mappings) or len(lengths) < 3:
+        raise ValueError(f"a sigmoid fit needs at least 3 points, got {len(lengths)}")
+    x = np.asarray(lengths, float) / window
+    y = np.asarray(mappings, float) / window
+    c_hi = (c_max or 1.25 * window) / window
+    c_fixed = FIXED_C_RATIO if c_mode == "fixed" else None
+    starts = []
+    if start is not None:
+        starts.append([start.a * window, start.b, c_fixed or min(c_hi, start.c / window)])
+    else:
+        c_starts = (
+            [c_fixed] if c_fixed else {min(c_hi, max(y) * k) for k in (1.02, 1.2, 1.5)} | {min(c_hi, 0.75)}
+        )
+        for c0 in sorted(c_starts):
+            # The linearised fit logit(m/c) = a·L + b, points clipped inside (0, c).
+            z = np.log(np.clip(y / c0, 0.02, 0.98) / (1 - np.clip(y / c0, 0.02, 0.98)))
+            slope, intercept = np.polyfit(x, z, 1) if np.ptp(x) > 0 else (1.0, 0.0)
+            starts.append([max(slope, 1e-3), float(np.clip(intercept, -49, 49)), c0])
+    # One curve_fit for both modes: the parameters the mask leaves free are fitted, c is held
+    # at 0.75 when fixed.
+    free = np.array([True, True, c_fixed is None])
+
+    def full(p: Sequence[float]) -> list[float]:
+        return [*p, c_fixed] if c_fixed else list(p)
+
+    lower, upper = np.array([1e-6, -50, 1e-3]), np.array([1e3, 50, c_hi])
+    best = None
+    for start_values in starts:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimizeWarning)
+                fitted, _ = curve_fit(
+                    lambda x, *p: _sigmoid(x, *full(p)),
+                    x,
+                    y,
+                    p0=np.asarray(start_values)[free],
+                    jac=lambda x, *p: _sigmoid_jacobian(x, *full(p))[:, free],
+                    bounds=(lower[free], upper[free]),
+                    maxfev=2000,
+                )
+                params = full(fitted)
+        except (RuntimeError, ValueError) as error:
+            logger.debug("sigmoid fit from %s failed: %s", start_values, error)
+            continue
+        sse = float(np.sum((_sigmoid(x, *params) - y) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, params)
+    if best is None:
+        raise ValueError(f"the sigmoid fit ({c_mode} c) did not converge on {len(x)} points")
+    sse, (a, b, c) = best
+    residuals = (np.asarray(mappings, float) - _sigmoid(x, a, b, c) * window).tolist()
+    total = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1 - sse / total if total > 0 else None
+    return SigmoidFit(
+        float(a) / window,
+        float(b),
+        float(c) * window,
+        c_mode,
+        r2,
+        tuple(int(v) for v in lengths),
+        tuple(float(v) for v in mappings),
+        tuple(residuals),
+    )
