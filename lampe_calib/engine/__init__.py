@@ -5,7 +5,8 @@ any position scheme inside a model.
 Layers, bottom up: ``_config`` (LampeConfig, m(L)), ``_positions`` (PE, regions, plans),
 ``_plan`` (the plan protocol and distance pieces), ``_rope``, ``_merge``, ``_kernels`` (attention
 with LSE per backend), ``_pieces`` and ``_chunked`` (fused paths), ``_attention`` (dispatch and
-the dense reference path), ``_hook`` (``apply_lampe``, ``apply_position_scheme``)."""
+the dense reference path), ``_family`` (what each model family's layers look like),
+``_window`` (sliding-window layers), ``_hook`` (``apply_lampe``, ``apply_position_scheme``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ _MODULES = {
     "._config": "MODES LampeConfig SigmoidMapping sigmoid_mapping_length",
     "._positions": "HEAD MIDDLE TAIL LampePlan position_encoding region_of",
     "._rope": "Rope",
+    "._family": "FAMILIES Family",
     "._merge": "merge_attention",
     "._kernels": "BACKENDS attention_with_lse",
     "._attention": "dense_region_attention fused_attention",

@@ -23,7 +23,9 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from .._checks import check_integer
 
-# The engine decides which model types LaMPE supports; model_info accepts the same ones.
+# The engine's family table decides which model types LaMPE supports and how each is read;
+# model_info reads every config through it.
+from ..engine._family import family_of, global_rope_parameters, head_dim_of, layer_spans
 from ..engine._hook import SUPPORTED_MODEL_TYPES
 
 __all__ = ["MODELS", "ModelInfo", "ModelSpec", "model_info"]
@@ -262,19 +264,8 @@ def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
     config = model if isinstance(model, PretrainedConfig) else getattr(model, "config", None)
     if not isinstance(config, PretrainedConfig):
         raise ValueError(f"model must be a transformers model or config, got {type(model).__name__}")
-    model_type = config.model_type
-    rope = getattr(config, "rope_parameters", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        if not rope:
-            raise ValueError(
-                f"model type {model_type!r} does not use rotary position embeddings (RoPE); "
-                "LaMPE applies only to RoPE models"
-            )
-        supported = ", ".join(SUPPORTED_MODEL_TYPES)
-        raise ValueError(f"model type {model_type!r} is not supported; supported families: {supported}")
-    if not rope or "rope_theta" not in rope:
-        # Per-layer-type RoPE (a nested dict) does not occur in the supported families.
-        raise ValueError(f"model type {model_type!r} has no single set of RoPE parameters: {rope!r}")
+    family_of(config)  # RoPE, a supported family, a static table
+    rope = global_rope_parameters(config)
     rope_type = rope.get("rope_type", "default")
     scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "type", "rope_theta")}
     source = config.name_or_path or None
@@ -288,22 +279,20 @@ def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
             rope_type,
             config.max_position_embeddings,
         )
-    sliding = getattr(config, "sliding_window", None)
-    if not getattr(config, "use_sliding_window", True):  # qwen2/qwen3 keep the size but disable it
-        sliding = None
+    windows = {span.window for span in layer_spans(config)} - {None}
     return ModelInfo(
-        family=model_type,
+        family=config.model_type,
         window=spec_window or _config_window(config.max_position_embeddings, rope),
         max_position_embeddings=int(config.max_position_embeddings),
         rope_theta=float(rope["rope_theta"]),
         rope_type=rope_type,
         rope_scaling=scaling,
-        head_dim=int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads),
+        head_dim=head_dim_of(config),
         num_heads=int(config.num_attention_heads),
         num_kv_heads=int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads),
         num_layers=int(config.num_hidden_layers),
         alias=alias,
         source=source,
         revision=getattr(config, "_commit_hash", None),
-        sliding_window=sliding,
+        sliding_window=min(windows) if windows else None,
     )
