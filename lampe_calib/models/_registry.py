@@ -25,7 +25,13 @@ from .._checks import check_integer
 
 # The engine's family table decides which model types LaMPE supports and how each is read;
 # model_info reads every config through it.
-from ..engine._family import family_of, global_rope_parameters, head_dim_of, layer_spans
+from ..engine._family import (
+    family_of,
+    global_rope_parameters,
+    head_dim_of,
+    layer_spans,
+    pretraining_window,
+)
 from ..engine._hook import SUPPORTED_MODEL_TYPES
 
 __all__ = ["MODELS", "ModelInfo", "ModelSpec", "model_info"]
@@ -80,8 +86,11 @@ class ModelSpec:
         locate: for bundled weights, a zero-argument function returning the local directory or
             ``.gguf`` file (raising ``ImportError``/``FileNotFoundError`` with an install hint when
             absent); None for hub models. Exactly one of ``hf_id`` and ``locate`` is set.
-        window: overrides the window read from the config, for models whose config does not
-            state what they were trained on (None: use the config, see ``model_info``).
+        window: the window W of a model whose config states more than it was trained on
+            (None: the config's rule, see ``model_info``). It applies to every config with this
+            model's ``architecture``, however the model is loaded (hub id, local copy, GGUF).
+        architecture: the config values that identify such a model (its variants included,
+            e.g. the instruct model of the same base); set exactly when ``window`` is.
 
     Example: ``ModelSpec(hf_id="meta-llama/Llama-2-7b-hf", notes="Llama 2 7B base, W 4096")``
     """
@@ -90,6 +99,7 @@ class ModelSpec:
     notes: str
     locate: Callable[[], Path] | None = None
     window: int | None = None
+    architecture: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.hf_id is None) == (self.locate is None):
@@ -103,6 +113,11 @@ class ModelSpec:
             raise ValueError(f"notes must be a non-empty string, got {self.notes!r}")
         if self.window is not None:
             check_integer("window", self.window, 1)
+        if (self.window is None) != (self.architecture is None):
+            raise ValueError(
+                f"window and architecture must be set together, got window={self.window!r}, "
+                f"architecture={self.architecture!r}"
+            )
 
 
 # Registry contract: alias -> ModelSpec; ``load_model(alias)`` loads ``spec.locate()`` if set,
@@ -121,11 +136,9 @@ MODELS: dict[str, ModelSpec] = {
     "llama2-7b": ModelSpec(hf_id="meta-llama/Llama-2-7b-hf", notes="Llama 2 7B base; W 4096"),
     "llama3-8b": ModelSpec(hf_id="meta-llama/Meta-Llama-3-8B", notes="Llama 3 8B base; W 8192"),
     "llama3.1-8b": ModelSpec(
-        hf_id="meta-llama/Llama-3.1-8B",
         # Its llama3 rope scaling was used in training (continued pretraining to 128K), so the
-        # trained window is max_position_embeddings, not original_max_position_embeddings (8192);
-        # the official LaMPE fit for this model (DESIGN §2) uses W 131072 too.
-        window=131072,
+        # config rule gives W = max_position_embeddings, as the official LaMPE fit (DESIGN §2).
+        hf_id="meta-llama/Llama-3.1-8B",
         notes="Llama 3.1 8B base; llama3 rope scaling trained to 128K, W 131072",
     ),
     "mistral-7b": ModelSpec(hf_id="mistralai/Mistral-7B-v0.3", notes="Mistral 7B v0.3 base; W 32768"),
@@ -134,6 +147,15 @@ MODELS: dict[str, ModelSpec] = {
         # Its config says 131072, but long-context pretraining stopped at 32768 tokens and the rest
         # relies on YaRN at inference (Qwen2.5 technical report, arXiv 2412.15115).
         window=32768,
+        architecture=MappingProxyType(
+            {
+                "model_type": "qwen2",
+                "hidden_size": 3584,
+                "num_hidden_layers": 28,
+                "vocab_size": 152064,
+                "max_position_embeddings": 131072,
+            }
+        ),
         notes="Qwen2.5 7B base; pretrained to 32K (config max_position_embeddings 131072), W 32768",
     ),
 }
@@ -144,18 +166,24 @@ def known_aliases() -> str:
 
 
 def _config_window(max_position_embeddings: int, rope_parameters: Mapping[str, Any]) -> int:
-    """Pretraining window from a config: the original window of a rope-scaled model.
-
-    Scaled rope types (llama3, yarn, longrope; linear and dynamic when they state it) record the
-    pretraining length as ``original_max_position_embeddings``; otherwise transformers treats
-    ``max_position_embeddings`` as that length (the dynamic-NTK formula scales relative to it).
+    """Pretraining window from a config's values (``pretraining_window``, the engine's rule).
 
     Example: ``_config_window(131072, {"rope_type": "llama3", "original_max_position_embeddings":
-    8192})`` -> 8192; ``_config_window(4096, {"rope_type": "default"})`` -> 4096.
+    8192})`` -> 131072 (trained with its scaling); ``_config_window(16384, {"rope_type": "yarn",
+    "original_max_position_embeddings": 4096})`` -> 4096; ``_config_window(4096, {"rope_type":
+    "default"})`` -> 4096.
     """
-    if rope_parameters.get("rope_type", "default") == "default":
-        return int(max_position_embeddings)
-    return int(rope_parameters.get("original_max_position_embeddings") or max_position_embeddings)
+    return pretraining_window(max_position_embeddings, rope_parameters)
+
+
+def registered_window(config: PretrainedConfig) -> int | None:
+    """The window of the registered model whose ``architecture`` the config has, else None."""
+    for spec in MODELS.values():
+        if spec.architecture is not None and all(
+            getattr(config, key, None) == value for key, value in spec.architecture.items()
+        ):
+            return spec.window
+    return None
 
 
 @dataclass(frozen=True)
@@ -248,9 +276,12 @@ def _alias_of(source: str) -> str | None:
 def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
     """Family, window W and RoPE parameters of a model (or of its config).
 
-    W is ``max_position_embeddings``, or for a rope-scaled config its original window
-    (``rope_parameters["original_max_position_embeddings"]``), unless the registry spec of the
-    model's alias states it (``ModelSpec.window``).
+    W is read from the config alone, so it is the same however the model was loaded (alias,
+    hub id, local directory, GGUF): the window of a registered model whose ``architecture`` the
+    config has (``ModelSpec.window``, for configs that state more than the model was trained
+    on), else ``pretraining_window``: ``max_position_embeddings`` for default RoPE and llama3
+    scaling (trained with it), ``original_max_position_embeddings`` for the scalings applied at
+    inference (linear, yarn, ...). For Gemma 3 the global layers' RoPE decides.
 
     Raises:
         ValueError: the model does not use RoPE (naming its type), or its family is not one of
@@ -270,7 +301,7 @@ def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
     scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "type", "rope_theta")}
     source = config.name_or_path or None
     alias = _alias_of(source) if source else None
-    spec_window = MODELS[alias].window if alias else None
+    spec_window = registered_window(config)
     implicit_original = "original_max_position_embeddings" not in rope
     if spec_window is None and rope_type in ("linear", "dynamic") and implicit_original:
         logger.warning(

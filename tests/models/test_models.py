@@ -91,7 +91,9 @@ def test_registry_entries_follow_the_contract() -> None:
         (dict(hf_id="org/name", notes="x", locate=Path.cwd), "hf_id"),
         (dict(hf_id="not an id", notes="x"), "hf_id"),
         (dict(hf_id="org/name", notes=""), "notes"),
-        (dict(hf_id="org/name", notes="x", window=0), "window"),
+        (dict(hf_id="org/name", notes="x", window=0, architecture={}), "window"),
+        (dict(hf_id="org/name", notes="x", window=4096), "window and architecture"),
+        (dict(hf_id="org/name", notes="x", architecture={"model_type": "llama"}), "window and architecture"),
     ],
 )
 def test_model_spec_rejects_bad_fields(kwargs: dict, field: str) -> None:
@@ -191,7 +193,7 @@ LLAMA3_SCALING = {
         (
             LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY),
             "llama",
-            8192,
+            131072,  # trained with its llama3 scaling to the full window
             "llama3",
             500000.0,
         ),
@@ -242,7 +244,8 @@ def test_window_and_rope_from_config(config, family: str, window: int, rope_type
             LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY),
             131072,
         ),
-        ("qwen2.5-7b", Qwen2Config(max_position_embeddings=131072, rope_theta=1e6, **TINY), 32768),
+        # The name alone does not set W: a tiny config under Qwen2.5's id is read by the config rule.
+        ("qwen2.5-7b", Qwen2Config(max_position_embeddings=131072, rope_theta=1e6, **TINY), 131072),
         ("llama2-7b", LlamaConfig(max_position_embeddings=4096, **TINY), 4096),
     ],
 )
@@ -250,6 +253,53 @@ def test_registered_hub_models_get_their_alias_and_window(alias: str, config, wi
     config.name_or_path = MODELS[alias].hf_id
     info = model_info(config)
     assert (info.alias, info.source, info.window) == (alias, MODELS[alias].hf_id, window)
+
+
+QWEN25_7B = dict(
+    hidden_size=3584,
+    num_hidden_layers=28,
+    vocab_size=152064,
+    max_position_embeddings=131072,
+    intermediate_size=64,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    rope_theta=1e6,
+)
+
+
+@pytest.mark.parametrize(
+    "alias, make_config, window",
+    [
+        (
+            "llama3.1-8b",
+            lambda: LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY),
+            131072,
+        ),
+        ("qwen2.5-7b", lambda: Qwen2Config(**QWEN25_7B), 32768),
+    ],
+)
+def test_window_is_one_rule_whatever_the_loading_route(
+    alias: str, make_config, window: int, tmp_path
+) -> None:
+    """The same config through the alias's hub id, a local directory and in memory: one W."""
+    routes = {}
+    for source in (MODELS[alias].hf_id, str(tmp_path / "local-copy"), ""):
+        config = make_config()
+        config.name_or_path = source
+        routes[source] = model_info(config)
+    assert {info.window for info in routes.values()} == {window}
+    assert routes[MODELS[alias].hf_id].alias == alias and routes[""].alias is None
+
+
+def test_shipped_llama31_profile_applies_to_a_local_copy(tmp_path: Path) -> None:
+    from lampe_calib.calibration import load_profile
+
+    profile = load_profile("llama3.1-8b")
+    config = LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY)
+    config.name_or_path = str(tmp_path / "Llama-3.1-8B")
+    info = model_info(config)
+    assert info.window == profile.window == 131072
+    assert (info.rope_type, info.rope_theta) == (profile.rope["type"], profile.rope["theta"])
 
 
 def test_linear_scaling_without_original_window_warns(caplog: pytest.LogCaptureFixture) -> None:
