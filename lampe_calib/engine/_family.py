@@ -80,6 +80,10 @@ FAMILIES: dict[str, Family] = {
         Family("mistral"),
         Family("qwen2"),
         Family("qwen3", qk_norm=True),
+        Family("gemma"),
+        Family("gemma2", query_pre_attn_scalar=True),
+        Family("gemma3_text", qk_norm=True, rope_per_layer_type=True, query_pre_attn_scalar=True),
+        Family("phi3", fused_qkv=True),
     )
 }
 

@@ -23,14 +23,12 @@ No transformers class attribute is touched.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import transformers
 from torch import nn
 
 from ._attention import dense_region_attention, fused_attention
@@ -51,6 +49,13 @@ from ._family import (
     project_qkv,
     rotary_table,
 )
+from ._interface import (
+    ATTN_IMPLEMENTATION,
+    SUPPORTED_TRANSFORMERS,
+    check_attention,
+    refuse_unknown,
+    register,
+)
 from ._rope import Rope, rotate_many
 from ._session import LampeSession, PositionScheme, Step
 from ._window import WindowScheme
@@ -66,81 +71,6 @@ __all__ = [
 ]
 
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
-# The transformers releases whose attention modules this swap is tested against (both ends in
-# CI); pyproject.toml declares the same range.
-SUPPORTED_TRANSFORMERS = ">=5.0,<6"
-# Parameters a supported attention module's forward may have: the ones LampeAttention.forward
-# names. A stock module with any other parameter has an interface this swap does not know.
-_KNOWN_ATTENTION_PARAMETERS = frozenset(
-    {
-        "hidden_states",
-        "position_embeddings",
-        "attention_mask",
-        "cache",
-        "past_key_values",
-        "position_ids",
-        "cache_position",
-        "use_cache",
-    }
-)
-ATTN_IMPLEMENTATION = "lampe"
-
-
-def _unused_attention(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError("the 'lampe' attention implementation only runs inside `with apply_lampe(model, ...)`")
-
-
-def _refuse_unknown(where: str, unknown: dict[str, Any]) -> None:
-    """A TypeError naming keywords a transformers hook received but does not understand."""
-    if unknown:
-        raise TypeError(
-            f"{where} got keyword(s) it does not know: {', '.join(sorted(unknown))} "
-            f"(transformers {transformers.__version__}; lampe-calib supports transformers "
-            f"{SUPPORTED_TRANSFORMERS})"
-        )
-
-
-def _padding_mask(
-    *,
-    batch_size: int,
-    kv_length: int,
-    attention_mask: torch.Tensor | None = None,
-    q_length: int | None = None,
-    q_offset: int = 0,
-    kv_offset: int = 0,
-    cache_position: torch.Tensor | None = None,
-    mask_function: Any = None,
-    local_size: int | None = None,
-    allow_is_causal_skip: bool = True,
-    allow_is_bidirectional_skip: bool = False,
-    dtype: torch.dtype | None = None,
-    config: Any = None,
-    use_vmap: bool = False,
-    device: Any = None,
-    **unknown: Any,
-) -> torch.Tensor | None:
-    """Mask hook: the ``(B, T)`` bool padding mask of the keys, or None when nothing is padded.
-
-    The engine builds causality and its regions itself, so of what transformers describes
-    (``q_length``/``q_offset`` from 5.24 on, ``cache_position`` before; the mask function, dtype
-    and device of a dense mask) it needs only the padding of all T tokens: a sliding layer's
-    cache holds its last keys only (``kv_offset`` of them dropped), but token positions count
-    from the first, so its mask keeps them too; the engine applies the window itself
-    (``_window``). Any keyword this hook does not know is refused.
-    """
-    _refuse_unknown("the 'lampe' mask hook", unknown)
-    if attention_mask is None:
-        return None
-    attention_mask = attention_mask[:, -(kv_offset + kv_length) :]
-    return None if bool(attention_mask.all()) else attention_mask
-
-
-def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    AttentionInterface.register(ATTN_IMPLEMENTATION, _unused_attention)
-    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, _padding_mask)
 
 
 @dataclass(frozen=True)
@@ -190,7 +120,7 @@ class LampeAttention(nn.Module):
         # (transformers >= 5.24) or `past_key_values` (before). A keyword this module does not
         # know would otherwise change nothing and pass silently (that is how a renamed cache
         # keyword once turned every decode step into one without its past keys).
-        _refuse_unknown("LampeAttention", unknown)
+        refuse_unknown("LampeAttention", unknown)
         if cache is not None and past_key_values is not None and cache is not past_key_values:
             raise TypeError("LampeAttention got two different caches, as `cache` and as `past_key_values`")
         past_key_values = cache if cache is not None else past_key_values
@@ -297,24 +227,6 @@ def _left_padded(key_valid: torch.Tensor) -> bool:
     return bool((key_valid[:, 1:] >= key_valid[:, :-1]).all())
 
 
-def _check_attention(decoder: nn.Module) -> None:
-    """Refuse a decoder whose attention modules take arguments the swap does not know."""
-    attn = decoder.layers[0].self_attn
-    parameters = inspect.signature(type(attn).forward).parameters
-    named = {n for n, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
-    problems = sorted(named - _KNOWN_ATTENTION_PARAMETERS)
-    if not {"hidden_states", "position_embeddings", "attention_mask"} <= named:
-        problems.append("no hidden_states/position_embeddings/attention_mask")
-    if not named & {"cache", "past_key_values"}:
-        problems.append("no cache or past_key_values")
-    if problems:
-        raise ValueError(
-            f"{type(attn).__name__}.forward in transformers {transformers.__version__} has an interface "
-            f"apply_lampe does not know ({'; '.join(problems)}); "
-            f"supported: transformers {SUPPORTED_TRANSFORMERS}"
-        )
-
-
 def _as_config(config_or_profile: Any) -> LampeConfig:
     if isinstance(config_or_profile, LampeConfig):
         return config_or_profile
@@ -350,10 +262,11 @@ def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.Abstract
 
 
 def _sessions(
-    model: nn.Module, family: Family, decoder: nn.Module, config: PositionScheme
+    model: nn.Module, family: Family, config: PositionScheme, global_rotary: nn.Module
 ) -> tuple[LampeSession, list[tuple[LampeSession, LayerSetup]]]:
-    """The scheme's session for the layers that see the whole input, one stock session per
-    sliding window (each with its own rotary table), and each layer's session and setup."""
+    """The scheme's session for the layers that see the whole input (their table read from
+    ``global_rotary``), one stock session per sliding window (its table from the model's own
+    rotary), and each layer's session and setup."""
     spans = layer_spans(model.config)
     window = pretraining_window(model.config.max_position_embeddings, global_rope_parameters(model.config))
     for span in spans:
@@ -371,7 +284,8 @@ def _sessions(
     full = LayerSpan(None, FULL)
     for span in {full, *groups}:
         scheme: PositionScheme = config if span.window is None else WindowScheme(span.window)
-        inv_freq, scaling = rotary_table(decoder.rotary_emb, span.layer_type)
+        rotary = global_rotary if span.window is None else decoder_of(model).rotary_emb
+        inv_freq, scaling = rotary_table(rotary, span.layer_type)
         rope = Rope(inv_freq=inv_freq, scale=scaling * scheme.attention_factor)
         sessions[span] = LampeSession(scheme, rope, last_layer=len(groups.get(span, ())) - 1)
     layers = [
@@ -382,16 +296,20 @@ def _sessions(
 
 
 @contextmanager
-def apply_position_scheme(model: nn.Module, config: PositionScheme) -> Iterator[LampeSession]:
+def apply_position_scheme(
+    model: nn.Module, config: PositionScheme, global_rotary: nn.Module | None = None
+) -> Iterator[LampeSession]:
     """Run ``model`` with the attention swap for any ``PositionScheme`` (see ``apply_lampe``).
 
-    Layers that see the whole input run under ``config``; sliding-window layers keep their
-    exact window with stock positions (``_window``). Yields the scheme's session."""
+    Layers that see the whole input run under ``config``, with the rotary table of
+    ``global_rotary`` (a rescaled rotary module of the model's class; default the model's own);
+    sliding-window layers keep their exact window with the model's own table (``_window``).
+    Yields the scheme's session."""
     family = family_of(model)
     decoder = decoder_of(model)
-    main, layers = _sessions(model, family, decoder, config)
-    _check_attention(decoder)
-    _register()
+    main, layers = _sessions(model, family, config, global_rotary or decoder.rotary_emb)
+    check_attention(decoder)
+    register()
     original_impl = model.config._attn_implementation
     swapped: list[tuple[nn.Module, nn.Module]] = []
     original_generate = model.generate

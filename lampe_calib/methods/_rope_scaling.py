@@ -27,12 +27,23 @@ from typing import Any
 
 from torch import nn
 
-from ..engine._family import FAMILIES, FULL, decoder_of, global_rope_parameters, rotary_dim_of
+from ..engine._family import (
+    FAMILIES,
+    FULL,
+    decoder_of,
+    global_rope_parameters,
+    layer_spans,
+    rotary_dim_of,
+)
+from ..engine._hook import apply_position_scheme
+from ..engine._session import PositionScheme
+from ..engine._window import WindowScheme
 
 __all__ = [
     "ntk_base",
     "ntk_rope_parameters",
     "pi_rope_parameters",
+    "rescaled_rotary",
     "rope_parameters_of",
     "rotary_dim",
     "swap_rope_parameters",
@@ -117,17 +128,37 @@ def rotary_dim(model: nn.Module) -> int:
     return rotary_dim_of(model.config)
 
 
+def rescaled_rotary(model: nn.Module, rope_parameters: Mapping[str, Any], window: int) -> nn.Module:
+    """A rotary module of the model's own class built for ``rope_parameters`` (not installed).
+
+    Built from a deep copy of the config whose ``rope_parameters`` are replaced (for a model
+    with one table per layer type, only the ``full_attention`` entry) and
+    ``max_position_embeddings`` set to the window W, which YaRN reads as the original length;
+    transformers computes its ``inv_freq`` and ``attention_scaling``.
+    """
+    original = decoder_of(model).rotary_emb
+    config = copy.deepcopy(model.config)
+    if FAMILIES[config.model_type].rope_per_layer_type:
+        config.rope_parameters = {**config.rope_parameters, FULL: dict(rope_parameters)}
+    else:
+        config.rope_parameters = dict(rope_parameters)
+    config.max_position_embeddings = window
+    return type(original)(config=config).to(next(original.buffers()).device)
+
+
 @contextmanager
 def swap_rope_parameters(
-    model: nn.Module, rope_parameters: Mapping[str, Any], window: int
-) -> Iterator[nn.Module]:
-    """Run ``model`` with a rotary module built for ``rope_parameters``; restore it on exit.
+    model: nn.Module, rope_parameters: Mapping[str, Any], window: int, scheme: PositionScheme | None = None
+) -> Iterator[Any]:
+    """Run ``model`` with the layers that see the whole input on a rotary built for
+    ``rope_parameters`` (``rescaled_rotary``), under the position ``scheme`` when one is given
+    (LaMPE on a rescaled base); restore it on exit.
 
-    The new module is the model's own rotary class, constructed from a deep copy of the config
-    whose ``rope_parameters`` are replaced (for a model with one table per layer type, only the
-    ``full_attention`` entry) and ``max_position_embeddings`` set to the window W, which YaRN
-    reads as the original length; transformers computes its ``inv_freq`` and
-    ``attention_scaling``. Only ``model.model.rotary_emb`` is touched. Yields the new module.
+    A model without sliding-window layers gets the new module in place of
+    ``model.model.rotary_emb`` (nothing else is touched; under a scheme the engine reads it). A
+    model with sliding layers keeps its rotary module, whose table those layers need, and runs
+    through the engine (``apply_position_scheme``): the global layers on the new table, the
+    sliding ones exact on their own. Yields the new module, or the scheme's session.
 
     Example::
 
@@ -136,16 +167,18 @@ def swap_rope_parameters(
             logits = model(input_ids).logits
     """
     base = decoder_of(model)
-    original = base.rotary_emb
-    config = copy.deepcopy(model.config)
-    if FAMILIES[config.model_type].rope_per_layer_type:
-        config.rope_parameters = {**config.rope_parameters, FULL: dict(rope_parameters)}
-    else:
-        config.rope_parameters = dict(rope_parameters)
-    config.max_position_embeddings = window
-    rotary = type(original)(config=config).to(next(original.buffers()).device)
+    original, rotary = base.rotary_emb, rescaled_rotary(model, rope_parameters, window)
+    if any(span.window is not None for span in layer_spans(model.config)):
+        with apply_position_scheme(model, scheme or WindowScheme(None), global_rotary=rotary) as session:
+            yield rotary if scheme is None else session
+        return
     base.rotary_emb = rotary
     try:
-        yield rotary
+        if scheme is None:
+            yield rotary
+        else:
+            # apply_position_scheme reads the rotary module on entry: the new one is in place.
+            with apply_position_scheme(model, scheme) as session:
+                yield session
     finally:
         base.rotary_emb = original

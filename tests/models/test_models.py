@@ -16,11 +16,12 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import (
-    GemmaConfig,
+    Gemma3TextConfig,
     GPT2Config,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
+    OlmoConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
@@ -168,8 +169,8 @@ def test_non_rope_model_is_refused() -> None:
 
 
 def test_unsupported_architecture_lists_supported_families() -> None:
-    config = GemmaConfig(head_dim=8, **TINY)  # RoPE, but not a family the engine handles
-    with pytest.raises(ValueError, match="'gemma' is not supported; supported families: llama, mistral"):
+    config = OlmoConfig(eos_token_id=None, **TINY)  # RoPE, but not a family the engine handles
+    with pytest.raises(ValueError, match="'olmo' is not supported; supported families: llama, mistral"):
         model_info(config)
 
 
@@ -222,8 +223,16 @@ LLAMA3_SCALING = {
         ),
         (Qwen2Config(max_position_embeddings=32768, rope_theta=1e6, **TINY), "qwen2", 32768, "default", 1e6),
         (Qwen3Config(max_position_embeddings=40960, head_dim=16, **TINY), "qwen3", 40960, "default", 10000.0),
+        # Gemma 3 270M's shape of RoPE: the global layers' base and window decide.
+        (
+            Gemma3TextConfig(max_position_embeddings=32768, head_dim=8, sliding_window=512, **TINY),
+            "gemma3_text",
+            32768,
+            "default",
+            1e6,
+        ),
     ],
-    ids=["llama", "llama3-scaled", "llama-yarn", "mistral", "qwen2", "qwen3"],
+    ids=["llama", "llama3-scaled", "llama-yarn", "mistral", "qwen2", "qwen3", "gemma3"],
 )
 def test_window_and_rope_from_config(config, family: str, window: int, rope_type: str, theta: float) -> None:
     info = model_info(config)
