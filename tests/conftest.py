@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GemmaConfig,
+    GemmaForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -37,10 +45,42 @@ TINY_FAMILIES = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM, {"head_dim": 16}),  # q/k norms
 }
 
+# Sliding window of the hybrid tiny models: a quarter of W, so 4·W inputs cut it 16 times.
+TINY_SLIDING = 8
+_GEMMA = {"head_dim": 16, "query_pre_attn_scalar": 24}  # a scale that is not D ** -0.5
+# Families with sliding-window layers, soft-capping or fused projections (tests/engine/test_families.py).
+HYBRID_FAMILIES = {
+    "gemma": (GemmaConfig, GemmaForCausalLM, {"head_dim": 16}),
+    "gemma2": (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        # Sliding, global, sliding; a soft-cap low enough to bend the logits of these weights.
+        {**_GEMMA, "num_hidden_layers": 3, "sliding_window": TINY_SLIDING, "attn_logit_softcapping": 2.0},
+    ),
+    "gemma3": (
+        Gemma3TextConfig,
+        Gemma3ForCausalLM,
+        {
+            **_GEMMA,
+            "num_hidden_layers": 3,
+            "sliding_window": TINY_SLIDING,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+            # Each layer type its own base, as Gemma 3 (1e4 local, 1e6 global; smaller here so
+            # that positions move these tiny logits).
+            "rope_parameters": {
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+                "full_attention": {"rope_type": "default", "rope_theta": 5e4},
+            },
+        },
+    ),
+    "phi3": (Phi3Config, Phi3ForCausalLM, {"pad_token_id": 0, "eos_token_id": 2}),  # one fused qkv_proj
+    "mistral-sliding": (MistralConfig, MistralForCausalLM, {"sliding_window": TINY_SLIDING}),
+}
+
 
 def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
-    """A small random model of `family` in fp32 eval mode."""
-    config_cls, model_cls, extra = TINY_FAMILIES[family]
+    """A small random model of `family` (``TINY_FAMILIES`` or ``HYBRID_FAMILIES``) in fp32 eval mode."""
+    config_cls, model_cls, extra = {**TINY_FAMILIES, **HYBRID_FAMILIES}[family]
     torch.manual_seed(seed)
     model = model_cls(config_cls(**{**_COMMON, **extra, **overrides})).eval()
     if family == "qwen2":  # random biases, so a wrong bias path cannot pass by accident
@@ -48,6 +88,8 @@ def tiny_model(family: str, seed: int = 0, **overrides) -> torch.nn.Module:
             for layer in model.model.layers:
                 for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                     proj.bias.normal_(0, 0.5)
+    if family in HYBRID_FAMILIES:  # greedy runs of a batch never stop early at an end token
+        model.generation_config.eos_token_id = None
     return model
 
 

@@ -6,7 +6,8 @@ Layers, bottom up: ``_config`` (LampeConfig, m(L)), ``_positions`` (PE, regions,
 ``_plan`` (the plan protocol and distance pieces), ``_rope``, ``_merge``, ``_windows`` (one
 causal windowed call with LSE on flash-attn or FlexAttention: a piece on CUDA), ``_kernels``
 (attention with LSE per backend, and the kernels a session chooses), ``_pieces`` and ``_chunked``
-(fused paths), ``_attention`` (dispatch and the dense reference path), ``_hook`` (``apply_lampe``,
+(fused paths), ``_attention`` (dispatch and the dense reference path), ``_family`` (what each
+model family's layers look like), ``_window`` (sliding-window layers), ``_hook`` (``apply_lampe``,
 ``apply_position_scheme``)."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ _MODULES = {
     "._config": "MODES LampeConfig SigmoidMapping sigmoid_mapping_length",
     "._positions": "HEAD MIDDLE TAIL LampePlan position_encoding region_of",
     "._rope": "Rope",
+    "._family": "FAMILIES Family",
     "._merge": "merge_attention",
     "._kernels": "BACKENDS attention_with_lse",
     "._attention": "dense_region_attention fused_attention",

@@ -13,7 +13,8 @@ Two paths, one result:
   triangle about once. It runs prefills (left padding one row at a time) and cached steps of
   up to ``DECODE_ROWS`` queries (any number on a window kernel, which needs no mask); it
   returns None for anything else.
-- ``dense_region_attention``: any plan, any positions, padding, a KV cache. Works in blocks
+- ``dense_region_attention``: any plan, any positions, padding, a KV cache, soft-capped
+  logits (Gemma 2). Works in blocks
   of queries, so it holds a ``(block × T)`` score tile, never ``S × T``. It computes every
   region's logits for a block and keeps, for each pair, the logit of the pair's region: one
   softmax, no merge needed. The reference the fused path is tested against.
@@ -47,6 +48,7 @@ def dense_region_attention(
     key_valid: torch.Tensor | None,
     scale: float,
     block: int = DENSE_BLOCK,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Region attention for any plan, in query blocks.
 
@@ -59,6 +61,9 @@ def dense_region_attention(
         key_positions: ``(B, T)`` token positions of the keys.
         key_valid: ``(B, T)`` bool, False for padding; None when every key is real.
         scale: logit scale.
+        softcap: c for logits soft-capped as ``c·tanh(s/c)`` (Gemma 2), or None. Every pair's
+            logit is capped before the one softmax, so the result is exact; the fused path,
+            which merges kernels that take no cap, cannot run such a model.
 
     Returns:
         out ``(B, H, S, D)`` (0 for a query with no visible key), lse ``(B, H, S)`` float32.
@@ -84,6 +89,8 @@ def dense_region_attention(
             q = queries[r, :, :, start:stop].reshape(B, Hkv, G * n, D)
             k = keys[plan.region_key_version[r]]  # (B, Hkv, T, D)
             s = (q @ k.transpose(-1, -2)).float().view(B, Hkv, G, n, T) * scale
+            if softcap is not None:
+                s = torch.tanh(s / softcap) * softcap
             scores = torch.where(pairs[:, None, None], s, scores)
         block_lse = torch.logsumexp(scores, dim=-1)  # (B, Hkv, G, n)
         safe = torch.where(torch.isfinite(block_lse), block_lse, torch.zeros_like(block_lse))

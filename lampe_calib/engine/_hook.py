@@ -5,7 +5,10 @@ LaMPE key needs two rotations (stock for the head and tail, α·j for the middle
 context manager and on this model instance only:
 
 - each decoder layer's ``self_attn`` is swapped for a ``LampeAttention`` that reuses the layer's
-  own projections (and q/k norms, biases) and caches both key rotations side by side in the last
+  own projections (and q/k norms, biases), read through the model's family entry (``_family``:
+  projections, logit scale and soft-cap, sliding windows, per-layer rotary tables); layers that
+  see the whole input run the scheme, sliding-window layers their exact window (``_window``);
+  each caches both key rotations side by side in the last
   dim of the cache's key tensor ``(B, Hkv, T, 2·D)``; with l fixed for a sequence, a cached key
   never needs a new rotation (DESIGN §1 "Decoding");
 - the model's attention implementation is set to ``"lampe"``, registered through transformers'
@@ -20,19 +23,42 @@ No transformers class attribute is touched.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import transformers
 from torch import nn
 
 from ._attention import dense_region_attention, fused_attention
 from ._config import LampeConfig
+from ._family import (
+    FAMILIES,
+    FULL,
+    Family,
+    LayerSpan,
+    attention_scale,
+    decoder_of,
+    family_of,
+    global_rope_parameters,
+    head_dim_of,
+    layer_spans,
+    logit_softcap,
+    pretraining_window,
+    project_qkv,
+    rotary_table,
+)
+from ._interface import (
+    ATTN_IMPLEMENTATION,
+    SUPPORTED_TRANSFORMERS,
+    check_attention,
+    refuse_unknown,
+    register,
+)
 from ._rope import Rope, rotate_many
-from ._session import LampeSession, PositionScheme
+from ._session import LampeSession, PositionScheme, Step
+from ._window import WindowScheme
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
@@ -44,97 +70,37 @@ __all__ = [
     "apply_position_scheme",
 ]
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-# The transformers releases whose attention modules this swap is tested against (both ends in
-# CI); pyproject.toml declares the same range.
-SUPPORTED_TRANSFORMERS = ">=5.0,<6"
-# Parameters a supported attention module's forward may have: the ones LampeAttention.forward
-# names. A stock module with any other parameter has an interface this swap does not know.
-_KNOWN_ATTENTION_PARAMETERS = frozenset(
-    {
-        "hidden_states",
-        "position_embeddings",
-        "attention_mask",
-        "cache",
-        "past_key_values",
-        "position_ids",
-        "cache_position",
-        "use_cache",
-    }
-)
-ATTN_IMPLEMENTATION = "lampe"
-# RoPE types whose frequency table changes with the input (the engine needs a static one).
-_DYNAMIC_ROPE_TYPES = ("dynamic", "longrope")
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 
-def _unused_attention(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    raise RuntimeError("the 'lampe' attention implementation only runs inside `with apply_lampe(model, ...)`")
+@dataclass(frozen=True)
+class LayerSetup:
+    """What one swapped layer reads from its family, settled once on entry.
 
-
-def _refuse_unknown(where: str, unknown: dict[str, Any]) -> None:
-    """A TypeError naming keywords a transformers hook received but does not understand."""
-    if unknown:
-        raise TypeError(
-            f"{where} got keyword(s) it does not know: {', '.join(sorted(unknown))} "
-            f"(transformers {transformers.__version__}; lampe-calib supports transformers "
-            f"{SUPPORTED_TRANSFORMERS})"
-        )
-
-
-def _padding_mask(
-    *,
-    batch_size: int,
-    kv_length: int,
-    attention_mask: torch.Tensor | None = None,
-    q_length: int | None = None,
-    q_offset: int = 0,
-    kv_offset: int = 0,
-    cache_position: torch.Tensor | None = None,
-    mask_function: Any = None,
-    local_size: int | None = None,
-    allow_is_causal_skip: bool = True,
-    allow_is_bidirectional_skip: bool = False,
-    dtype: torch.dtype | None = None,
-    config: Any = None,
-    use_vmap: bool = False,
-    device: Any = None,
-    **unknown: Any,
-) -> torch.Tensor | None:
-    """Mask hook: the ``(B, T)`` bool padding mask of the keys, or None when nothing is padded.
-
-    The engine builds causality and its regions itself, so of what transformers describes
-    (``q_length``/``q_offset`` from 5.24 on, ``cache_position`` before; the mask function, dtype
-    and device of a dense mask) it needs only the padding; a sliding window that cuts the input
-    (``local_size``) is attention the engine does not compute, so it is refused, and so is any
-    keyword this hook does not know.
+    Args:
+        family: the model's family entry.
+        head_dim: D.
+        scale: the logit scale (``attention_scale``).
+        softcap: the logit soft-cap c, or None.
+        order: the layer's index among the layers of its session (0 starts a sequence's plan).
     """
-    _refuse_unknown("the 'lampe' mask hook", unknown)
-    if local_size is not None and kv_offset + kv_length > local_size:
-        raise ValueError(
-            f"the model attends through a sliding window of {local_size} tokens, shorter than the input "
-            f"({kv_offset + kv_length}); apply_lampe implements full causal attention only"
-        )
-    if attention_mask is None:
-        return None
-    attention_mask = attention_mask[:, -kv_length:]
-    return None if bool(attention_mask.all()) else attention_mask
 
-
-def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    AttentionInterface.register(ATTN_IMPLEMENTATION, _unused_attention)
-    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, _padding_mask)
+    family: Family
+    head_dim: int
+    scale: float
+    softcap: float | None
+    order: int
 
 
 class LampeAttention(nn.Module):
-    """A decoder layer's attention under LaMPE; holds the original module and reuses its weights."""
+    """A decoder layer's attention under a position scheme; holds the original module and reuses
+    its weights (``project_qkv``: projections, q/k norms, biases) and ``o_proj``."""
 
-    def __init__(self, inner: nn.Module, session: LampeSession) -> None:
+    def __init__(self, inner: nn.Module, session: LampeSession, setup: LayerSetup) -> None:
         super().__init__()
         self.inner = inner
         self.session = session
+        self.setup = setup
         self.layer_idx = inner.layer_idx
         self._checked: torch.Tensor | None = None  # the query positions last checked (once per pass)
 
@@ -154,60 +120,76 @@ class LampeAttention(nn.Module):
         # (transformers >= 5.24) or `past_key_values` (before). A keyword this module does not
         # know would otherwise change nothing and pass silently (that is how a renamed cache
         # keyword once turned every decode step into one without its past keys).
-        _refuse_unknown("LampeAttention", unknown)
+        refuse_unknown("LampeAttention", unknown)
         if cache is not None and past_key_values is not None and cache is not past_key_values:
             raise TypeError("LampeAttention got two different caches, as `cache` and as `past_key_values`")
         past_key_values = cache if cache is not None else past_key_values
-        attn, session = self.inner, self.session
+        setup, session = self.setup, self.session
         B, S, _ = hidden_states.shape
-        shape = (B, S, -1, attn.head_dim)
-        q, k = attn.q_proj(hidden_states).view(shape), attn.k_proj(hidden_states).view(shape)
-        v = attn.v_proj(hidden_states).view(shape)
-        if hasattr(attn, "q_norm"):  # Qwen3 normalises q and k per head before rotation
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, S, D)
-
+        q, k, v = project_qkv(setup.family, self.inner, hidden_states, setup.head_dim)  # (B, H, S, D)
         if attention_mask is not None and attention_mask.dim() != 2:
             raise ValueError(
                 "apply_lampe takes a 2D padding mask, got an attention mask of shape "
                 f"{tuple(attention_mask.shape)}"
             )
         past = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
-        T = past + S
-        key_valid = attention_mask.to(torch.bool) if attention_mask is not None else None
+        key_valid = attention_mask.to(torch.bool) if attention_mask is not None else None  # (B, T)
         forward_key = position_embeddings[0] if position_embeddings is not None else None
         step = session.step(
-            forward_key, past_key_values, key_valid, past, S, B, self.layer_idx, q.dtype, q.device
+            forward_key, past_key_values, key_valid, past, S, B, setup.order, q.dtype, q.device
         )
         if step.query_positions is not self._checked:
             _check_positions(step.query_positions, key_valid, past, position_ids, cache_position)
             self._checked = step.query_positions
-        if self.layer_idx == session.last_layer:
+        if setup.order == session.last_layer:
             session.end_forward()  # drop the tables before the LM head allocates its logits
-        plan, positions, q_positions = step.plan, step.positions, step.query_positions
         queries = rotate_many(q, step.query_tables)  # (R, B, H, S, D)
         keys = rotate_many(k, step.key_tables)  # (V, B, Hkv, S, D)
         del q, k  # only the rotated copies are used from here on
-        V, D = keys.shape[0], attn.head_dim
+        V, D = keys.shape[0], setup.head_dim
         values = v
         if past_key_values is not None:
-            # Both rotations side by side in the last dim: (B, Hkv, S, V·D).
+            # Both rotations side by side in the last dim: (B, Hkv, S, V·D). A sliding layer's
+            # cache hands back only its last keys (n <= T), enough for its window.
             packed = keys.permute(1, 2, 3, 0, 4).reshape(B, -1, S, V * D)
             packed, values = past_key_values.update(packed, v, self.layer_idx)
-            if past:
-                keys = packed.view(B, -1, T, V, D).permute(3, 0, 1, 2, 4)
+            if packed.shape[2] != S:
+                keys = packed.view(B, -1, packed.shape[2], V, D).permute(3, 0, 1, 2, 4)
+        out = self._attend(queries, keys, values, step, key_valid)
+        out = out.transpose(1, 2).reshape(B, S, -1)  # (B, S, H·D)
+        return self.inner.o_proj(out), None
 
-        # Fused kernels for distance pieces and DCA chunks (prefill, left padding, decode steps);
-        # the blocked dense path for anything else (other padding, other schemes).
+    def _attend(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        step: Step,
+        key_valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``(R, B, H, S, D)`` queries over the last n keys ``(V, B, Hkv, n, D)`` of the T tokens:
+        fused kernels for distance pieces and DCA chunks (prefill, left padding, decode steps);
+        the blocked dense path for anything else (other padding, soft-capped logits)."""
+        setup = self.setup
+        offset = step.positions.shape[1] - keys.shape[3]  # tokens the cache no longer holds
+        positions = step.positions[:, offset:]
+        valid = key_valid[:, offset:] if key_valid is not None else None
         out = None
-        if key_valid is None or _left_padded(key_valid):
-            out = fused_attention(queries, keys, values, plan, key_valid, attn.scaling, step.kernels)
+        if setup.softcap is None and (valid is None or _left_padded(valid)):
+            out = fused_attention(queries, keys, values, step.plan, valid, setup.scale, step.kernels)
         if out is None:
             out, _ = dense_region_attention(
-                queries, keys, values, plan, q_positions, positions, key_valid, attn.scaling
+                queries,
+                keys,
+                values,
+                step.plan,
+                step.query_positions,
+                positions,
+                valid,
+                setup.scale,
+                softcap=setup.softcap,
             )
-        out = out.transpose(1, 2).reshape(B, S, -1)  # (B, S, H·D)
-        return attn.o_proj(out), None
+        return out
 
 
 def _check_positions(
@@ -245,51 +227,6 @@ def _left_padded(key_valid: torch.Tensor) -> bool:
     return bool((key_valid[:, 1:] >= key_valid[:, :-1]).all())
 
 
-def _decoder(model: nn.Module) -> nn.Module:
-    base = getattr(model, "model", model)
-    if not hasattr(base, "layers") or not hasattr(base, "rotary_emb"):
-        raise ValueError(
-            f"model {type(model).__name__} has no decoder layers with a rotary embedding; "
-            f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
-    return base
-
-
-def _check_model(model: nn.Module) -> None:
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    rope = getattr(config, "rope_parameters", None)
-    if config is None or (rope is None and getattr(config, "rope_theta", None) is None):
-        raise ValueError(f"model type {model_type!r} does not use rotary position embeddings (RoPE)")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
-            f"model type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
-    rope_type = (rope or {}).get("rope_type", "default")
-    if rope_type in _DYNAMIC_ROPE_TYPES:
-        raise ValueError(
-            f"rope_type {rope_type!r} changes its frequencies with the input; LaMPE needs a static one"
-        )
-
-
-def _check_attention(decoder: nn.Module) -> None:
-    """Refuse a decoder whose attention modules take arguments the swap does not know."""
-    attn = decoder.layers[0].self_attn
-    parameters = inspect.signature(type(attn).forward).parameters
-    named = {n for n, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
-    problems = sorted(named - _KNOWN_ATTENTION_PARAMETERS)
-    if not {"hidden_states", "position_embeddings", "attention_mask"} <= named:
-        problems.append("no hidden_states/position_embeddings/attention_mask")
-    if not named & {"cache", "past_key_values"}:
-        problems.append("no cache or past_key_values")
-    if problems:
-        raise ValueError(
-            f"{type(attn).__name__}.forward in transformers {transformers.__version__} has an interface "
-            f"apply_lampe does not know ({'; '.join(problems)}); "
-            f"supported: transformers {SUPPORTED_TRANSFORMERS}"
-        )
-
-
 def _as_config(config_or_profile: Any) -> LampeConfig:
     if isinstance(config_or_profile, LampeConfig):
         return config_or_profile
@@ -305,7 +242,8 @@ def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.Abstract
     """Run ``model`` under LaMPE inside the ``with`` block; restore it exactly on exit.
 
     Args:
-        model: a transformers causal LM of a supported family (Llama, Mistral, Qwen2, Qwen3).
+        model: a transformers causal LM of a supported family (``SUPPORTED_MODEL_TYPES``: Llama,
+            Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).
         config_or_profile: a ``LampeConfig`` (fixed m or a sigmoid m(L)) or a loaded profile
             (anything with ``to_lampe_config()``).
 
@@ -323,18 +261,59 @@ def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.Abstract
     return apply_position_scheme(model, _as_config(config_or_profile))
 
 
+def _sessions(
+    model: nn.Module, family: Family, config: PositionScheme, global_rotary: nn.Module
+) -> tuple[LampeSession, list[tuple[LampeSession, LayerSetup]]]:
+    """The scheme's session for the layers that see the whole input (their table read from
+    ``global_rotary``), one stock session per sliding window (its table from the model's own
+    rotary), and each layer's session and setup."""
+    spans = layer_spans(model.config)
+    window = pretraining_window(model.config.max_position_embeddings, global_rope_parameters(model.config))
+    for span in spans:
+        if span.window is not None and span.window > window:
+            raise ValueError(
+                f"sliding window {span.window} exceeds the pretraining window W = {window}; "
+                "apply_lampe keeps sliding layers exact and supports windows up to W only"
+            )
+    groups: dict[LayerSpan, list[int]] = {}
+    for index, span in enumerate(spans):
+        groups.setdefault(span, []).append(index)
+    head_dim, scale = head_dim_of(model.config), attention_scale(model.config)
+    softcap = logit_softcap(model.config)
+    sessions: dict[LayerSpan, LampeSession] = {}
+    full = LayerSpan(None, FULL)
+    for span in {full, *groups}:
+        scheme: PositionScheme = config if span.window is None else WindowScheme(span.window)
+        rotary = global_rotary if span.window is None else decoder_of(model).rotary_emb
+        inv_freq, scaling = rotary_table(rotary, span.layer_type)
+        rope = Rope(inv_freq=inv_freq, scale=scaling * scheme.attention_factor)
+        sessions[span] = LampeSession(scheme, rope, last_layer=len(groups.get(span, ())) - 1)
+    layers = [
+        (sessions[span], LayerSetup(family, head_dim, scale, softcap, groups[span].index(index)))
+        for index, span in enumerate(spans)
+    ]
+    return sessions[full], layers
+
+
 @contextmanager
-def apply_position_scheme(model: nn.Module, config: PositionScheme) -> Iterator[LampeSession]:
-    """Run ``model`` with the attention swap for any ``PositionScheme`` (see ``apply_lampe``)."""
-    _check_model(model)
-    decoder = _decoder(model)
-    _check_attention(decoder)
-    rope = Rope.from_rotary_module(decoder.rotary_emb, config.attention_factor)
-    session = LampeSession(config, rope, last_layer=len(decoder.layers) - 1)
-    _register()
+def apply_position_scheme(
+    model: nn.Module, config: PositionScheme, global_rotary: nn.Module | None = None
+) -> Iterator[LampeSession]:
+    """Run ``model`` with the attention swap for any ``PositionScheme`` (see ``apply_lampe``).
+
+    Layers that see the whole input run under ``config``, with the rotary table of
+    ``global_rotary`` (a rescaled rotary module of the model's class; default the model's own);
+    sliding-window layers keep their exact window with the model's own table (``_window``).
+    Yields the scheme's session."""
+    family = family_of(model)
+    decoder = decoder_of(model)
+    main, layers = _sessions(model, family, config, global_rotary or decoder.rotary_emb)
+    check_attention(decoder)
+    register()
     original_impl = model.config._attn_implementation
     swapped: list[tuple[nn.Module, nn.Module]] = []
     original_generate = model.generate
+    every = {id(s): s for s, _ in layers} | {id(main): main}
 
     def generate(*args: Any, **kwargs: Any) -> Any:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -343,19 +322,21 @@ def apply_position_scheme(model: nn.Module, config: PositionScheme) -> Iterator[
         new = kwargs.get("max_new_tokens", gen_config.max_new_tokens)
         if new is None:
             new = kwargs.get("max_length", gen_config.max_length) - prompt
-        session.planned_length = prompt + int(new)
+        for session in every.values():
+            session.planned_length = prompt + int(new)
         try:
             return original_generate(*args, **kwargs)
         finally:
-            session.planned_length = None
+            for session in every.values():
+                session.planned_length = None
 
     try:
-        for layer in decoder.layers:
+        for layer, (session, setup) in zip(decoder.layers, layers, strict=True):
             swapped.append((layer, layer.self_attn))
-            layer.self_attn = LampeAttention(layer.self_attn, session)
+            layer.self_attn = LampeAttention(layer.self_attn, session, setup)
         model.set_attn_implementation(ATTN_IMPLEMENTATION)
         model.generate = generate
-        yield session
+        yield main
     finally:
         model.__dict__.pop("generate", None)
         model.set_attn_implementation(original_impl)

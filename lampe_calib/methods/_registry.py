@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -219,18 +219,12 @@ def rescaled_base(
     return _on_rope(model, params, window, config)
 
 
-@contextlib.contextmanager
 def _on_rope(
     model: nn.Module, rope_parameters: dict[str, Any], window: int, config: LampeConfig | None
-) -> Iterator[Any]:
-    # Order matters: apply_lampe reads the rotary module (inv_freq, attention_scaling) when it is
-    # entered, so the rescaled one must be in place first; exits run in reverse.
-    with swap_rope_parameters(model, rope_parameters, window) as rotary:
-        if config is None:
-            yield rotary
-        else:
-            with apply_lampe(model, config) as session:
-                yield session
+) -> AbstractContextManager[Any]:
+    # The global layers on the rescaled rotary, under LaMPE when a config is given
+    # (``swap_rope_parameters`` yields the rotary, or LaMPE's session).
+    return swap_rope_parameters(model, rope_parameters, window, config)
 
 
 def profile_base(profile: Any) -> str:

@@ -3,6 +3,8 @@
 All three change only RoPE's frequency table, so each is a new rotary module of the model's own
 class, built by transformers (``ROPE_INIT_FUNCTIONS``) from a modified copy of the config's RoPE
 parameters and swapped onto the instance (``model.model.rotary_emb``) inside a context manager.
+Only the table of the layers that see the whole input changes: a model with one table per layer
+type (Gemma 3) keeps its sliding layers' table, which never sees a distance past its window.
 The scale factor is s = L / W for inputs of L tokens on a model of window W:
 
 - PI (Chen et al. 2023, arXiv 2306.15595): every position divided by s, ``rope_type="linear"``.
@@ -25,10 +27,23 @@ from typing import Any
 
 from torch import nn
 
+from ..engine._family import (
+    FAMILIES,
+    FULL,
+    decoder_of,
+    global_rope_parameters,
+    layer_spans,
+    rotary_dim_of,
+)
+from ..engine._hook import apply_position_scheme
+from ..engine._session import PositionScheme
+from ..engine._window import WindowScheme
+
 __all__ = [
     "ntk_base",
     "ntk_rope_parameters",
     "pi_rope_parameters",
+    "rescaled_rotary",
     "rope_parameters_of",
     "rotary_dim",
     "swap_rope_parameters",
@@ -47,12 +62,10 @@ def rope_parameters_of(model: nn.Module, method: str) -> dict[str, Any]:
     (llama3, yarn, ...) has no single base frequency to rescale.
     """
     config = getattr(model, "config", None)
-    params = dict(getattr(config, "rope_parameters", None) or {})
-    if "rope_theta" not in params and getattr(config, "rope_theta", None) is not None:
-        params = {"rope_type": "default", "rope_theta": config.rope_theta}
-    rope_type = params.get("rope_type", "default")
-    if "rope_theta" not in params:
+    if getattr(config, "rope_parameters", None) is None and getattr(config, "rope_theta", None) is None:
         raise ValueError(f"method {method!r} needs a RoPE model; this model's config has no rope_theta")
+    params = global_rope_parameters(config)
+    rope_type = params.get("rope_type", "default")
     if rope_type != "default":
         raise ValueError(f"method {method!r} rescales plain RoPE (rope_type 'default'); got {rope_type!r}")
     return params
@@ -112,22 +125,40 @@ def yarn_rope_parameters(params: Mapping[str, Any], window: int, length: int) ->
 
 def rotary_dim(model: nn.Module) -> int:
     """Rotary dimension D of the model (head dim × partial_rotary_factor)."""
-    config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    factor = (getattr(config, "rope_parameters", None) or {}).get("partial_rotary_factor", 1.0)
-    return int(head_dim * factor)
+    return rotary_dim_of(model.config)
+
+
+def rescaled_rotary(model: nn.Module, rope_parameters: Mapping[str, Any], window: int) -> nn.Module:
+    """A rotary module of the model's own class built for ``rope_parameters`` (not installed).
+
+    Built from a deep copy of the config whose ``rope_parameters`` are replaced (for a model
+    with one table per layer type, only the ``full_attention`` entry) and
+    ``max_position_embeddings`` set to the window W, which YaRN reads as the original length;
+    transformers computes its ``inv_freq`` and ``attention_scaling``.
+    """
+    original = decoder_of(model).rotary_emb
+    config = copy.deepcopy(model.config)
+    if FAMILIES[config.model_type].rope_per_layer_type:
+        config.rope_parameters = {**config.rope_parameters, FULL: dict(rope_parameters)}
+    else:
+        config.rope_parameters = dict(rope_parameters)
+    config.max_position_embeddings = window
+    return type(original)(config=config).to(next(original.buffers()).device)
 
 
 @contextmanager
 def swap_rope_parameters(
-    model: nn.Module, rope_parameters: Mapping[str, Any], window: int
-) -> Iterator[nn.Module]:
-    """Run ``model`` with a rotary module built for ``rope_parameters``; restore it on exit.
+    model: nn.Module, rope_parameters: Mapping[str, Any], window: int, scheme: PositionScheme | None = None
+) -> Iterator[Any]:
+    """Run ``model`` with the layers that see the whole input on a rotary built for
+    ``rope_parameters`` (``rescaled_rotary``), under the position ``scheme`` when one is given
+    (LaMPE on a rescaled base); restore it on exit.
 
-    The new module is the model's own rotary class, constructed from a deep copy of the config
-    whose ``rope_parameters`` are replaced (and ``max_position_embeddings`` set to the window W,
-    which YaRN reads as the original length); transformers computes its ``inv_freq`` and
-    ``attention_scaling``. Only ``model.model.rotary_emb`` is touched. Yields the new module.
+    A model without sliding-window layers gets the new module in place of
+    ``model.model.rotary_emb`` (nothing else is touched; under a scheme the engine reads it). A
+    model with sliding layers keeps its rotary module, whose table those layers need, and runs
+    through the engine (``apply_position_scheme``): the global layers on the new table, the
+    sliding ones exact on their own. Yields the new module, or the scheme's session.
 
     Example::
 
@@ -135,16 +166,19 @@ def swap_rope_parameters(
         with swap_rope_parameters(model, params, window=256):
             logits = model(input_ids).logits
     """
-    base = getattr(model, "model", model)
-    original = getattr(base, "rotary_emb", None)
-    if original is None:
-        raise ValueError(f"model {type(model).__name__} has no rotary embedding module to rescale")
-    config = copy.deepcopy(model.config)
-    config.rope_parameters = dict(rope_parameters)
-    config.max_position_embeddings = window
-    rotary = type(original)(config=config).to(original.inv_freq.device)
+    base = decoder_of(model)
+    original, rotary = base.rotary_emb, rescaled_rotary(model, rope_parameters, window)
+    if any(span.window is not None for span in layer_spans(model.config)):
+        with apply_position_scheme(model, scheme or WindowScheme(None), global_rotary=rotary) as session:
+            yield rotary if scheme is None else session
+        return
     base.rotary_emb = rotary
     try:
-        yield rotary
+        if scheme is None:
+            yield rotary
+        else:
+            # apply_position_scheme reads the rotary module on entry: the new one is in place.
+            with apply_position_scheme(model, scheme) as session:
+                yield session
     finally:
         base.rotary_emb = original

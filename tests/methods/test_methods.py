@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from conftest import TINY_WINDOW, greedy, left_padded, tiny_model
-from dense_reference import dense_lampe
+from dense_reference import dense_lampe, dense_rule, relative, rerope_pe, string_pe
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from lampe_calib import LampeConfig, SigmoidMapping
@@ -39,44 +39,6 @@ def _ids(length: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
 def _logits(model, ids, **kwargs):
     with torch.no_grad():
         return model(ids, use_cache=False, **kwargs).logits
-
-
-def _relative(length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    i = torch.arange(length, dtype=torch.float64)[:, None].expand(length, length)
-    j = torch.arange(length, dtype=torch.float64)[None, :].expand(length, length)
-    return i, j, (i - j).clamp(min=0)
-
-
-def selfextend_pe(length: int, group: int, neighbor: int) -> torch.Tensor:
-    """SelfExtend's relative positions written from the paper: d inside the neighbour window,
-    ⌊i/G⌋ − ⌊j/G⌋ + w_n − w_n/G beyond it."""
-    i, j, d = _relative(length)
-    grouped = torch.floor(i / group) - torch.floor(j / group) + neighbor - neighbor / group
-    return torch.where(d < neighbor, d, grouped)
-
-
-def dca_pe(length: int, chunk: int, local: int) -> torch.Tensor:
-    """DCA's relative positions written from the paper: by chunk distance 0, 1, >= 2."""
-    i, j, d = _relative(length)
-    c = chunk + local
-    gap = torch.floor(i / chunk) - torch.floor(j / chunk)
-    i_in, j_in = i % chunk, j % chunk
-    successive = torch.clamp(chunk + i_in, max=c - 1) - j_in
-    inter = (c - 1) - j_in
-    return torch.where(gap == 0, d, torch.where(gap == 1, successive, inter))
-
-
-def string_pe(length: int, shifted: int, local: int) -> torch.Tensor:
-    """STRING's relative positions written from the paper: d below the shifted offset S, else
-    d − S + w."""
-    _, _, d = _relative(length)
-    return torch.where(d < shifted, d, d - shifted + local)
-
-
-def rerope_pe(length: int, window: int) -> torch.Tensor:
-    """ReRoPE's relative positions written from its definition: min(d, w)."""
-    _, _, d = _relative(length)
-    return torch.where(d < window, d, torch.full_like(d, float(window)))
 
 
 # --- position rules, worked examples -----------------------------------------------------------
@@ -198,7 +160,7 @@ def test_pi_is_scaled_relative_positions(family_model, length):
     ids = _ids(length)
     with method_context("pi", family_model, W, length):
         got = _logits(family_model, ids)
-    _, _, d = _relative(length)
+    _, _, d = relative(length)
     with dense_lampe(family_model, d * W / length):
         want = _logits(family_model, ids)
     assert (got - want).abs().max().item() <= TOL
@@ -245,17 +207,6 @@ def test_yarn_is_the_stock_model_with_yarn_parameters(family_model):
         got = _logits(family_model, ids)
     assert rotary.attention_scaling == pytest.approx(0.1 * math.log(4.0) + 1)
     assert (got - want).abs().max().item() <= TOL
-
-
-def dense_rule(scheme, length: int) -> torch.Tensor:
-    """The relative positions of ``scheme``'s own rule, from the reference functions above."""
-    if isinstance(scheme, SelfExtendConfig):
-        return selfextend_pe(length, scheme.group, scheme.neighbor_window)
-    if isinstance(scheme, DualChunkConfig):
-        return dca_pe(length, scheme.chunk_size, scheme.local_window)
-    if isinstance(scheme, StringConfig):
-        return string_pe(length, scheme.shifted_offset, scheme.local_window)
-    return rerope_pe(length, scheme.window)
 
 
 RUNNERS = {

