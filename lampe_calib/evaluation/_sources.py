@@ -37,6 +37,7 @@ __all__ = [
     "hub_reachable",
     "read_texts",
     "resolve_data",
+    "shipped_sample",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,16 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def _sample_path() -> Path:
     return Path(str(resources.files("lampe_calib").joinpath("assets", "pg19_sample", "validation.jsonl")))
+
+
+def shipped_sample() -> DataSource:
+    """The PG-19 sample shipped in the package (10 validation books): the default data of the
+    commands, readable offline.
+
+    Example: ``shipped_sample().describe()`` -> ``"pg19 sample shipped with lampe-calib (validation)"``.
+    """
+    path = _sample_path()
+    return DataSource("sample", str(path), "validation", (str(path),))
 
 
 def resolve_data(data: str | os.PathLike[str], online: bool | None = None) -> DataSource:

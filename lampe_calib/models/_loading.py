@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ._registry import HUB_ID_PATTERN, MODELS, known_aliases
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "resolve_device_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,17 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> tor
     if resolved not in _DTYPES.values():
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (or the torch dtype), got {dtype!r}")
     return resolved
+
+
+def resolve_device_dtype(
+    device: str | torch.device, dtype: torch.dtype | str | None
+) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype ``load_model`` would use, checked without loading anything.
+
+    Example: ``resolve_device_dtype("cpu", None)`` -> ``(device(type='cpu'), torch.float32)``.
+    """
+    resolved = _resolve_device(device)
+    return resolved, _resolve_dtype(dtype, resolved)
 
 
 def _resolve_source(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:

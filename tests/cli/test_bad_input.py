@@ -155,6 +155,13 @@ EVAL = [
         r"--json '.*nowhere/out.json': directory '.*nowhere' does not exist",
     ),
     (["ppl", "--json", "{root}"], r"--json '.*': is a directory; give a file name such as results.json"),
+    (["ppl", "--json", "/proc/results.json"], r"--json '/proc/results.json': cannot write in '/proc'"),
+    (["ppl", "--json", "{bad.json}"], r"--json '.*bad.json': exists but is not a lampe-eval results file"),
+    (
+        ["ppl", "--json", "{window-64.json}"],
+        r"--json '.*window-64.json': exists but records no settings .*; give another file",
+    ),
+    (["ppl", "--reference", "pi"], r"--reference 'pi' is not one of --methods \(vanilla\)"),
     (["ppl", "--data", "{no-text.jsonl}"], r"--data: .*no-text.jsonl has no 'text' field"),
     (["ppl", "--data", "code:{root}/nope"], r"--data 'code:.*nope': code:DIR needs an existing directory"),
     (["ppl", "--data", "code:{empty-dir}"], r"--data 'code:.*empty-dir': the directory holds no .py file"),
