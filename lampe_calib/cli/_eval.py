@@ -218,8 +218,10 @@ def _ppl_cells(args, model, tokenizer, window, methods, lengths, profile) -> lis
         )
         selected = {length: books.at_length(length) for length in lengths}
     except ValueError as error:
+        from ..evaluation._sources import CacheNotWritable
+
         message = str(error.args[0] if error.args else error)
-        if message.startswith("--"):
+        if message.startswith("--") or isinstance(error, CacheNotWritable):
             raise
         given = f" (--samples {args.samples})" if args.samples is not None else ""
         raise ValueError(f"--data {args.data.location!r}{given}: {message}") from error
@@ -413,9 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     if args.command == "ppl":
         from ..evaluation import resolve_data
-        from ..evaluation._sources import shipped_sample
+        from ..evaluation._sources import check_datasets_cache, shipped_sample
 
         args.data = shipped_sample() if args.data is None else resolve_data(args.data)
+        if args.data.kind != "hub":
+            check_datasets_cache()  # local files are read through it: a read-only HOME fails here
         if methods is not None and args.reference is not None and args.reference not in methods:
             raise ValueError(f"--reference {args.reference!r} is not one of --methods ({', '.join(methods)})")
     elif args.command == "passkey":
@@ -425,11 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "ppl" and args.new_tokens is not None and args.new_tokens < 1:
         raise ValueError(f"--new-tokens must be >= 1, got {args.new_tokens}")
 
-    from rich.console import Console
-
     from ..models import load_model, model_info
     from ..models._loading import resolve_device_dtype
-    from ._progress import progress_for
+    from ._progress import console, progress_for
     from ._results import ResultsFile
 
     _, dtype = resolve_device_dtype(args.device, args.dtype)
@@ -467,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = f"passkey prompts: {cells[0][2]} per length (depths {args.depths}, {args.samples} keys each)"
     else:
         data = f"RULER prompts: {args.samples} per task and length (tasks {args.tasks})"
-    errors = Console(stderr=True)
+    errors = console(stderr=True)
     print(_header(args, info, data, shown, methods, lengths, results, cells), file=sys.stderr, flush=True)
 
     with progress_for(errors) as progress:
@@ -477,11 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             task = progress.add_task(label, total=total)
             results.add(run(lambda done, _total, t=task: progress.update(t, completed=done)))
 
-    console = Console()
+    out = console()
     rows = [results.get(key) for key, *_ in cells]
     title = f"{args.model} (W={info.window})"
     if args.command == "ruler":
-        _print_ruler(console, f"{title}: RULER accuracy", methods, lengths, rows)
+        _print_ruler(out, f"{title}: RULER accuracy", methods, lengths, rows)
         return 0
     cells_shown = {}
     for r in rows:
@@ -492,15 +494,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = f"{100 * r['accuracy']:.0f}% ({r['correct']}/{r['trials']})"
             cells_shown[r["method"], r["length"]] = (r["accuracy"], text)
     kind = "perplexity" if args.command == "ppl" else "passkey accuracy"
-    console.print(f"{title}: {kind}")  # a line of its own: a table title would wrap to the table's width
-    console.print(_table(None, methods, lengths, cells_shown, min if args.command == "ppl" else max))
+    out.print(f"{title}: {kind}")  # a line of its own: a table title would wrap to the table's width
+    out.print(_table(None, methods, lengths, cells_shown, min if args.command == "ppl" else max))
     if args.command == "ppl":
         ratios = {}
         for r in rows:
             low, high = r["ci"]
             ratios[r["method"], r["length"]] = (None, f"{r['ratio']:.4f} [{low:.4f}, {high:.4f}]")
-        console.print(
+        out.print(
             f"PPL ratio to {args.reference} (95 % paired bootstrap interval, books and 1K-token blocks)"
         )
-        console.print(_table(None, methods, lengths, ratios, None))
+        out.print(_table(None, methods, lengths, ratios, None))
     return 0

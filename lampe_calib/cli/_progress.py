@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["LineProgress", "progress_for"]
+__all__ = ["LineProgress", "console", "progress_for"]
 
 
 class LineProgress:
@@ -54,3 +54,14 @@ def progress_for(console: Any) -> Any:
 
         return Progress(console=console, transient=True)
     return LineProgress(console.file)
+
+
+def console(stderr: bool = False) -> Any:
+    """A ``rich.console.Console`` on stdout or stderr; in a notebook, one that writes plain text:
+    rich's Jupyter rendering keeps ANSI codes in its text copy, and a notebook's streams pass
+    for terminals, so live bars there would print their cursor codes."""
+    from rich.console import Console
+
+    if Console().is_jupyter:
+        return Console(stderr=stderr, force_jupyter=False, force_terminal=False)
+    return Console(stderr=stderr)
