@@ -460,13 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = None if profile is None else (args.profile or getattr(profile, "alias", None) or alias)
     results.set_profile(shown)
     results.header["profile"] = results.settings["profile"]
+    results.refresh()
     _preflight(model, info.window, methods, lengths, profile)
     prepare = {"ppl": _ppl_cells, "passkey": _passkey_cells, "ruler": _ruler_cells}[args.command]
     cells = prepare(args, model, tokenizer, info.window, methods, lengths, profile)
     if args.command == "ppl":
-        data = f"{args.data.describe()}: {cells[0][2]} books"
+        books = cells[0][2]
+        data = f"{args.data.describe()}: {books} book{'s' if books != 1 else ''}"
     elif args.command == "passkey":
-        data = f"passkey prompts: {cells[0][2]} per length (depths {args.depths}, {args.samples} keys each)"
+        data = f"passkey prompts: {cells[0][2]} per length ({args.samples} per depth, depths {args.depths})"
     else:
         data = f"RULER prompts: {args.samples} per task and length (tasks {args.tasks})"
     errors = console(stderr=True)

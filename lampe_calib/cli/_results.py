@@ -144,6 +144,16 @@ class ResultsFile:
             self.rows = self.finish(self.rows)
         self.write()
 
+    def refresh(self) -> None:
+        """Apply ``finish`` to the rows read back (a new ``--reference`` changes every ratio) and
+        write the file if that changed them."""
+        if self.finish is None or not self.rows:
+            return
+        rows = self.finish(self.rows)
+        if rows != self.rows:
+            self.rows = rows
+            self.write()
+
     def write(self) -> None:
         if self.path is None:
             return
