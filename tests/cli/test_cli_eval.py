@@ -298,6 +298,13 @@ def test_ppl_json_resumes_a_half_written_file(model_dir, books_file, tmp_path, c
     cells = [(r["method"], r["length"]) for r in json.loads(out.read_text())["results"]]
     assert sorted(cells) == sorted((m, n) for m in ("vanilla", "pi", "dca", "selfextend") for n in (W, 2 * W))
 
+    # Another reference: the ratios are taken again from the stored blocks, nothing runs.
+    assert eval_main([*more, "--reference", "pi"]) == 0 and len(calls) == 2
+    rows = {(r["method"], r["length"]): r for r in json.loads(out.read_text())["results"]}
+    assert rows["pi", 2 * W]["ci"] == [1.0, 1.0]
+    want = rows["dca", 2 * W]["ppl"] / rows["pi", 2 * W]["ppl"]
+    assert rows["dca", 2 * W]["ratio"] == pytest.approx(want, rel=1e-9)
+
 
 @pytest.mark.parametrize(
     "change, message",
