@@ -17,7 +17,6 @@ import random
 import torch
 
 from lampe_calib import load_model, quiet_libraries
-from lampe_calib.evaluation._passkey import NEEDLE, QUESTION, first_number, greedy_answer
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -26,6 +25,8 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 def key_logprob(model, tokenizer, key: str, shown: str) -> float:
     """Mean log-probability per token of `` key`` after a prompt that showed ``shown``."""
+    from lampe_calib.evaluation._passkey import NEEDLE, QUESTION
+
     prompt = _ids(tokenizer, NEEDLE.format(key=shown) + QUESTION)
     answer = _ids(tokenizer, f" {key}")
     with torch.inference_mode():
@@ -40,7 +41,9 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    quiet_libraries()
+    quiet_libraries()  # before transformers loads tqdm, which reads its switch on import
+    from lampe_calib.evaluation._passkey import NEEDLE, QUESTION, first_number, greedy_answer
+
     model, tokenizer = load_model(args.model)
     rng = random.Random(args.seed)
     keys = [str(rng.randint(10000, 99999)) for _ in range(args.keys)]
