@@ -30,6 +30,7 @@ _MODULES = {
         "SelfExtendConfig self_extend StringConfig string_attention"
     ),
     ".models": "MODELS ModelInfo ModelSpec load_model model_info",
+    "._quiet": "quiet_libraries",
     ".evaluation": (
         "PasskeyResult evaluate_passkey passkey_prompts PerplexityResult evaluate_perplexity "
         "RulerResult RulerSources evaluate_ruler ruler_samples score_answer"

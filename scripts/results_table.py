@@ -3,9 +3,12 @@
     python scripts/results_table.py results/smollm2-135m/ppl_*.json
     python scripts/results_table.py results/smollm2-135m/passkey_*.json
 
-Perplexity files give PPL (the best of each column in bold); passkey files give accuracy as
-correct/trials, RULER files the mean score in % with the number of prompts. Files of one kind
-may be mixed (several lengths, several runs).
+Perplexity files give PPL and, where the file has them, the PPL ratio to the run's reference
+method with its paired bootstrap 95 % interval, as ``12.34 (0.987 [0.975, 0.999])``. The lowest
+PPL of a column is in bold; with intervals, only when its interval lies wholly below every other
+method's (non-overlapping intervals: a conservative reading of "best"). Passkey files give
+accuracy as correct/trials, RULER files the mean score in % with the number of prompts. Files of
+one kind may be mixed (several lengths, several runs).
 """
 
 from __future__ import annotations
@@ -13,6 +16,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+
+def _separated(rows: dict[str, dict[int, dict]], length: int, lowest: float) -> bool:
+    """Whether the row of PPL ``lowest`` at ``length`` has an interval wholly below every other
+    row's; True when the rows have no intervals (the lowest PPL is then simply the best)."""
+    cells = [c[length] for c in rows.values() if length in c]
+    if not all("ci" in r for r in cells):
+        return True
+    winner = next(r for r in cells if r["ppl"] == lowest)
+    return all(winner["ci"][1] < r["ci"][0] for r in cells if r is not winner)
 
 
 def table(paths: list[str]) -> str:
@@ -25,6 +38,8 @@ def table(paths: list[str]) -> str:
     ppl = all("ppl" in r for cells in rows.values() for r in cells.values())
     score = "ppl" if ppl else "accuracy"
     best = {n: min(c[n][score] for c in rows.values() if n in c) for n in lengths}
+    if ppl:
+        best = {n: v if _separated(rows, n, v) else None for n, v in best.items()}
     header = "| method | " + " | ".join(f"L = {n:,}" for n in lengths) + " |"
     lines = [header, "|---" * (len(lengths) + 1) + "|"]
     for name, cells in rows.items():
@@ -35,7 +50,11 @@ def table(paths: list[str]) -> str:
                 shown.append("")
             elif ppl:
                 value = f"{record['ppl']:.2f}"
-                shown.append(f"**{value}**" if record["ppl"] == best[n] else value)
+                value = f"**{value}**" if record["ppl"] == best[n] else value
+                if "ci" in record:
+                    low, high = record["ci"]
+                    value += f" ({record['ratio']:.3f} [{low:.3f}, {high:.3f}])"
+                shown.append(value)
             elif "correct" in record:  # passkey: whole prompts found
                 shown.append(f"{record['correct']}/{record['trials']}")
             else:  # RULER: the mean score over the prompts

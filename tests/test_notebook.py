@@ -33,3 +33,7 @@ def test_notebook_executes_and_draws(monkeypatch):
         str(o.get("data", {}).get("text/plain", "")) for o in outputs
     )
     assert "lampe" in text and "vanilla" in text  # the lampe-eval table was printed
+    # Only our own output: no library warning or bar, no terminal codes in a notebook.
+    for noise in ("TqdmWarning", "IProgress", "ipywidgets", "predefined maximum length", "it/s]", "\x1b["):
+        assert noise not in text, noise
+    assert "lampe-eval ppl" in text and "lampe L=1024: 2/2" in text  # ours kept: header, progress

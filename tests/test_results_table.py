@@ -31,3 +31,21 @@ def test_passkey_counts_and_ruler_scores(tmp_path):
     assert _table(tmp_path, "passkey", passkey)[2] == "| lampe | 1/2 |"
     ruler = [{"task": "vt", "method": "dca", "length": 512, "accuracy": 0.6, "samples": 4}]
     assert _table(tmp_path, "ruler", ruler)[2] == "| vt / dca | 60 % (4) |"
+
+
+def test_perplexity_with_intervals_is_bold_only_when_separated(tmp_path):
+    rows = [
+        {"method": "vanilla", "length": 512, "ppl": 30.0, "ratio": 1.0, "ci": [1.0, 1.0]},
+        {"method": "yarn", "length": 512, "ppl": 21.0, "ratio": 0.7, "ci": [0.66, 0.74]},
+        {"method": "lampe", "length": 512, "ppl": 20.0, "ratio": 0.6667, "ci": [0.62, 0.7]},
+        {"method": "vanilla", "length": 1024, "ppl": 40.0, "ratio": 1.0, "ci": [1.0, 1.0]},
+        {"method": "yarn", "length": 1024, "ppl": 30.0, "ratio": 0.75, "ci": [0.72, 0.78]},
+        {"method": "lampe", "length": 1024, "ppl": 20.0, "ratio": 0.5, "ci": [0.45, 0.55]},
+    ]
+    lines = _table(tmp_path, "ppl", rows)
+    assert lines[2:] == [
+        "| vanilla | 30.00 (1.000 [1.000, 1.000]) | 40.00 (1.000 [1.000, 1.000]) |",
+        "| yarn | 21.00 (0.700 [0.660, 0.740]) | 30.00 (0.750 [0.720, 0.780]) |",
+        # At 512 lampe's interval overlaps yarn's: lowest, but not shown as the best.
+        "| lampe | 20.00 (0.667 [0.620, 0.700]) | **20.00** (0.500 [0.450, 0.550]) |",
+    ]

@@ -6,7 +6,6 @@ means a bug. One module per command (``_calibrate``, ``_eval``); what they parse
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,18 +18,12 @@ USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsAD
 
 
 def quiet_library_progress() -> None:
-    """Silence the libraries' own progress bars for this process: the commands draw their own.
+    """Silence the libraries' own progress bars and the warnings ``_quiet`` lists, for this
+    process: the commands draw their own bars. Runs first thing in each entry point, since tqdm
+    reads its switch when it is imported (``_quiet.quiet_libraries``)."""
+    from .._quiet import quiet_libraries
 
-    transformers' and datasets' switches cover their bars; a few loaders (transformers' GGUF
-    conversion) call ``tqdm`` directly, which only tqdm's ``TQDM_DISABLE`` reaches, and tqdm reads
-    it when it is imported: so this runs first thing in each entry point.
-    """
-    os.environ["TQDM_DISABLE"] = "1"
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    quiet_libraries()
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,14 +1,20 @@
 """``lampe-eval``: every context-extension method through one evaluator (DESIGN §4).
 
-    lampe-eval ppl --model M [--profile P] --methods vanilla,pi,... --lengths 1W,2W,4W --data FILE|DIR
-                   [--samples N] [--seed S] [--json OUT] [--device cpu|cuda] [--dtype float32]
-    lampe-eval passkey --model M [--profile P] --methods ... --lengths ... [--samples N] [--depths ...]
-    lampe-eval ruler --model M [--profile P] --methods ... --lengths ... [--tasks niah_single,vt,...]
+    lampe-eval ppl --model M [--profile P] [--methods vanilla,pi,...] [--lengths 1W,2W,4W]
+                   [--data FILE|DIR] [--samples N] [--seed S] [--json OUT] [--reference METHOD]
+                   [--device cpu|cuda] [--dtype float32]
+    lampe-eval passkey --model M [--profile P] [--methods ...] [--lengths ...] [--samples N] [--depths ...]
+    lampe-eval ruler --model M [--profile P] [--methods ...] [--lengths ...] [--tasks niah_single,vt,...]
                      [--samples N] [--new-tokens N]
 
-A table goes to stdout (one row per method, one column per length), progress to stderr;
-``--json`` is written atomically once everything has run. Bad input raises ``ValueError`` or
-``KeyError`` naming the flag, which ``cli.run_cli`` turns into one line and exit code 2.
+Only ``--model`` is needed: the methods default to ``DEFAULT_METHODS`` (and ``lampe`` when the
+model has a profile), the lengths to 1W and 2W, the data to the shipped PG-19 sample. A header
+on stderr says what runs; progress goes to stderr (bars on a terminal, lines elsewhere), the
+tables to stdout (one row per method, one column per length; ``ppl`` adds each method's PPL
+ratio to the reference method with its paired bootstrap interval). ``--json`` is checked before
+the model loads and written cell by cell (``_results``); the same command resumes it. Bad input
+raises ``ValueError`` or ``KeyError`` naming the flag, which ``cli.run_cli`` turns into one line
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -20,17 +26,19 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from ..methods._registry import METHODS
 from ._args import ArgumentParser as _Parser
 from ._args import parse_depths, parse_names, parse_sizes
 
-__all__ = ["main", "parse_lengths", "parse_methods", "parse_tasks", "write_json_atomic"]
+__all__ = ["main", "parse_lengths", "parse_methods", "parse_tasks", "with_ratios", "write_json_atomic"]
 
 # Methods that read a calibrated profile; "lampe" cannot run without one.
 PROFILE_METHODS = ("lampe-fixed", "lampe", "lampe-yarn", "lampe-ntk")
+# Without --methods: the stock model, a RoPE rescaling, a position-grouping method, and LaMPE
+# when the model has a profile; a few minutes on the reference model at 1W and 2W.
+DEFAULT_METHODS = ("vanilla", "yarn", "selfextend")
 
 
 def parse_lengths(text: str, window: int) -> tuple[int, ...]:
@@ -81,10 +89,22 @@ def _parser() -> _Parser:
     for name, help_text in commands_help:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--model", required=True, help="alias, hub id, local directory or .gguf file")
-        sub.add_argument("--profile", help="calibrated profile: a shipped name or a JSON path")
-        sub.add_argument("--methods", required=True, help=f"comma-separated: {','.join(METHODS)}")
-        sub.add_argument("--lengths", required=True, help="comma-separated tokens, e.g. 256,2W,4W,8K")
-        sub.add_argument("--json", help="also write the results to this JSON file")
+        sub.add_argument(
+            "--profile", help="calibrated profile: a shipped name or a JSON path (default: the model's own)"
+        )
+        sub.add_argument(
+            "--methods",
+            help=f"comma-separated: {','.join(METHODS)} "
+            f"(default: {','.join(DEFAULT_METHODS)}, and lampe when the model has a profile)",
+        )
+        sub.add_argument(
+            "--lengths", default="1W,2W", help="comma-separated tokens, e.g. 256,2W,4W,8K (default 1W,2W)"
+        )
+        sub.add_argument(
+            "--json",
+            help="write the results to this JSON file, each cell as it finishes; "
+            "the same command again resumes it",
+        )
         sub.add_argument("--seed", type=int, default=0, help="book selection / passkey keys (default 0)")
         sub.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
         sub.add_argument(
@@ -93,10 +113,14 @@ def _parser() -> _Parser:
         if name == "ppl":
             sub.add_argument(
                 "--data",
-                required=True,
-                help="JSONL file, directory of JSONL/parquet, pg19[:SPLIT] or code:[train:|test:]DIR",
+                help="JSONL file, directory of JSONL/parquet, pg19[:SPLIT] or code:[train:|test:]DIR "
+                "(default: the PG-19 sample shipped in the package)",
             )
             sub.add_argument("--samples", type=int, help="books (default: all, up to 8)")
+            sub.add_argument(
+                "--reference",
+                help="the method PPL ratios are taken to (default: vanilla if run, else the first method)",
+            )
         elif name == "passkey":
             sub.add_argument("--samples", type=int, default=2, help="keys per depth (default 2)")
             sub.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="key depths in [0, 1]")
@@ -112,13 +136,6 @@ def _parser() -> _Parser:
                 help="tokens generated per prompt (default per task: niah 16, vt 32, cwe 40)",
             )
     return parser
-
-
-def _check_output(path: str | None) -> None:
-    if path is not None and Path(path).expanduser().is_dir():
-        raise ValueError(f"--json {path!r}: is a directory; give a file name such as results.json")
-    if path is not None and not Path(path).expanduser().parent.is_dir():
-        raise ValueError(f"--json {path!r}: directory {str(Path(path).parent)!r} does not exist")
 
 
 def _load_profile(args: argparse.Namespace, methods: Sequence[str], alias: str | None, window: int) -> Any:
@@ -165,7 +182,7 @@ def _preflight(model: Any, window: int, methods: Sequence[str], lengths: Sequenc
 
 
 def _table(
-    title: str | None, methods: Sequence[str], lengths: Sequence[int], cells: dict, best: Callable
+    title: str | None, methods: Sequence[str], lengths: Sequence[int], cells: dict, best: Callable | None
 ) -> Any:
     from rich.table import Table
 
@@ -175,17 +192,23 @@ def _table(
         table.add_column(f"L={length}", justify="right")
     # The best value of each column in bold, unless the whole column ties.
     columns = {length: [cells[m, length][0] for m in methods] for length in lengths}
-    winners = {n: best(v) if len(set(v)) > 1 else None for n, v in columns.items()}
+    winners = {n: best(v) if best is not None and len(set(v)) > 1 else None for n, v in columns.items()}
     for method in methods:
         row = []
         for length in lengths:
             value, text = cells[method, length]
-            row.append(f"[bold]{text}[/bold]" if value == winners[length] else text)
+            bold = winners[length] is not None and value == winners[length]
+            row.append(f"[bold]{text}[/bold]" if bold else text)
         table.add_row(method, *row)
     return table
 
 
-def _run_ppl(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
+# A cell of the run: its key (``_results.cell_key``), its progress label and size, and the
+# function that evaluates it, called with the progress callback, returning its row.
+Cell = tuple[tuple, str, int, Callable[[Callable[[int, int], None]], dict]]
+
+
+def _ppl_cells(args, model, tokenizer, window, methods, lengths, profile) -> list[Cell]:
     from ..evaluation import load_books
     from ..evaluation._perplexity import evaluate_perplexity
     from ..methods._registry import method_context
@@ -194,81 +217,111 @@ def _run_ppl(args, model, tokenizer, window, methods, lengths, profile, progress
         books = load_books(
             args.data, tokenizer, max_length=max(lengths), samples=args.samples, seed=args.seed
         )
+        selected = {length: books.at_length(length) for length in lengths}
     except ValueError as error:
+        from ..evaluation._sources import CacheNotWritable
+
         message = str(error.args[0] if error.args else error)
-        if message.startswith("--"):
+        if message.startswith("--") or isinstance(error, CacheNotWritable):
             raise
         given = f" (--samples {args.samples})" if args.samples is not None else ""
         raise ValueError(f"--data {args.data.location!r}{given}: {message}") from error
-    results = []
-    for length in lengths:
-        selected = books.at_length(length)
-        for method in methods:
-            task = progress.add_task(f"{method} L={length}", total=len(selected.tokens))
+
+    def cell(method: str, length: int) -> Cell:
+        tokens = selected[length].tokens
+
+        def run(progress: Callable[[int, int], None]) -> dict:
             result = evaluate_perplexity(
                 model,
-                selected.tokens,
-                context=lambda m=method, n=length: method_context(m, model, window, n, profile),
+                tokens,
+                context=lambda: method_context(method, model, window, length, profile),
                 chunk_size=1024,
-                progress=lambda done, total, t=task: progress.update(t, completed=done),
+                progress=progress,
             )
-            results.append(
-                {
-                    "method": method,
-                    "length": length,
-                    "ppl": result.ppl,
-                    "tokens": result.total_tokens,
-                    "books": len(selected.tokens),
-                }
-            )
-    return results
+            return {
+                "method": method,
+                "length": length,
+                "ppl": result.ppl,
+                "tokens": result.total_tokens,
+                "books": len(tokens),
+                "book_nll": list(result.nll),
+                "book_tokens": list(result.tokens),
+                "block_nll": [list(b) for b in result.block_nll],
+                "block_tokens": [list(b) for b in result.block_tokens],
+            }
+
+        return (None, method, length), f"{method} L={length}", len(tokens), run
+
+    # The reference first at each length, so every later cell's ratio can be shown at once.
+    order = sorted(methods, key=lambda m: m != args.reference)
+    return [cell(method, length) for length in lengths for method in order]
 
 
-def _method_hooks(
-    progress, label, total, model, window, method, length, profile
-) -> tuple[Callable, Callable]:
-    """The ``context`` factory and ``progress`` callback of one (method, length) generation run."""
+def with_ratios(rows: list[dict], reference: str, seed: int) -> list[dict]:
+    """``rows`` with each perplexity row's ratio to the ``reference`` method's row of its length
+    and the paired bootstrap 95 % interval (``_bootstrap``); rows without a reference row, or
+    without per-block data, are left without."""
+    from ..evaluation._bootstrap import paired_ratio, paired_ratio_interval
+
+    references = {r["length"]: r for r in rows if r["method"] == reference and "block_nll" in r}
+    out = []
+    for row in rows:
+        row = {k: v for k, v in row.items() if k not in ("ratio", "ci")}
+        base = references.get(row["length"])
+        if base is not None and "block_nll" in row:
+            paired = (row["block_nll"], base["block_nll"], row["block_tokens"])
+            if row["block_tokens"] != base["block_tokens"]:
+                raise ValueError(
+                    f"--json: the {row['method']} and {reference} rows at L={row['length']} "
+                    "were measured on different books"
+                )
+            row["ratio"] = paired_ratio(*paired)
+            row["ci"] = list(paired_ratio_interval(*paired, seed=seed))
+        out.append(row)
+    return out
+
+
+def _passkey_cells(args, model, tokenizer, window, methods, lengths, profile) -> list[Cell]:
+    from ..evaluation._passkey import evaluate_passkey, passkey_prompts
     from ..methods._registry import method_context
 
-    bar = progress.add_task(label, total=total)
-    return (
-        lambda: method_context(method, model, window, length, profile),
-        lambda done, _total: progress.update(bar, completed=done),
-    )
-
-
-def _run_passkey(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
-    from ..evaluation._passkey import evaluate_passkey, passkey_prompts
-
     depths = parse_depths(args.depths)
-    results = []
+    prompts = {}
     for length in lengths:
         try:
-            prompts = passkey_prompts(tokenizer, length - args.new_tokens, depths, args.samples, args.seed)
+            prompts[length] = passkey_prompts(
+                tokenizer, length - args.new_tokens, depths, args.samples, args.seed
+            )
         except ValueError as error:
             raise ValueError(f"--lengths {length}: {error}") from error
-        for method in methods:
-            label = f"{method} L={length}"
-            context, done = _method_hooks(
-                progress, label, len(prompts), model, window, method, length, profile
-            )
+
+    def cell(method: str, length: int) -> Cell:
+        def run(progress: Callable[[int, int], None]) -> dict:
             result = evaluate_passkey(
-                model, tokenizer, prompts, length, context, max_new_tokens=args.new_tokens, progress=done
+                model,
+                tokenizer,
+                prompts[length],
+                length,
+                lambda: method_context(method, model, window, length, profile),
+                max_new_tokens=args.new_tokens,
+                progress=progress,
             )
-            results.append(
-                {
-                    "method": method,
-                    "length": length,
-                    "accuracy": result.accuracy,
-                    "correct": result.correct,
-                    "trials": len(result.trials),
-                }
-            )
-    return results
+            return {
+                "method": method,
+                "length": length,
+                "accuracy": result.accuracy,
+                "correct": result.correct,
+                "trials": len(result.trials),
+            }
+
+        return (None, method, length), f"{method} L={length}", len(prompts[length]), run
+
+    return [cell(method, length) for length in lengths for method in methods]
 
 
-def _run_ruler(args, model, tokenizer, window, methods, lengths, profile, progress) -> list[dict]:
+def _ruler_cells(args, model, tokenizer, window, methods, lengths, profile) -> list[Cell]:
     from ..evaluation._ruler import DEFAULT_NEW_TOKENS, RulerSources, evaluate_ruler, ruler_samples
+    from ..methods._registry import method_context
 
     sources = RulerSources.shipped()
     tasks = parse_tasks(args.tasks)
@@ -282,27 +335,26 @@ def _run_ruler(args, model, tokenizer, window, methods, lengths, profile, progre
                 )
             except ValueError as error:
                 raise ValueError(f"--lengths {length}: {task}: {error}") from error
-    results = []
-    for task in tasks:
-        new = new_tokens[task]
-        for length in lengths:
-            samples = prompts[task, length]
-            for method in methods:
-                label = f"{task} {method} L={length}"
-                context, done = _method_hooks(
-                    progress, label, len(samples), model, window, method, length, profile
-                )
-                result = evaluate_ruler(model, tokenizer, samples, length, context, new, progress=done)
-                results.append(
-                    {
-                        "task": task,
-                        "method": method,
-                        "length": length,
-                        "accuracy": result.accuracy,
-                        "samples": len(samples),
-                    }
-                )
-    return results
+
+    def cell(task: str, method: str, length: int) -> Cell:
+        samples = prompts[task, length]
+
+        def run(progress: Callable[[int, int], None]) -> dict:
+            context = lambda: method_context(method, model, window, length, profile)  # noqa: E731
+            result = evaluate_ruler(
+                model, tokenizer, samples, length, context, new_tokens[task], progress=progress
+            )
+            return {
+                "task": task,
+                "method": method,
+                "length": length,
+                "accuracy": result.accuracy,
+                "samples": len(samples),
+            }
+
+        return (task, method, length), f"{task} {method} L={length}", len(samples), run
+
+    return [cell(t, m, n) for t in tasks for n in lengths for m in methods]
 
 
 def _print_ruler(console: Any, title: str, methods, lengths, results: list[dict]) -> None:
@@ -318,19 +370,59 @@ def _print_ruler(console: Any, title: str, methods, lengths, results: list[dict]
         console.print(_table(None, methods, lengths, cells, max))
 
 
+def _settings(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
+    """What every cell's value depends on, for ``--json`` resume (``_results``)."""
+    settings = {"command": args.command, "model": args.model, "samples": args.samples, "seed": args.seed}
+    settings["dtype"] = dtype
+    if args.command == "ppl":
+        settings["data"] = args.data.describe()
+    elif args.command == "passkey":
+        settings |= {"depths": list(parse_depths(args.depths)), "new_tokens": args.new_tokens}
+    else:
+        settings["new_tokens"] = args.new_tokens
+    return settings
+
+
+def _default_methods(args, alias: str | None, window: int) -> tuple[str, ...]:
+    """``DEFAULT_METHODS``, with ``lampe`` when a profile is found for the model."""
+    found = _load_profile(args, ("lampe-fixed",), alias, window) is not None
+    return DEFAULT_METHODS + (("lampe",) if found else ())
+
+
+def _header(args, info, data: str, shown: str | None, methods, lengths, results, cells) -> str:
+    """What the run is about to do, before it starts: model, data, profile, methods, lengths."""
+    lines = [
+        f"lampe-eval {args.command}",
+        f"  model    {args.model} (W={info.window}, {results.settings['dtype']} on {args.device})",
+        f"  data     {data}",
+        f"  profile  {shown if shown is not None else 'none (no method here reads one)'}",
+        f"  methods  {', '.join(methods)}"
+        + (f" (PPL ratios to {args.reference})" if args.command == "ppl" else ""),
+        f"  lengths  {', '.join(str(n) for n in lengths)}",
+    ]
+    if results.path is not None:
+        done = sum(results.get(key) is not None for key, *_ in cells)
+        lines.append(f"  json     {results.path} ({done} of {len(cells)} cells already there)")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lampe-eval``; returns the exit code (errors are raised for ``cli.run_cli``)."""
     args = _parser().parse_args(argv)
     # Everything that can be checked without the model is checked first, so a typo fails fast.
-    methods = parse_methods(args.methods)
+    methods = parse_methods(args.methods) if args.methods is not None else None
     parse_lengths(args.lengths, window=1024)  # syntax only; multiples of W are resolved below
     if args.samples is not None and args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
-    _check_output(args.json)
     if args.command == "ppl":
         from ..evaluation import resolve_data
+        from ..evaluation._sources import check_datasets_cache, shipped_sample
 
-        args.data = resolve_data(args.data)
+        args.data = shipped_sample() if args.data is None else resolve_data(args.data)
+        if args.data.kind != "hub":
+            check_datasets_cache()  # local files are read through it: a read-only HOME fails here
+        if methods is not None and args.reference is not None and args.reference not in methods:
+            raise ValueError(f"--reference {args.reference!r} is not one of --methods ({', '.join(methods)})")
     elif args.command == "passkey":
         parse_depths(args.depths)
     else:
@@ -338,51 +430,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "ppl" and args.new_tokens is not None and args.new_tokens < 1:
         raise ValueError(f"--new-tokens must be >= 1, got {args.new_tokens}")
 
-    from rich.console import Console
-    from rich.progress import Progress
-
     from ..models import load_model, model_info
+    from ..models._loading import resolve_device_dtype
+    from ._progress import console, progress_for
+    from ._results import ResultsFile
 
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
-    info = model_info(model)
-    lengths = parse_lengths(args.lengths, info.window)
-    profile = _load_profile(args, methods, getattr(info, "alias", None), info.window)
-    _preflight(model, info.window, methods, lengths, profile)
-    run = {"ppl": _run_ppl, "passkey": _run_passkey, "ruler": _run_ruler}[args.command]
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        results = run(args, model, tokenizer, info.window, methods, lengths, profile, progress)
-
-    console = Console()
-    if args.command == "ruler":
-        _print_ruler(console, f"{args.model} (W={info.window}): RULER accuracy", methods, lengths, results)
-        if args.json is not None:
-            _write_results(args, argv, profile, results)
-        return 0
-    cells = {}
-    for r in results:
-        if args.command == "ppl":
-            cells[r["method"], r["length"]] = (
-                r["ppl"],
-                f"{r['ppl']:.2f}" if math.isfinite(r["ppl"]) else "inf",
-            )
-        else:
-            cells[r["method"], r["length"]] = (
-                r["accuracy"],
-                f"{100 * r['accuracy']:.0f}% ({r['correct']}/{r['trials']})",
-            )
-    title = f"{args.model} (W={info.window}): " + (
-        "perplexity" if args.command == "ppl" else "passkey accuracy"
-    )
-    console.print(title)  # a line of its own: a table title would wrap to the table's width
-    console.print(_table(None, methods, lengths, cells, min if args.command == "ppl" else max))
-    if args.json is not None:
-        _write_results(args, argv, profile, results)
-    return 0
-
-
-def _write_results(args: argparse.Namespace, argv: Sequence[str] | None, profile: Any, results: list) -> None:
-    """``--json``: the results with what produced them (the profile, the command)."""
+    _, dtype = resolve_device_dtype(args.device, args.dtype)
     command = shlex.join(["lampe-eval", *(sys.argv[1:] if argv is None else argv)])
-    shown = None if profile is None else (args.profile or getattr(profile, "alias", None))
-    record = {"model": args.model, "profile": shown, "command": command, "results": results}
-    write_json_atomic(Path(args.json).expanduser(), record)
+    header = {"model": args.model, "command": command}
+    finish = None
+    if args.command == "ppl":
+        finish = lambda rows: with_ratios(rows, args.reference, args.seed)  # noqa: E731
+    dtype_name = str(dtype).removeprefix("torch.")
+    results = ResultsFile(args.json, _settings(args, dtype_name), header, finish)  # checked before the load
+
+    model, tokenizer = load_model(args.model, device=args.device, dtype=dtype)
+    info = model_info(model)
+    alias = getattr(info, "alias", None)
+    lengths = parse_lengths(args.lengths, info.window)
+    if methods is None:
+        methods = _default_methods(args, alias, info.window)
+    if args.command == "ppl":
+        args.reference = args.reference or ("vanilla" if "vanilla" in methods else methods[0])
+        if args.reference not in methods:
+            raise ValueError(
+                f"--reference {args.reference!r} is not one of the methods ({', '.join(methods)})"
+            )
+        results.header["reference"] = args.reference
+    profile = _load_profile(args, methods, alias, info.window)
+    shown = None if profile is None else (args.profile or getattr(profile, "alias", None) or alias)
+    results.set_profile(shown)
+    results.header["profile"] = results.settings["profile"]
+    results.refresh()
+    _preflight(model, info.window, methods, lengths, profile)
+    prepare = {"ppl": _ppl_cells, "passkey": _passkey_cells, "ruler": _ruler_cells}[args.command]
+    cells = prepare(args, model, tokenizer, info.window, methods, lengths, profile)
+    if args.command == "ppl":
+        books = cells[0][2]
+        data = f"{args.data.describe()}: {books} book{'s' if books != 1 else ''}"
+    elif args.command == "passkey":
+        data = f"passkey prompts: {cells[0][2]} per length ({args.samples} per depth, depths {args.depths})"
+    else:
+        data = f"RULER prompts: {args.samples} per task and length (tasks {args.tasks})"
+    errors = console(stderr=True)
+    print(_header(args, info, data, shown, methods, lengths, results, cells), file=sys.stderr, flush=True)
+
+    with progress_for(errors) as progress:
+        for key, label, total, run in cells:
+            if results.get(key) is not None:
+                continue
+            task = progress.add_task(label, total=total)
+            results.add(run(lambda done, _total, t=task: progress.update(t, completed=done)))
+
+    out = console()
+    rows = [results.get(key) for key, *_ in cells]
+    title = f"{args.model} (W={info.window})"
+    if args.command == "ruler":
+        _print_ruler(out, f"{title}: RULER accuracy", methods, lengths, rows)
+        return 0
+    cells_shown = {}
+    for r in rows:
+        if args.command == "ppl":
+            text = f"{r['ppl']:.2f}" if math.isfinite(r["ppl"]) else "inf"
+            cells_shown[r["method"], r["length"]] = (r["ppl"], text)
+        else:
+            text = f"{100 * r['accuracy']:.0f}% ({r['correct']}/{r['trials']})"
+            cells_shown[r["method"], r["length"]] = (r["accuracy"], text)
+    kind = "perplexity" if args.command == "ppl" else "passkey accuracy"
+    out.print(f"{title}: {kind}")  # a line of its own: a table title would wrap to the table's width
+    out.print(_table(None, methods, lengths, cells_shown, min if args.command == "ppl" else max))
+    if args.command == "ppl":
+        ratios = {}
+        for r in rows:
+            low, high = r["ci"]
+            ratios[r["method"], r["length"]] = (None, f"{r['ratio']:.4f} [{low:.4f}, {high:.4f}]")
+        out.print(
+            f"PPL ratio to {args.reference} (95 % paired bootstrap interval, books and 1K-token blocks)"
+        )
+        out.print(_table(None, methods, lengths, ratios, None))
+    return 0

@@ -10,6 +10,7 @@ _MODULES = {
     "._books": "DEFAULT_SAMPLES Books BooksAtLength load_books",
     "._sources": "DataSource resolve_data",
     "._perplexity": "PerplexityResult evaluate_perplexity",
+    "._bootstrap": "paired_ratio paired_ratio_interval",
     "._passkey": "PasskeyResult evaluate_passkey passkey_prompts",
     "._ruler": "TASKS RulerResult RulerSources evaluate_ruler ruler_samples score_answer",
 }

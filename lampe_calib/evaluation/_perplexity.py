@@ -3,7 +3,8 @@
 DESIGN §3.1: the LM head runs on ``chunk_size`` positions at a time, so no ``L × vocab`` logits
 tensor is ever built (at L = 128K and a 128K vocabulary that tensor alone is 64 GB in fp32).
 Per-book NLL sums and token counts are kept, so any aggregate can be rebuilt;
-PPL = exp(total NLL / total tokens).
+PPL = exp(total NLL / total tokens). Each book's NLL is also kept per block of ``BLOCK_SIZE``
+predicted tokens, the unit a paired bootstrap resamples within a book (``_bootstrap``).
 
 The same evaluator serves calibration and the evaluation harness: ``context`` is a factory of
 the context manager to run the model under (``lambda: apply_lampe(model, config)``, a baseline's
@@ -27,24 +28,34 @@ from torch import nn
 
 from .._checks import check_integer
 
-__all__ = ["PerplexityResult", "evaluate_perplexity", "token_nll"]
+__all__ = ["BLOCK_SIZE", "PerplexityResult", "evaluate_perplexity", "token_nll", "token_nll_blocks"]
 
 logger = logging.getLogger(__name__)
+
+# Predicted tokens per block of the per-block NLL (the last block of a book may be shorter).
+BLOCK_SIZE = 1024
 
 
 @dataclass(frozen=True)
 class PerplexityResult:
     """Per-book negative log-likelihood sums (nats) and predicted-token counts.
 
+    ``block_nll`` optionally splits each book's sum into blocks of ``BLOCK_SIZE`` predicted tokens
+    (empty when not recorded): ``block_nll[i]`` sums to ``nll[i]``.
+
     Example: ``PerplexityResult(nll=(10.0, 20.0), tokens=(10, 10)).ppl`` -> ``exp(1.5)`` = 4.48…
     """
 
     nll: tuple[float, ...]
     tokens: tuple[int, ...]
+    block_nll: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nll", tuple(float(x) for x in self.nll))
         object.__setattr__(self, "tokens", tuple(int(x) for x in self.tokens))
+        object.__setattr__(self, "block_nll", tuple(tuple(float(x) for x in b) for b in self.block_nll))
+        if self.block_nll and [len(b) for b in self.block_nll] != [-(-n // BLOCK_SIZE) for n in self.tokens]:
+            raise ValueError(f"block_nll must hold ceil(tokens / {BLOCK_SIZE}) blocks per book")
         if len(self.nll) != len(self.tokens):
             raise ValueError(
                 f"nll and tokens must have one entry per book, got {len(self.nll)} and {len(self.tokens)}"
@@ -82,7 +93,20 @@ class PerplexityResult:
 
         Example: ``PerplexityResult((1.0, 2.0), (1, 1)).subset([1, 1]).nll`` -> ``(2.0, 2.0)``.
         """
-        return PerplexityResult(tuple(self.nll[i] for i in indices), tuple(self.tokens[i] for i in indices))
+        blocks = tuple(self.block_nll[i] for i in indices) if self.block_nll else ()
+        return PerplexityResult(
+            tuple(self.nll[i] for i in indices), tuple(self.tokens[i] for i in indices), blocks
+        )
+
+    @property
+    def block_tokens(self) -> tuple[tuple[int, ...], ...]:
+        """Predicted tokens of each block of each book (``BLOCK_SIZE``, the last one the rest).
+
+        Example: ``PerplexityResult((1.0,), (2500,)).block_tokens`` -> ``((1024, 1024, 452),)``.
+        """
+        return tuple(
+            tuple(min(BLOCK_SIZE, n - start) for start in range(0, n, BLOCK_SIZE)) for n in self.tokens
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"nll": list(self.nll), "tokens": list(self.tokens), "ppl": self.ppl}
@@ -114,6 +138,29 @@ def token_nll(hidden: torch.Tensor, targets: torch.Tensor, head: nn.Module, chun
     return total
 
 
+def token_nll_blocks(
+    hidden: torch.Tensor, targets: torch.Tensor, head: nn.Module, chunk_size: int, block_size: int
+) -> torch.Tensor:
+    """Summed NLL of ``targets`` per row and per block of ``block_size`` positions.
+
+    Args:
+        hidden, targets, head, chunk_size: as in ``token_nll``.
+        block_size: positions per block; the last block holds the rest.
+
+    Returns:
+        ``(B, ceil(S / block_size))`` float64 NLL sums (nats); ``.sum(-1)`` is ``token_nll``.
+    """
+    B, S, _ = hidden.shape
+    blocks = torch.zeros(B, -(-S // block_size), dtype=torch.float64, device=hidden.device)
+    for start in range(0, S, chunk_size):
+        logits = head(hidden[:, start : start + chunk_size]).float()  # (B, c, V)
+        target = targets[:, start : start + chunk_size]  # (B, c)
+        loss = F.cross_entropy(logits.transpose(1, 2), target, reduction="none").double()  # (B, c)
+        block = torch.arange(start, start + loss.shape[1], device=hidden.device) // block_size  # (c,)
+        blocks.index_add_(1, block, loss)
+    return blocks
+
+
 def evaluate_perplexity(
     model: nn.Module,
     books: Sequence[torch.Tensor],
@@ -138,7 +185,8 @@ def evaluate_perplexity(
         progress: called as ``progress(done_books, total_books)`` after each forward pass.
 
     Returns:
-        ``PerplexityResult`` with one entry per book, in order.
+        ``PerplexityResult`` with one entry per book, in order, and each book's NLL per block of
+        ``BLOCK_SIZE`` predicted tokens.
 
     Example:
         >>> result = evaluate_perplexity(model, [ids[:1024] for ids in books])
@@ -155,7 +203,7 @@ def evaluate_perplexity(
     check_integer("batch_size", batch_size, 1)
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     device = next(model.parameters()).device
-    nll: list[float] = []
+    blocks: list[list[float]] = []
     started = time.perf_counter()
     with torch.inference_mode(), context() if context is not None else contextlib.nullcontext():
         start = 0
@@ -166,10 +214,12 @@ def evaluate_perplexity(
                 stop += 1
             ids = torch.stack(list(books[start:stop])).to(device)  # (B, L)
             hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, L, H)
-            nll.extend(token_nll(hidden[:, :-1], ids[:, 1:], head, chunk_size).tolist())
+            sums = token_nll_blocks(hidden[:, :-1], ids[:, 1:], head, chunk_size, BLOCK_SIZE)  # (B, n)
+            blocks.extend(sums.tolist())
             start = stop
             if progress is not None:
                 progress(start, len(books))
     tokens = tuple(book.numel() - 1 for book in books)
     logger.debug("perplexity of %d books in %.2fs", len(books), time.perf_counter() - started)
-    return PerplexityResult(tuple(nll), tokens)
+    nll = tuple(math.fsum(b) for b in blocks)
+    return PerplexityResult(nll, tokens, tuple(tuple(b) for b in blocks))

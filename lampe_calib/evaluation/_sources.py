@@ -15,10 +15,12 @@ read through ``datasets`` (DESIGN §3.1). A ``--data`` value is one of
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
 import socket
+import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,12 +33,15 @@ from urllib.parse import urlparse
 __all__ = [
     "PG19_HUB_ID",
     "TITLE_FIELDS",
+    "CacheNotWritable",
     "DataSource",
     "code_documents",
     "code_split",
+    "check_datasets_cache",
     "hub_reachable",
     "read_texts",
     "resolve_data",
+    "shipped_sample",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +101,16 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def _sample_path() -> Path:
     return Path(str(resources.files("lampe_calib").joinpath("assets", "pg19_sample", "validation.jsonl")))
+
+
+def shipped_sample() -> DataSource:
+    """The PG-19 sample shipped in the package (10 validation books): the default data of the
+    commands, readable offline.
+
+    Example: ``shipped_sample().describe()`` -> ``"pg19 sample shipped with lampe-calib (validation)"``.
+    """
+    path = _sample_path()
+    return DataSource("sample", str(path), "validation", (str(path),))
 
 
 def resolve_data(data: str | os.PathLike[str], online: bool | None = None) -> DataSource:
@@ -245,6 +260,10 @@ def _jsonl_problem(path: str) -> str | None:
                     return f"line {number} is not valid JSON ({error.msg})"
                 if not isinstance(row, dict) or "text" not in row:
                     return f"line {number} is not a JSON object with a 'text' field"
+                text = row["text"]
+                if text is not None and not isinstance(text, str):
+                    shown = json.dumps(text)[:40]
+                    return f"line {number}: its 'text' is {type(text).__name__} {shown}, not a string"
     except (OSError, UnicodeDecodeError) as error:
         return f"cannot be read as UTF-8 text ({error})"
     return None if seen else "holds no books (the file is empty)"
@@ -262,11 +281,64 @@ def _datasets_quiet() -> Iterator[None]:
         library.setLevel(level)
 
 
+class CacheNotWritable(ValueError):
+    """The ``datasets`` cache cannot be written: the environment's fault, not the data's."""
+
+
+def check_datasets_cache() -> None:
+    """Raise ``CacheNotWritable`` (one line, with the fix) when ``datasets`` cannot write its cache
+    (``HF_DATASETS_CACHE``, by default under ``HF_HOME`` or ``~/.cache/huggingface``): reading a
+    local JSONL or parquet file goes through it, and its own error names the data file."""
+    import datasets
+
+    cache = Path(datasets.config.HF_DATASETS_CACHE)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=cache, prefix=".lampe-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        home = os.environ.get("HOME")
+        raise CacheNotWritable(
+            f"the datasets cache {str(cache)!r} cannot be written ({reason}; HOME is {home!r}): "
+            "set HF_DATASETS_CACHE (or HF_HOME) to a writable directory"
+        ) from None
+
+
+def _utf8_problem(path: str) -> str | None:
+    """Where a file stops being UTF-8, read in 1 MiB pieces; None when it is UTF-8 throughout.
+
+    Example: a file ``b'{"text": "caf\\xe9"}\\n'`` -> ``"is not UTF-8 text (byte 0xe9 on line 1)"``.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                at = min(error.start, len(chunk) - 1)
+                line += chunk[:at].count(b"\n")
+                return f"is not UTF-8 text (byte 0x{chunk[at]:02x} on line {line})"
+            line += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return f"is not UTF-8 text (it ends inside a character, line {line})"
+    return None
+
+
 def _load_files(files: Sequence[str]) -> Any:
     import datasets
 
     json_files = [f for f in files if f.endswith(_JSON_SUFFIXES)]
     parquet_files = [f for f in files if f.endswith(_PARQUET_SUFFIXES)]
+    for path in json_files:
+        problem = None if path.endswith(".gz") else _utf8_problem(path)
+        if problem:
+            raise ValueError(f"--data: {path} {problem}; save it as UTF-8")
+    check_datasets_cache()
     parts = []
     for builder, group in (("json", json_files), ("parquet", parquet_files)):
         if not group:
@@ -285,6 +357,13 @@ def _load_files(files: Sequence[str]) -> Any:
             raise ValueError(f"--data: cannot read {', '.join(group)}: {detail}") from error
         if "text" not in part.column_names:
             raise ValueError(f"--data: {', '.join(group)} has no 'text' field (fields: {part.column_names})")
+        feature = part.features["text"]
+        if getattr(feature, "dtype", None) not in ("string", "large_string"):
+            for path in group if builder == "json" else ():
+                problem = _jsonl_problem(path)
+                if problem:
+                    raise ValueError(f"--data: {path} {problem}")
+            raise ValueError(f"--data: {', '.join(group)}: the 'text' field holds {feature}, not strings")
         parts.append(part)
     if len(parts) == 1:
         return parts[0]

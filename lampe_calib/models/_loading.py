@@ -14,12 +14,13 @@ from typing import Any
 
 import huggingface_hub
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ._cache import cached_conversion, save_dense
 from ._registry import HUB_ID_PATTERN, MODELS, known_aliases
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "resolve_device_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,17 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> tor
     return resolved
 
 
+def resolve_device_dtype(
+    device: str | torch.device, dtype: torch.dtype | str | None
+) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype ``load_model`` would use, checked without loading anything.
+
+    Example: ``resolve_device_dtype("cpu", None)`` -> ``(device(type='cpu'), torch.float32)``.
+    """
+    resolved = _resolve_device(device)
+    return resolved, _resolve_dtype(dtype, resolved)
+
+
 def _resolve_source(name_or_path: str | os.PathLike[str]) -> tuple[str, str]:
     """``(kind, location)`` with kind "hub", "dir" or "gguf"."""
     if not isinstance(name_or_path, (str, os.PathLike)) or not os.fspath(name_or_path):
@@ -88,6 +100,12 @@ def _load_dir(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
         return model, AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except SafetensorError as error:  # a truncated or corrupt weights file
+        message = " ".join(str(error).split())[:200]
+        raise ValueError(
+            f"name_or_path {path!r}: its .safetensors weights cannot be read ({message}); "
+            "the file is truncated or corrupt: copy or download it again"
+        ) from error
     except (OSError, ValueError) as error:  # a broken config, weights or tokenizer file
         message = " ".join(str(error).split())[:300]
         raise ValueError(
@@ -124,7 +142,16 @@ def _load_gguf(path: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
     return model, tokenizer
 
 
+def _hub_advice(repo_id: str) -> str:
+    return (
+        f"pass a local model directory instead (--model /path/to/{repo_id.rpartition('/')[2]}), or download "
+        "the weights on a machine online (gated repositories need a token: huggingface-cli login or HF_TOKEN)"
+    )
+
+
 def _load_hub(repo_id: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
+    from ..evaluation._sources import hub_reachable
+
     def load(local_files_only: bool) -> tuple[PreTrainedModel, Any]:
         model = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, local_files_only=local_files_only)
         return model, AutoTokenizer.from_pretrained(repo_id, local_files_only=local_files_only)
@@ -134,16 +161,27 @@ def _load_hub(repo_id: str, dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
         return load(local_files_only=True)
     except OSError as error:
         cause = error
-    if not huggingface_hub.is_offline_mode():
-        logger.info("%s is not in the local Hugging Face cache; trying the hub", repo_id)
-        try:
-            return load(local_files_only=False)
-        except OSError as error:
-            cause = error
-    raise ValueError(
-        f"the weights of {repo_id!r} are not available locally and the Hugging Face hub is unreachable "
-        "(offline, no network, a gated repository without a token, or no such repository)"
-    ) from cause
+    if huggingface_hub.is_offline_mode():
+        raise ValueError(
+            f"the weights of {repo_id!r} are not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+            + _hub_advice(repo_id)
+        ) from cause
+    # One short connection probe: without network the hub client retries for ~25 s per file.
+    if not hub_reachable():
+        raise ValueError(
+            f"the weights of {repo_id!r} are not in the local Hugging Face cache and the hub is unreachable: "
+            + _hub_advice(repo_id)
+            + "; HF_HUB_OFFLINE=1 skips the hub at once"
+        ) from cause
+    logger.info("%s is not in the local Hugging Face cache; trying the hub", repo_id)
+    try:
+        return load(local_files_only=False)
+    except OSError as error:
+        detail = " ".join(str(error).split())[:200]
+        raise ValueError(
+            f"cannot download {repo_id!r} from the Hugging Face hub ({detail}); a gated repository needs "
+            "a token (huggingface-cli login or HF_TOKEN) and accepted terms; or pass a local model directory"
+        ) from error
 
 
 # Loader contract: (location, dtype) -> (model, tokenizer), model on CPU in ``dtype``.

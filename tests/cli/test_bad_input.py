@@ -29,6 +29,11 @@ def files(tmp_path_factory):
     (root / "no-config").mkdir()
     corrupt = tiny_model_dir(root / "corrupt")
     (corrupt / "config.json").write_text("{not json")
+    truncated = tiny_model_dir(root / "truncated")
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    (root / "latin1.jsonl").write_bytes(b'{"text": "a book"}\n{"text": "caf\xe9 au lait"}\n')
+    (root / "numeric.jsonl").write_text('{"text": "a book"}\n{"text": 42}\n')
     (root / "weights.bin").write_bytes(b"\0" * 16)
     (root / "books.txt").write_text("plain text\n")
     (root / "broken.jsonl").write_text('{"text": "a book"}\n{"text": \n')
@@ -125,6 +130,11 @@ MODELS = [
         r"name_or_path '.*corrupt': cannot load it as a transformers model: .*config.json' is not a valid",
     ),
     ("{weights.bin}", r"name_or_path '.*weights.bin' is a file but not a .gguf file; pass its directory"),
+    (
+        "{truncated}",
+        r"name_or_path '.*truncated': its .safetensors weights cannot be read \(.*\); "
+        r"the file is truncated or corrupt",
+    ),
 ]
 EVAL = [
     (["ppl", "--methods", "vanilla,rope"], r"--methods: unknown method 'rope'; known: vanilla, pi"),
@@ -155,7 +165,22 @@ EVAL = [
         r"--json '.*nowhere/out.json': directory '.*nowhere' does not exist",
     ),
     (["ppl", "--json", "{root}"], r"--json '.*': is a directory; give a file name such as results.json"),
+    (["ppl", "--json", "/proc/results.json"], r"--json '/proc/results.json': cannot write in '/proc'"),
+    (["ppl", "--json", "{bad.json}"], r"--json '.*bad.json': exists but is not a lampe-eval results file"),
+    (
+        ["ppl", "--json", "{window-64.json}"],
+        r"--json '.*window-64.json': exists but records no settings .*; give another file",
+    ),
+    (["ppl", "--reference", "pi"], r"--reference 'pi' is not one of --methods \(vanilla\)"),
     (["ppl", "--data", "{no-text.jsonl}"], r"--data: .*no-text.jsonl has no 'text' field"),
+    (
+        ["ppl", "--data", "{latin1.jsonl}"],
+        r"--data: .*latin1.jsonl is not UTF-8 text \(byte 0xe9 on line 2\)",
+    ),
+    (
+        ["ppl", "--data", "{numeric.jsonl}"],
+        r"--data: .*numeric.jsonl line 2: its 'text' is int 42, not a string",
+    ),
     (["ppl", "--data", "code:{root}/nope"], r"--data 'code:.*nope': code:DIR needs an existing directory"),
     (["ppl", "--data", "code:{empty-dir}"], r"--data 'code:.*empty-dir': the directory holds no .py file"),
     (["ppl", "--device", "tpu"], r"device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
@@ -258,3 +283,48 @@ def test_a_refused_run_leaves_an_existing_profile_and_figure(files, tmp_path, ca
     assert calibrate_main([*argv, "--data", str(SAMPLE), "--samples", "2"]) == 2
     assert "lengths must be > head + tail" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_unwritable_datasets_cache_is_not_blamed_on_the_data(files, tmp_path, capsys, monkeypatch):
+    """A read-only HOME: ``datasets`` cannot write its cache (``HF_DATASETS_CACHE``, under HOME by
+    default); the line says so and how to fix it, and does not name the data file."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", f"{files['a-file']}/cache")
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["ppl", "--model", files["model"], "--methods", "vanilla", "--lengths", "1W", "--samples", "2"]
+    code = eval_main([*argv, "--data", str(SAMPLE), "--json", str(out / "results.json")])
+    message = (
+        r"the datasets cache '.*a-file/cache' cannot be written \(.*\): set HF_DATASETS_CACHE \(or HF_HOME\)"
+    )
+    err = capsys.readouterr().err
+    _check(code, err, "lampe-eval", message, out)
+    assert "validation.jsonl" not in err
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_hub_model_without_weights_fails_fast_with_the_fix(offline, tmp_path, capsys, monkeypatch):
+    """``--model llama3-8b`` with no local weights: one line saying what to do, at once (no hub
+    retries: offline mode, or one connection probe that finds no network)."""
+    import time
+
+    from lampe_calib.evaluation import _sources
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(_sources, "hub_reachable", lambda timeout=3.0: False)
+    (tmp_path / "out").mkdir()
+    started = time.monotonic()
+    code = eval_main(["ppl", "--model", "llama3-8b", "--json", str(tmp_path / "out" / "r.json")])
+    assert time.monotonic() - started < 10
+    reason = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable"
+    message = (
+        rf"the weights of 'meta-llama/Meta-Llama-3-8B' are not in the local Hugging Face cache and {reason}: "
+        r"pass a local model directory instead .*gated repositories need a token: "
+        r"huggingface-cli login or HF_TOKEN"
+    )
+    if not offline:
+        message += r".*; HF_HUB_OFFLINE=1 skips the hub at once"
+    _check(code, capsys.readouterr().err, "lampe-eval", message, tmp_path / "out")

@@ -17,6 +17,7 @@ from conftest import TINY_WINDOW, tiny_model
 
 from lampe_calib.cli import eval_main
 from lampe_calib.cli._eval import parse_lengths, parse_methods, write_json_atomic
+from lampe_calib.evaluation._perplexity import evaluate_perplexity
 
 W = TINY_WINDOW
 
@@ -99,17 +100,27 @@ def test_ppl_table_and_json(model_dir, books_file, tmp_path, capsys):
     for word in ("vanilla", "pi", "selfextend", "dca", f"L={W}", f"L={2 * W}"):
         assert word in stdout
     data = json.loads(out.read_text())
-    assert set(data) == {"model", "profile", "command", "results"} and data["model"] == str(model_dir)
+    assert set(data) == {"model", "profile", "command", "reference", "settings", "results"}
+    assert data["model"] == str(model_dir) and data["reference"] == "vanilla"
     assert data["profile"] is None  # no profile method was asked for
     assert shlex.split(data["command"]) == ["lampe-eval", *argv]  # what reproduces the file
     results = data["results"]
     assert [(r["method"], r["length"]) for r in results] == [
         (m, n) for n in (W, 2 * W) for m in ("vanilla", "pi", "selfextend", "dca")
     ]
+    by_cell = {(r["method"], r["length"]): r for r in results}
     for r in results:
-        assert set(r) == {"method", "length", "ppl", "tokens", "books"}
+        assert {"method", "length", "ppl", "tokens", "books", "ratio", "ci"} <= set(r)
         assert r["books"] == (3 if r["length"] == W else 2)  # the 50-character book is skipped at 2W
-        assert r["tokens"] == r["books"] * (r["length"] - 1)
+        assert r["tokens"] == r["books"] * (r["length"] - 1) == sum(r["book_tokens"])
+        assert r["block_tokens"] == [[n] for n in r["book_tokens"]]  # books shorter than a block
+        assert sum(r["book_nll"]) == pytest.approx(math.log(r["ppl"]) * r["tokens"], rel=1e-9)
+        # The ratio is the PPL ratio to vanilla on the same books, inside its interval.
+        vanilla = by_cell["vanilla", r["length"]]["ppl"]
+        assert r["ratio"] == pytest.approx(r["ppl"] / vanilla, rel=1e-9)
+        assert r["ci"][0] <= r["ratio"] <= r["ci"][1]
+    assert by_cell["vanilla", W]["ci"] == [1.0, 1.0]
+    assert by_cell["pi", 2 * W]["ci"][0] < by_cell["pi", 2 * W]["ci"][1]
     by = {(r["method"], r["length"]): r["ppl"] for r in results}
     want, _ = _stock_ppl(model_dir, books_file, W, rows=(0, 1, 2))
     assert by["vanilla", W] == pytest.approx(want, rel=1e-5)
@@ -148,7 +159,7 @@ def test_passkey_table_and_json(model_dir, tmp_path, capsys):
         (["ppl", "--methods", "vanilla", "--lengths", "1W", "--json", "/no/such/dir/out.json"], "--json"),
         (["passkey", "--methods", "vanilla", "--lengths", "2W"], "--lengths"),
         (["passkey", "--methods", "vanilla", "--lengths", "12W", "--depths", "0,2"], "--depths"),
-        (["ppl", "--methods", "vanilla"], "--lengths"),
+        (["ppl", "--methods", "vanilla", "--reference", "pi"], "--reference"),
     ],
 )
 def test_user_errors_are_one_line_and_write_nothing(model_dir, books_file, tmp_path, capsys, argv, flag):
@@ -175,7 +186,6 @@ def test_lampe_methods_read_the_profile(model_dir, books_file, tmp_path, capsys)
     from transformers import AutoModelForCausalLM
 
     from lampe_calib import LampeConfig, SigmoidMapping, apply_lampe
-    from lampe_calib.evaluation._perplexity import evaluate_perplexity
 
     profile = tmp_path / "tiny.json"
     profile.write_text(json.dumps(minimal_profile(W)))
@@ -236,3 +246,130 @@ def test_library_progress_bars_are_silenced():
     env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert run.stdout.split() == ["True", "False", "False"]
+
+
+def _count_evaluations(monkeypatch, fail_after=None):
+    """Count the perplexity evaluations ``lampe-eval ppl`` runs; with ``fail_after``, the next
+    one after that many crashes as a killed run would."""
+    from lampe_calib.evaluation import _perplexity
+
+    real = evaluate_perplexity  # the function itself, not an earlier counting wrapper
+    calls = []
+
+    def counted(*args, **kwargs):
+        if fail_after is not None and len(calls) == fail_after:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_perplexity, "evaluate_perplexity", counted)
+    return calls
+
+
+def test_ppl_json_resumes_a_half_written_file(model_dir, books_file, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "ppl.json"
+    argv = ["ppl", "--model", str(model_dir), "--methods", "vanilla,pi,dca", "--lengths", "1W,2W"]
+    argv += ["--data", str(books_file), "--samples", "3", "--json", str(out)]
+    assert eval_main(argv) == 0
+    full = json.loads(out.read_text())
+
+    # Killed during the fourth cell: the three finished ones are on disk, nothing else is.
+    out.unlink()
+    calls = _count_evaluations(monkeypatch, fail_after=3)
+    assert eval_main(argv) == 130
+    assert len(calls) == 3
+    half = json.loads(out.read_text())
+    assert [(r["method"], r["length"]) for r in half["results"]] == [("vanilla", W), ("pi", W), ("dca", W)]
+    assert [p.name for p in tmp_path.iterdir()] == ["ppl.json"]  # no temporary file left
+
+    # The same command again runs only the three missing cells and gives the same file.
+    calls = _count_evaluations(monkeypatch)
+    capsys.readouterr()
+    assert eval_main(argv) == 0
+    assert len(calls) == 3
+    assert "(3 of 6 cells already there)" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == full
+
+    # Complete: nothing runs; a new method adds its own cells only.
+    calls = _count_evaluations(monkeypatch)
+    assert eval_main(argv) == 0 and calls == []
+    more = [*argv[:4], "vanilla,pi,dca,selfextend", *argv[5:]]
+    assert eval_main(more) == 0 and len(calls) == 2
+    cells = [(r["method"], r["length"]) for r in json.loads(out.read_text())["results"]]
+    assert sorted(cells) == sorted((m, n) for m in ("vanilla", "pi", "dca", "selfextend") for n in (W, 2 * W))
+
+    # Another reference: the ratios are taken again from the stored blocks, nothing runs.
+    assert eval_main([*more, "--reference", "pi"]) == 0 and len(calls) == 2
+    rows = {(r["method"], r["length"]): r for r in json.loads(out.read_text())["results"]}
+    assert rows["pi", 2 * W]["ci"] == [1.0, 1.0]
+    want = rows["dca", 2 * W]["ppl"] / rows["pi", 2 * W]["ppl"]
+    assert rows["dca", 2 * W]["ratio"] == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--seed", "1"], r"--seed: file 0, now 1"),
+        (["--samples", "2"], r"--samples: file 3, now 2"),
+        (["--dtype", "bfloat16"], r"--dtype: file 'float32', now 'bfloat16'"),
+        (["--data", "{other}"], r"--data: file '.*books.jsonl', now '.*other.jsonl'"),
+    ],
+)
+def test_ppl_json_made_with_other_settings_is_refused(
+    change, message, model_dir, books_file, tmp_path, capsys, monkeypatch
+):
+    import re
+
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(books_file.read_bytes())
+    out = tmp_path / "ppl.json"
+    argv = ["ppl", "--model", str(model_dir), "--methods", "vanilla", "--lengths", "1W"]
+    argv += ["--data", str(books_file), "--samples", "3", "--json", str(out)]
+    assert eval_main(argv) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    calls = _count_evaluations(monkeypatch)
+    assert eval_main([*argv, *(c.replace("{other}", str(other)) for c in change)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(
+        rf"--json '.*ppl.json' was made with other settings \({message}\)", err
+    )
+    assert calls == [] and out.read_bytes() == before
+
+
+def test_passkey_json_resumes(model_dir, tmp_path, monkeypatch):
+    from lampe_calib.evaluation import _passkey
+
+    out = tmp_path / "passkey.json"
+    argv = ["passkey", "--model", str(model_dir), "--methods", "vanilla,selfextend", "--lengths", "12W"]
+    argv += ["--samples", "1", "--depths", "0", "--new-tokens", "4", "--json", str(out)]
+    assert eval_main(argv) == 0
+    rows = json.loads(out.read_text())["results"]
+    calls = []
+    real = _passkey.evaluate_passkey
+    monkeypatch.setattr(_passkey, "evaluate_passkey", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert eval_main(argv) == 0 and calls == []
+    assert json.loads(out.read_text())["results"] == rows
+
+
+def test_progress_is_lines_off_a_terminal(model_dir, books_file, capsys):
+    argv = ["ppl", "--model", str(model_dir), "--methods", "vanilla,pi", "--lengths", "1W"]
+    assert eval_main([*argv, "--data", str(books_file), "--samples", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"vanilla L={W}: 2/2 (" in err and f"pi L={W}: 2/2 (" in err
+    for line in ("lampe-eval ppl", f"model    {model_dir} (W={W}, float32 on cpu)", "methods  vanilla, pi"):
+        assert line in err
+    assert "data     " + str(books_file) + ": 2 books" in err
+    assert "\x1b[" not in err  # no terminal codes in a log
+
+
+def test_an_unwritable_json_fails_before_the_model_loads(model_dir, monkeypatch, capsys):
+    from lampe_calib import models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(models, "load_model", no_load)
+    argv = ["ppl", "--model", str(model_dir), "--json", "/proc/results.json"]
+    assert eval_main(argv) == 2
+    assert "cannot write in '/proc'" in capsys.readouterr().err

@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from calib_support import TINY_W, tiny_llama
 
 from lampe_calib.engine import LampeConfig, apply_lampe
-from lampe_calib.evaluation._perplexity import PerplexityResult, evaluate_perplexity, token_nll
+from lampe_calib.evaluation._perplexity import (
+    PerplexityResult,
+    evaluate_perplexity,
+    token_nll,
+    token_nll_blocks,
+)
 
 VOCAB = 128
 
@@ -113,3 +118,30 @@ def test_bad_arguments(model):
         evaluate_perplexity(model, _books([5]), chunk_size=0)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         evaluate_perplexity(model, _books([5]), batch_size=0)
+
+
+@pytest.mark.parametrize("chunk_size, block_size", [(5, 7), (16, 4), (1024, 1024)])
+def test_block_sums_equal_full_logits_per_position(model, chunk_size, block_size):
+    book = _books([3 * TINY_W + 5])[0]
+    with torch.no_grad():
+        logits = model(book[None]).logits[0]
+        hidden = model.get_decoder()(input_ids=book[None]).last_hidden_state
+        blocks = token_nll_blocks(
+            hidden[:, :-1], book[None, 1:], model.get_output_embeddings(), chunk_size, block_size
+        )
+    loss = F.cross_entropy(logits[:-1].double(), book[1:], reduction="none")  # (S,)
+    want = torch.stack([part.sum() for part in loss.split(block_size)])
+    assert blocks.shape == (1, -(-(book.numel() - 1) // block_size))
+    torch.testing.assert_close(blocks[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_result_keeps_each_books_blocks(model):
+    books = _books([2500, 700])  # 2499 predicted tokens: blocks of 1024, 1024 and 451
+    result = evaluate_perplexity(model, books, chunk_size=300)
+    assert result.block_tokens == ((1024, 1024, 451), (699,))
+    assert [len(b) for b in result.block_nll] == [3, 1]
+    for blocks, nll in zip(result.block_nll, result.nll, strict=True):
+        assert math.fsum(blocks) == pytest.approx(nll, rel=1e-12)
+    assert result.subset([1, 1]).block_nll == (result.block_nll[1],) * 2
+    with pytest.raises(ValueError, match="block_nll must hold"):
+        PerplexityResult(result.nll, result.tokens, ((1.0,), (1.0,)))
