@@ -11,7 +11,10 @@ _MODULES = {
     "._calibrate": "calibrate_model default_spec profile_name",
     "._curves": "Curve FixedMapping Optimum best_fixed_mapping curve_optimum curves_of mapping_excess",
     "._fit": "C_MODES Calibration SigmoidFit calibrate fit_sigmoid",
-    "._profiles": "SCHEMA_VERSION Profile load_profile save_profile shipped_profiles write_atomic",
+    "._profiles": (
+        "SCHEMA_VERSION Profile find_profile load_profile save_profile shipped_profiles "
+        "shipped_profiles_dir user_profiles_dir write_atomic write_together"
+    ),
     "._plots": "plot_profile render_profile",
 }
 

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.metadata
 import logging
@@ -238,6 +239,7 @@ def calibrate_model(
     study_name: str | None = None,
     c_mode: str = "fixed",
     refine: bool = True,
+    fit: bool = True,
     resamples: int = 200,
     batch_tokens: int = 16384,
     chunk_size: int = 1024,
@@ -254,6 +256,7 @@ def calibrate_model(
         data, samples, seed: book selection (``load_books``).
         study_name: base name of the sweep's studies; None: the profile name.
         c_mode, refine, resamples: passed to ``calibrate`` (``seed`` seeds the bootstrap too).
+        fit: False: measure the curves only; the profile holds no m(L) (status "degenerate").
         batch_tokens, chunk_size: passed to ``run_sweep``.
         books: books already loaded with ``load_books`` (then ``data`` is not read).
         command: the command line, recorded in the provenance.
@@ -285,7 +288,12 @@ def calibrate_model(
         progress=progress,
     )
     window = usable_window(info.window, spec.base)  # the fixed c is 3/4 of what m may use
-    calibration = calibrate(sweep, window, c_mode=c_mode, refine=refine, resamples=resamples, seed=seed)
+    calibration = calibrate(
+        sweep, window, c_mode=c_mode, refine=refine, resamples=resamples if fit else 0, seed=seed
+    )
+    if not fit:
+        message = "curves only (no fit asked for): the profile holds no m(L)"
+        calibration = dataclasses.replace(calibration, status="degenerate", message=message, fits={}, ci={})
     seconds = time.perf_counter() - started
     provenance = {
         "imported": False,

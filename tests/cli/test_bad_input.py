@@ -202,7 +202,7 @@ def test_lampe_calibrate(extra, message, files, tmp_path, capsys):
     if "--out" not in extra:  # else the case's own --out counts (argparse keeps the last)
         out.mkdir()
     argv = ["--model", files["model"], "--out", str(out), "--head", "4", "--tail", "2", "--lengths", "64"]
-    argv += ["--samples", "2", "--data", str(SAMPLE), "--bootstrap", "0", *_fill(extra, files)]
+    argv += ["--no-fit", "--samples", "2", "--data", str(SAMPLE), "--bootstrap", "0", *_fill(extra, files)]
     _check(
         calibrate_main(argv),
         capsys.readouterr().err,
@@ -228,7 +228,9 @@ def test_lampe_calibrate_without_model(tmp_path, capsys):
 def test_model_paths(prog, model, message, files, tmp_path, capsys):
     (model,) = _fill([model], files)
     if prog == "lampe-calibrate":
-        code = calibrate_main(["--model", model, "--out", str(tmp_path / "out"), "--lengths", "64"])
+        code = calibrate_main(
+            ["--model", model, "--out", str(tmp_path / "out"), "--lengths", "64", "--no-fit"]
+        )
     else:
         argv = ["ppl", "--model", model, "--methods", "vanilla", "--lengths", "64", "--data", str(SAMPLE)]
         code = eval_main([*argv, "--json", str(tmp_path / "out.json")])
@@ -254,7 +256,19 @@ def test_a_refused_run_leaves_an_existing_profile_and_figure(files, tmp_path, ca
     before = {f"{name}.json": b'{"old": true}', f"{name}.png": b"old figure"}
     for file, data in before.items():
         (out / file).write_bytes(data)
-    argv = ["--model", files["model"], "--out", str(out), "--head", "4", "--tail", "2", "--lengths", "3"]
+    argv = [
+        "--model",
+        files["model"],
+        "--out",
+        str(out),
+        "--head",
+        "4",
+        "--tail",
+        "2",
+        "--lengths",
+        "3",
+        "--no-fit",
+    ]
     assert calibrate_main([*argv, "--data", str(SAMPLE), "--samples", "2"]) == 2
     assert "lengths must be > head + tail" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
