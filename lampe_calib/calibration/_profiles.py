@@ -30,6 +30,7 @@ from typing import Any
 
 from .._checks import is_integer
 from ..engine._config import MODES, LampeConfig, SigmoidMapping
+from ..models._facts import ModelFacts, portable_source
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -51,6 +52,34 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 STATUSES = ("fitted", "imported", "degenerate")
 _SECTIONS = ("model", "window", "rope", "lampe", "sigmoid", "curves", "provenance")
+# The keys each section may hold: anything else is refused, like an unknown top-level key (a
+# typo such as "atention_factor" would otherwise be ignored and its default used).
+_KEYS = {
+    "model": ("alias", "source", "revision", "family", "head_dim"),
+    "rope": ("theta", "type", "scaling"),
+    "lampe": ("head", "tail", "mode", "attention_factor", "base"),
+    "lampe.base": ("type", "factor"),
+    "sigmoid": (
+        *("status", "message", "missing", "a", "b", "c", "c_mode", "r2", "ci", "points", "alternatives"),
+    ),
+    "sigmoid.ci": ("a", "b", "c", "level", "resamples"),
+    "curves": (
+        *("length", "mappings", "ppl", "nll", "unmapped_ppl", "vanilla_ppl", "m_star", "remapped"),
+        *("bound", "books", "tokens", "book_tokens", "skipped"),
+    ),
+    "provenance": (
+        *("imported", "source", "dataset", "split", "samples", "seed", "books", "search", "lengths"),
+        *("study", "dtype", "versions", "date", "command", "seconds", "notes"),
+    ),
+}
+
+
+def _known_keys(path: str, section: Mapping[str, Any], kind: str | None = None) -> None:
+    unknown = sorted(set(section) - set(_KEYS[kind or path]))
+    if unknown:
+        raise ValueError(
+            f"profile field '{path}.{unknown[0]}' is not part of schema version {SCHEMA_VERSION}"
+        )
 
 
 def _fail(path: str, expected: str, value: Any) -> ValueError:
@@ -149,20 +178,26 @@ class Profile:
                 "schema_version", f"{SCHEMA_VERSION} (this lampe-calib's schema)", self.schema_version
             )
         model = _mapping("model", self.model)
+        _known_keys("model", model)
         _text("model.alias", _get(model, "alias", "model"))
         _text("model.source", _get(model, "source", "model"), optional=True)
         _text("model.revision", model.get("revision"), optional=True)
+        _text("model.family", model.get("family"), optional=True)  # absent in profiles before facts
+        _integer("model.head_dim", model.get("head_dim"), 1, optional=True)
         _integer("window", self.window, 1)
         rope = _mapping("rope", self.rope)
+        _known_keys("rope", rope)
         _number("rope.theta", _get(rope, "theta", "rope"), positive=True)
         _text("rope.type", _get(rope, "type", "rope"))
         _mapping("rope.scaling", rope.get("scaling", {}))
         lampe = _mapping("lampe", self.lampe)
+        _known_keys("lampe", lampe)
         head = _integer("lampe.head", _get(lampe, "head", "lampe"), 0)
         tail = _integer("lampe.tail", _get(lampe, "tail", "lampe"), 0)
         _text("lampe.mode", _get(lampe, "mode", "lampe"), choices=MODES)
         base = _mapping("lampe.base", lampe.get("base"), optional=True)  # absent: the stock rotary
         if base is not None:
+            _known_keys("lampe.base", base)
             _text("lampe.base.type", _get(base, "type", "lampe.base"), choices=("yarn", "ntk"))
             _integer("lampe.base.factor", _get(base, "factor", "lampe.base"), 2)
         _number("lampe.attention_factor", _get(lampe, "attention_factor", "lampe"), positive=True)
@@ -171,6 +206,7 @@ class Profile:
             raise _fail("curves", "a list", self.curves)
         for i, curve in enumerate(self.curves):
             curve = _mapping(f"curves[{i}]", curve)
+            _known_keys(f"curves[{i}]", curve, "curves")
             _integer(f"curves[{i}].length", _get(curve, "length", f"curves[{i}]"), 2)
             mappings = _list(f"curves[{i}].mappings", _get(curve, "mappings", f"curves[{i}]"))
             ppl = _list(f"curves[{i}].ppl", _get(curve, "ppl", f"curves[{i}]"))
@@ -179,11 +215,13 @@ class Profile:
             _integer(f"curves[{i}].books", _get(curve, "books", f"curves[{i}]"), 1)
             _integer(f"curves[{i}].tokens", _get(curve, "tokens", f"curves[{i}]"), 1)
         provenance = _mapping("provenance", self.provenance)
+        _known_keys("provenance", provenance)
         if not isinstance(provenance.get("imported", False), bool):
             raise _fail("provenance.imported", "true or false", provenance.get("imported"))
 
     @staticmethod
     def _check_sigmoid(sigmoid: dict[str, Any], head_tail: int) -> None:
+        _known_keys("sigmoid", sigmoid)
         status = _text("sigmoid.status", _get(sigmoid, "status", "sigmoid"), choices=STATUSES)
         if status == "degenerate":
             _text("sigmoid.message", _get(sigmoid, "message", "sigmoid"))
@@ -198,6 +236,8 @@ class Profile:
         _text("sigmoid.c_mode", _get(sigmoid, "c_mode", "sigmoid"), choices=("fixed", "free"))
         _number("sigmoid.r2", sigmoid.get("r2"), optional=True)
         ci = _mapping("sigmoid.ci", sigmoid.get("ci"), optional=True)
+        if ci:
+            _known_keys("sigmoid.ci", ci)
         for name in ("a", "b", "c"):
             if ci and name in ci:
                 bounds = _list(f"sigmoid.ci.{name}", ci[name])
@@ -211,6 +251,51 @@ class Profile:
     @property
     def status(self) -> str:
         return self.sigmoid["status"]
+
+    def facts(self) -> ModelFacts:
+        """The facts of the model the profile was fitted on (family and head size None in a
+        profile written before they were recorded: then not compared)."""
+        return ModelFacts(
+            family=self.model.get("family"),
+            window=self.window,
+            rope_type=self.rope["type"],
+            rope_theta=self.rope["theta"],
+            rope_scaling=self.rope.get("scaling", {}),
+            head_dim=self.model.get("head_dim"),
+        )
+
+    def check_model(self, model: Any, *, allow_transfer: bool = False) -> None:
+        """Refuse ``model`` when a fact its positions depend on differs from the profile's
+        (``ModelFacts``), unless ``allow_transfer``; log a transfer, and a model from another
+        source whose facts are the same (a local copy, a fine-tune of the same base).
+
+        Raises:
+            ValueError: one line naming the profile's and the model's facts and what differs.
+        """
+        from ..models._registry import model_info  # (transformers: only when a model is checked)
+
+        info = model_info(model)
+        theirs, ours = ModelFacts.from_info(info), self.facts()
+        mine = self.model.get("source") or self.alias
+        source = portable_source(info) or type(model).__name__
+        differ = ours.differences(theirs)
+        if differ and not allow_transfer:
+            what = "; ".join(f"{name} {a!r} vs {b!r}" for name, a, b in differ)
+            raise ValueError(
+                f"profile '{self.alias}' was fitted on {mine} ({ours.describe()}), this model is {source} "
+                f"({theirs.describe()}): {what}; pass allow_transfer=True (--allow-transfer) "
+                "to apply it anyway"
+            )
+        if differ:
+            logger.warning(
+                "profile '%s' (fitted on %s: %s) applied to %s (%s) as an explicit transfer",
+                *(self.alias, mine, ours.describe(), source, theirs.describe()),
+            )
+        elif self.alias not in (info.alias, source) and mine != source:
+            logger.warning(
+                "profile '%s' was fitted on %s; applying it to %s, whose position facts are the same (%s)",
+                *(self.alias, mine, source, theirs.describe()),
+            )
 
     def to_lampe_config(self) -> LampeConfig:
         """The ``LampeConfig`` with this profile's m(L), head, tail, mode and attention factor.

@@ -82,6 +82,12 @@ def _parser() -> _Parser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--model", required=True, help="alias, hub id, local directory or .gguf file")
         sub.add_argument("--profile", help="calibrated profile: a shipped name or a JSON path")
+        sub.add_argument(
+            "--allow-transfer",
+            action="store_true",
+            help="apply a profile fitted on a model whose position facts (family, window, RoPE, "
+            "head size) differ from this one's (refused without it)",
+        )
         sub.add_argument("--methods", required=True, help=f"comma-separated: {','.join(METHODS)}")
         sub.add_argument("--lengths", required=True, help="comma-separated tokens, e.g. 256,2W,4W,8K")
         sub.add_argument("--json", help="also write the results to this JSON file")
@@ -140,11 +146,6 @@ def _load_profile(args: argparse.Namespace, methods: Sequence[str], alias: str |
             return None
         message = error.args[0] if error.args else error
         raise ValueError(f"--profile {name!r}: {message}") from error
-    profile_window = getattr(profile, "window", window)
-    if profile_window != window:
-        raise ValueError(
-            f"--profile {name!r} was calibrated for window {profile_window}, model window is {window}"
-        )
     return profile
 
 
@@ -346,6 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = model_info(model)
     lengths = parse_lengths(args.lengths, info.window)
     profile = _load_profile(args, methods, getattr(info, "alias", None), info.window)
+    if profile is not None:  # fitted on this model's position facts, or an explicit transfer
+        try:
+            profile.check_model(model, allow_transfer=args.allow_transfer)
+        except ValueError as error:
+            raise ValueError(f"--profile {args.profile or info.alias!r}: {error}") from None
     _preflight(model, info.window, methods, lengths, profile)
     run = {"ppl": _run_ppl, "passkey": _run_passkey, "ruler": _run_ruler}[args.command]
     with Progress(console=Console(stderr=True), transient=True) as progress:

@@ -301,13 +301,22 @@ def _as_config(config_or_profile: Any) -> LampeConfig:
     return to_config()
 
 
-def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.AbstractContextManager[LampeSession]:
+def apply_lampe(
+    model: nn.Module, config_or_profile: Any, *, allow_transfer: bool = False
+) -> contextlib.AbstractContextManager[LampeSession]:
     """Run ``model`` under LaMPE inside the ``with`` block; restore it exactly on exit.
 
     Args:
         model: a transformers causal LM of a supported family (Llama, Mistral, Qwen2, Qwen3).
         config_or_profile: a ``LampeConfig`` (fixed m or a sigmoid m(L)) or a loaded profile
             (anything with ``to_lampe_config()``).
+        allow_transfer: apply a profile to a model whose position facts (family, window, RoPE
+            type/base/scaling, head size) differ from the one it was fitted on; without it such a
+            profile is refused (``Profile.check_model``). A ``LampeConfig`` is never checked.
+
+    Raises:
+        ValueError: the profile was fitted on a model with other facts, the model is already
+            inside ``apply_lampe`` (or another position scheme), or it is not supported.
 
     Yields:
         The session (its ``config`` and ``rope``), mostly for inspection.
@@ -320,12 +329,26 @@ def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.Abstract
         with apply_lampe(model, LampeConfig(head=32, tail=16, mapping_length=192)):
             logits = model(input_ids).logits
     """
+    _refuse_nested(model)
+    check_model = getattr(config_or_profile, "check_model", None)
+    if check_model is not None:  # a profile: it must belong to this model (or be a stated transfer)
+        check_model(model, allow_transfer=allow_transfer)
     return apply_position_scheme(model, _as_config(config_or_profile))
+
+
+def _refuse_nested(model: nn.Module) -> None:
+    """One position scheme at a time: a second swap would wrap the first one's modules."""
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTN_IMPLEMENTATION:
+        raise ValueError(
+            "the model is already inside apply_lampe (or another position scheme); nested use is not "
+            "supported: leave the outer `with` block first"
+        )
 
 
 @contextmanager
 def apply_position_scheme(model: nn.Module, config: PositionScheme) -> Iterator[LampeSession]:
     """Run ``model`` with the attention swap for any ``PositionScheme`` (see ``apply_lampe``)."""
+    _refuse_nested(model)
     _check_model(model)
     decoder = _decoder(model)
     _check_attention(decoder)

@@ -292,6 +292,8 @@ def run_sweep(
     study_name: str,
     *,
     signature: dict[str, Any] | None = None,
+    model_record: dict[str, Any] | None = None,
+    allow_transfer: bool = False,
     batch_tokens: int = 16384,
     chunk_size: int = 1024,
     progress: Callable[[SweepProgress], None] | None = None,
@@ -307,9 +309,12 @@ def run_sweep(
         storage: an Optuna storage or a database URL (``open_storage``); several processes on
             one URL (PostgreSQL, or SQLite on one machine) share the work, each point taken once.
         study_name: base name of the sweep's studies (``study_names``).
-        signature: JSON-able facts the results depend on (model, data, samples, seed, dtype);
+        signature: JSON-able facts the results depend on (data, samples, seed, dtype);
             stored on each study, and a resumed study with a different signature is refused
             (``ValueError``). ``spec.mode`` and the selected book rows are always included.
+        model_record: ``{"source": portable id, "facts": ModelFacts.to_dict()}`` of the model,
+            stored on each study; a resumed study whose facts differ is refused unless
+            ``allow_transfer``, and one from another source with the same facts is logged.
         batch_tokens: tokens per forward pass: books of length L go ``batch_tokens // L`` at a
             time (at least one).
         chunk_size: passed to ``evaluate_perplexity``.
@@ -350,7 +355,7 @@ def run_sweep(
                 )
             stages.append((f":gp:L{length}", sampler, spec.gp_point(length), None, length))
         for suffix, sampler, point_of, points, length in stages:
-            study = open_study(storage, study_name + suffix, sampler, signature)
+            study = open_study(storage, study_name + suffix, sampler, signature, model_record, allow_transfer)
             runner.stages.append(_Stage(study, point_of, points, length))
         runner.plan()
     total, cost_total = runner.totals()
