@@ -251,6 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # cannot be opened leaves nothing behind.
     storage = open_storage(url, heartbeat_interval=args.heartbeat) if args.storage else None
     out.mkdir(parents=True, exist_ok=True)
+    if not args.storage and not args.study:  # a shipped study of this very sweep: start from it
+        from ..calibration._calibrate import study_signature
+
+        copied = _outputs.start_from_shipped(out, name, study_signature(model, books, spec))
+        if copied is not None:
+            console.print(f"storage: starting from the shipped study {copied} (copied; it stays as it is)")
     storage = storage or open_storage(url, heartbeat_interval=args.heartbeat)
     console.print(f"storage: {_hide_password(url)} (study {args.study or name!r})")
 
@@ -266,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         c_mode=args.c_mode,
         refine=not args.no_refine,
         fit=not args.no_fit,
+        allow_transfer=args.allow_transfer,
         resamples=args.bootstrap,
         batch_tokens=args.batch_tokens,
         chunk_size=args.chunk_size,

