@@ -189,7 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Errors only: the sweep logs each failed trial itself, in one line (Optuna's own warning
+    # carries the whole traceback, 70 lines for a Ctrl-C).
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -14,21 +14,61 @@ import copy
 import importlib.util
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
 
-__all__ = ["ERROR", "WORKER", "Reaper", "check_storage_url", "open_storage", "sweep_lock"]
+__all__ = [
+    "ERROR",
+    "MACHINE",
+    "WORKER",
+    "Reaper",
+    "check_storage_url",
+    "open_storage",
+    "sweep_lock",
+    "this_machine",
+]
 
 logger = logging.getLogger(__name__)
 
 ERROR, WORKER = "error", "worker"  # user attributes: why a trial failed; host:pid running it
+MACHINE = "machine"  # user attribute: the boot and PID namespace its worker's pid belongs to
+
+
+def this_machine() -> str:
+    """Who can judge a pid of this worker: the host, its boot and its PID namespace (two
+    containers with one host name do not share pids; a reboot reuses them). Linux reads the
+    last two from /proc; elsewhere the host name alone.
+
+    Example: ``"gpu-3/2f4c.../pid:[4026531836]"``.
+    """
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
+        except OSError:
+            pass
+    return "/".join(parts)
+
+
+def _alive(pid: int) -> bool:
+    """True when process ``pid`` of this machine exists (it may be another process by then:
+    a reused pid only delays the reaping to the heartbeat's grace period)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def _driver_url(url: Any) -> Any:
@@ -207,7 +247,9 @@ class Reaper:
     """Fails the running trials of dead workers and re-queues them (the storage's stale-trial
     callback, ``RetryHeartbeatStaleTrialCallback`` from ``open_storage``).
 
-    ``stale``: Optuna's ``fail_stale_trials`` (a heartbeat older than the grace period).
+    ``stale``: first ``dead_here`` (a trial whose worker ran on this machine and whose process
+    is gone: failed at once), then Optuna's ``fail_stale_trials`` (a heartbeat older than the
+    grace period: a worker elsewhere).
     ``unseen``: trials seen running with neither parameters nor a ``WORKER`` for a grace period
     of our own clock; their worker died between Optuna's pop and its heartbeat thread's first
     beat, which ``fail_stale_trials`` never sees (a live worker records a heartbeat and its
@@ -220,10 +262,24 @@ class Reaper:
         self.grace = (getattr(storage, "grace_period", None) or 2 * interval) if interval else None
 
     def stale(self, study: optuna.Study) -> None:
-        if self.grace is not None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if self.grace is not None and running:
+            self.dead_here(study, running)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
+
+    def dead_here(self, study: optuna.Study, running: list[optuna.trial.FrozenTrial]) -> None:
+        """Fail at once the running trials whose worker ran on this machine and is gone (killed,
+        crashed): no need to wait for its heartbeat to go stale."""
+        machine = this_machine()
+        for trial in running:
+            worker = str(trial.user_attrs.get(WORKER, ""))
+            host, _, pid = worker.rpartition(":")
+            if trial.user_attrs.get(MACHINE) != machine or not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            if not _alive(int(pid)):
+                self.fail(study, trial._trial_id, f"its worker {worker} on this machine is gone")
 
     def unseen(self, studies: list[optuna.Study]) -> None:
         now, seen, reason = time.monotonic(), {}, "its worker stopped before its first heartbeat"

@@ -25,7 +25,7 @@ from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
 from ...methods._registry import rescaled_base
 from ...models._registry import model_info
-from ._db import ERROR, WORKER, Reaper, sweep_lock
+from ._db import ERROR, MACHINE, WORKER, Reaper, sweep_lock, this_machine
 from ._spec import SweepPoint, SweepSpec, initial_mappings
 from ._store import (
     Measurement,
@@ -118,6 +118,7 @@ class _Runner:
     def __post_init__(self) -> None:
         self.reaper = Reaper(self.storage)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.machine = this_machine()
         # W of the model, read once, when the points run on a rescaled rotary.
         self.window = None if self.spec.base == "stock" else model_info(self.model).window
 
@@ -177,6 +178,7 @@ class _Runner:
                 raise optuna.TrialPruned("no waiting trial was left to pop")
             if self.reaper.grace is not None:  # never a WORKER without a heartbeat (``Reaper``)
                 self.storage.record_heartbeat(trial._trial_id)
+            trial.set_user_attr(MACHINE, self.machine)
             trial.set_user_attr(WORKER, self.worker)
             point = stage.point_of(trial)
             self.last = measurement = self.measure(stage, trial, point)
@@ -209,8 +211,8 @@ class _Runner:
             result, books, seconds = self.evaluate(point)
             if bad := [x for x in result.nll if not math.isfinite(x)]:
                 raise TrialFailure(f"non-finite loss ({bad[0]}) at {point.describe()}")
-        except KeyboardInterrupt:
-            trial.set_user_attr(ERROR, "interrupted")
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (``cli.Terminated``): Optuna fails it
+            trial.set_user_attr(ERROR, str(stop) or "interrupted")
             raise
         except (TrialFailure, RuntimeError, MemoryError) as error:
             if not isinstance(error, (TrialFailure, MemoryError)) and not _is_oom(str(error)):
