@@ -148,7 +148,8 @@ EVAL = [
     ),
     (
         ["ppl", "--methods", "lampe", "--profile", "{window-64.json}"],
-        r"--profile '.*window-64.json' was calibrated for window 64, model window is 32",
+        r"--profile '.*window-64.json': profile 'tiny' was fitted on tiny \(.*W 64.*\), this model is tiny "
+        r"\(.*W 32.*\): window 64 vs 32",
     ),
     (
         ["ppl", "--json", "{root}/nowhere/out.json"],
