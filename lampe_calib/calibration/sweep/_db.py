@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 __all__ = [
     "ERROR",
     "MACHINE",
+    "RETRIES",
     "WORKER",
     "Reaper",
     "check_storage_url",
@@ -40,6 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ERROR, WORKER = "error", "worker"  # user attributes: why a trial failed; host:pid running it
+RETRIES = 3  # a reaped trial is re-queued at most this many times (Optuna's retry callback)
 MACHINE = "machine"  # user attribute: the boot and PID namespace its worker's pid belongs to
 
 
@@ -159,7 +161,7 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = {}
             if heartbeat_interval:
-                callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+                callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
                 retry = {"heartbeat_stale_trial_callback": callback}
             kind = _SQLiteStorage if _sqlite_directory(url) else RDBStorage
             return kind(
@@ -272,12 +274,19 @@ class Reaper:
     def dead_here(self, study: optuna.Study, running: list[optuna.trial.FrozenTrial]) -> None:
         """Fail at once the running trials whose worker ran on this machine and is gone (killed,
         crashed): no need to wait for its heartbeat to go stale."""
-        machine = this_machine()
+        machine, numbers = this_machine(), None
         for trial in running:
             worker = str(trial.user_attrs.get(WORKER, ""))
             host, _, pid = worker.rpartition(":")
             if trial.user_attrs.get(MACHINE) != machine or not pid.isdigit() or int(pid) == os.getpid():
                 continue
+            if (previous := trial.system_attrs.get("failed_trial")) is not None:
+                # A retry starts with its dead predecessor's attributes, until the worker that
+                # popped it writes its own: that worker is alive, the attributes are not its.
+                if numbers is None:
+                    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+                if numbers.get(previous) is not None and numbers[previous].user_attrs.get(WORKER) == worker:
+                    continue
             if not _alive(int(pid)):
                 self.fail(study, trial._trial_id, f"its worker {worker} on this machine is gone")
 

@@ -25,7 +25,7 @@ from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
 from ...methods._registry import rescaled_base
 from ...models._registry import model_info
-from ._db import ERROR, MACHINE, WORKER, Reaper, sweep_lock, this_machine
+from ._db import ERROR, MACHINE, RETRIES, WORKER, Reaper, sweep_lock, this_machine
 from ._spec import SweepPoint, SweepSpec, initial_mappings
 from ._store import (
     Measurement,
@@ -114,6 +114,7 @@ class _Runner:
     last: Measurement | None = None
     reported: tuple[int, int] | None = (0, 0)
     at_length: dict[int, BooksAtLength] = field(default_factory=dict)
+    reaped: dict[tuple[str, int], float] = field(default_factory=dict)  # first seen without a retry
 
     def __post_init__(self) -> None:
         self.reaper = Reaper(self.storage)
@@ -251,10 +252,36 @@ class _Runner:
             if any(map(self.has_work, self.stages)):
                 continue
             if not (running := [t for stage in self.stages for t in stage.trials(RUNNING)]):
+                if self.retry_pending():
+                    time.sleep(self.poll_interval)
+                    continue
                 return self.report()
             self.reaper.unseen([stage.study for stage in self.stages])
             self.report(waiting=len(running))
             time.sleep(self.poll_interval)
+
+    def retry_pending(self) -> bool:
+        """True while a trial that a worker reaped (failed as dead) has no retry yet, for at most
+        a grace period: the reaper fails the trial, then enqueues its retry, and a worker that
+        looks in between must not take the sweep for finished."""
+        if self.reaper.grace is None:
+            return False
+        now, pending = time.monotonic(), False
+        for stage in self.stages:
+            trials = stage.trials(tuple(TrialState))
+            retried = {t.system_attrs.get("failed_trial") for t in trials}
+            for trial in trials:
+                reason = str(trial.user_attrs.get(ERROR, "its worker"))
+                if (
+                    trial.state != TrialState.FAIL
+                    or trial.number in retried
+                    or not reason.startswith("its worker")  # reaped: by us, or Optuna (no reason)
+                    or len(trial.system_attrs.get("retry_history", ())) >= RETRIES
+                ):
+                    continue
+                first = self.reaped.setdefault((stage.name, trial.number), now)
+                pending = pending or now - first < self.reaper.grace
+        return pending
 
     def totals(self) -> tuple[int, float]:
         count = len(self.items) + sum(b for _, b, _ in self.budgets.values())
