@@ -85,7 +85,7 @@ def calibrate_main(argv: Sequence[str] | None = None) -> int:
     quiet_library_progress()
     from ._calibrate import main
 
-    hint = "; the trial in flight is marked failed, and the same command resumes the sweep"
+    hint = "; any trial in flight is marked failed, and the same command resumes the sweep"
     return run_cli(main, argv, "lampe-calibrate", hint)
 
 

@@ -83,7 +83,7 @@ def test_a_signal_fails_the_trial_in_flight_and_the_next_run_starts_at_once(
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == code, err
     lines = err.strip().splitlines()
-    hint = "the trial in flight is marked failed, and the same command resumes the sweep"
+    hint = "any trial in flight is marked failed, and the same command resumes the sweep"
     assert lines == [f"lampe-calibrate: {line}; {hint}"], err
     states = _trials(db)
     assert [s for s, _ in states].count("FAIL") == 1 and "RUNNING" not in [s for s, _ in states]
