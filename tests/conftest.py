@@ -126,3 +126,11 @@ def greedy(model, ids: torch.Tensor, new: int, attention_mask: torch.Tensor | No
             pad_token_id=0,
         )
     return out.sequences, torch.stack(out.logits, dim=1)
+
+
+@pytest.fixture(autouse=True)
+def user_profiles_home(tmp_path_factory, monkeypatch: pytest.MonkeyPatch):
+    """Each test's own ``LAMPE_CALIB_HOME``: no test reads or writes the real user's profiles."""
+    home = tmp_path_factory.mktemp("lampe-home")
+    monkeypatch.setenv("LAMPE_CALIB_HOME", str(home))
+    return home

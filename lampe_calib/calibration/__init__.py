@@ -13,7 +13,10 @@ _MODULES = {
     "._fit": "C_MODES Calibration SigmoidFit calibrate fit_sigmoid",
     "._excess": "fit_sigmoid_excess held_out_excess",
     "._methods": "MethodCalibration calibrate_method calibrate_method_model method_spec",
-    "._profiles": "SCHEMA_VERSION Profile load_profile save_profile shipped_profiles write_atomic",
+    "._profiles": (
+        "SCHEMA_VERSION Profile find_profile load_profile save_profile shipped_profiles "
+        "shipped_profiles_dir user_profiles_dir write_atomic write_together"
+    ),
     "._plots": "plot_profile render_profile",
 }
 

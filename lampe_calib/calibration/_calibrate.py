@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.metadata
 import logging
@@ -24,6 +25,7 @@ from optuna.storages import BaseStorage
 
 from ..evaluation._books import Books, load_books
 from ..methods._registry import RESCALED_BASE_FACTOR
+from ..models._facts import ModelFacts, portable_source
 from ..models._registry import ModelInfo, model_info
 from ._curves import Curve, curve_optimum, curves_of
 from ._fit import Calibration, SigmoidFit, calibrate
@@ -32,7 +34,14 @@ from .sweep._run import SweepProgress, run_sweep
 from .sweep._spec import SweepSpec, default_lengths, default_mappings
 from .sweep._store import SweepResult
 
-__all__ = ["CalibrationRun", "build_profile", "calibrate_model", "default_spec", "profile_name"]
+__all__ = [
+    "CalibrationRun",
+    "build_profile",
+    "calibrate_model",
+    "default_spec",
+    "profile_name",
+    "study_signature",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,17 +120,6 @@ def profile_name(info: ModelInfo, base: str = "stock") -> str:
     source = (info.source or info.family).rstrip("/")
     name = info.alias or Path(source).name.removesuffix(".gguf") or info.family
     return name if base == "stock" else f"{name}-{base}"
-
-
-def _portable_source(source: str | None) -> str | None:
-    """A path inside the installed package is recorded relative to it (``lampe_calib/...``)."""
-    if not source:
-        return source
-    package = Path(__file__).resolve().parents[1]
-    try:
-        return str(Path("lampe_calib") / Path(source).resolve().relative_to(package))
-    except ValueError:
-        return source
 
 
 def _versions() -> dict[str, str]:
@@ -222,8 +220,10 @@ def build_profile(
     return Profile(
         model={
             "alias": profile_name(info),
-            "source": _portable_source(info.source),
+            "source": portable_source(info),
             "revision": info.revision,
+            "family": info.family,
+            "head_dim": info.head_dim,
         },
         window=info.window,
         rope={"theta": info.rope_theta, "type": info.rope_type, "scaling": dict(info.rope_scaling)},
@@ -238,6 +238,22 @@ def build_profile(
         curves=tuple(_curve_record(c, refine) for c in curves),
         provenance=provenance,
     )
+
+
+def study_signature(model: Any, books: Books, spec: SweepSpec) -> dict[str, Any]:
+    """What a sweep's results depend on besides the model (``run_sweep``'s ``signature``, with
+    the mode, book rows and base it adds): two runs share a study only when these are equal."""
+    signature = {
+        "data": books.source.describe(),
+        "samples": books.samples,
+        "seed": books.seed,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "mode": spec.mode,
+        "rows": list(books.rows),
+    }
+    if spec.base != "stock":
+        signature["base"] = spec.base
+    return signature
 
 
 @dataclass(frozen=True)
@@ -263,6 +279,8 @@ def calibrate_model(
     study_name: str | None = None,
     c_mode: str = "fixed",
     refine: bool = True,
+    fit: bool = True,
+    allow_transfer: bool = False,
     resamples: int = 200,
     batch_tokens: int = 16384,
     chunk_size: int = 1024,
@@ -279,6 +297,8 @@ def calibrate_model(
         data, samples, seed: book selection (``load_books``).
         study_name: base name of the sweep's studies; None: the profile name.
         c_mode, refine, resamples: passed to ``calibrate`` (``seed`` seeds the bootstrap too).
+        fit: False: measure the curves only; the profile holds no m(L) (status "degenerate").
+        allow_transfer: resume a study run on a model whose position facts differ (``open_study``).
         batch_tokens, chunk_size: passed to ``run_sweep``.
         books: books already loaded with ``load_books`` (then ``data`` is not read).
         command: the command line, recorded in the provenance.
@@ -291,13 +311,9 @@ def calibrate_model(
         books = load_books(data, tokenizer, max_length=spec.lengths[-1], samples=samples, seed=seed)
     name = study_name or profile_name(info, spec.base)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    signature = {
-        "model": _portable_source(info.source) or name,
-        "data": books.source.describe(),
-        "samples": books.samples,
-        "seed": books.seed,
-        "dtype": dtype,
-    }
+    # The model is checked by its position facts (and its source is said), not by its path:
+    # the same study resumes from any install (``open_study``).
+    signature = study_signature(model, books, spec)
     sweep = run_sweep(
         model,
         books,
@@ -305,12 +321,23 @@ def calibrate_model(
         storage,
         name,
         signature=signature,
+        model_record={
+            "source": portable_source(info) or name,
+            "facts": ModelFacts.from_info(info).to_dict(),
+            "path": info.source,  # only to recognise a study stored before facts were recorded
+        },
+        allow_transfer=allow_transfer,
         batch_tokens=batch_tokens,
         chunk_size=chunk_size,
         progress=progress,
     )
     window = usable_window(info.window, spec.base)  # the fixed c is 3/4 of what m may use
-    calibration = calibrate(sweep, window, c_mode=c_mode, refine=refine, resamples=resamples, seed=seed)
+    calibration = calibrate(
+        sweep, window, c_mode=c_mode, refine=refine, resamples=resamples if fit else 0, seed=seed
+    )
+    if not fit:
+        message = "curves only (no fit asked for): the profile holds no m(L)"
+        calibration = dataclasses.replace(calibration, status="degenerate", message=message, fits={}, ci={})
     seconds = time.perf_counter() - started
     provenance = {
         "imported": False,

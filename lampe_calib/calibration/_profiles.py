@@ -12,11 +12,18 @@ not re-calibrated) or "degenerate" (no usable fit; ``message`` says why). A fitt
 A profile of another method (``lampe-calibrate --method``, DESIGN §6) has ``method`` and
 ``knob`` (per length the values tried, their PPL and the best; the best single value) instead
 of LaMPE settings and a sigmoid; ``knob_values(L)`` gives what it chose for a length.
+
+Where profiles live: the shipped ones inside the package (``lampe_calib/profiles``, read-only to
+the tools), a user's own calibrations in ``user_profiles_dir()`` (``$LAMPE_CALIB_HOME/profiles``,
+else ``$XDG_DATA_HOME/lampe-calib/profiles``, else ``~/.local/share/lampe-calib/profiles``), where
+``lampe-calibrate`` writes by default. ``load_profile(name)`` looks there first: a user's
+calibration of a model wins over the shipped one of the same name, and says so (a warning).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -29,20 +36,56 @@ from typing import Any
 
 from .._checks import is_integer
 from ..engine._config import MODES, LampeConfig, SigmoidMapping
+from ..models._facts import ModelFacts, portable_source
 
 __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "Profile",
+    "find_profile",
     "load_profile",
+    "profile_bytes",
     "save_profile",
     "shipped_profiles",
+    "shipped_profiles_dir",
+    "user_profiles_dir",
     "write_atomic",
+    "write_together",
 ]
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 STATUSES = ("fitted", "imported", "degenerate")
 _SECTIONS = ("model", "window", "rope", "lampe", "sigmoid", "curves", "provenance")
+# The keys each section may hold: anything else is refused, like an unknown top-level key (a
+# typo such as "atention_factor" would otherwise be ignored and its default used).
+_KEYS = {
+    "model": ("alias", "source", "revision", "family", "head_dim"),
+    "rope": ("theta", "type", "scaling"),
+    "lampe": ("head", "tail", "mode", "attention_factor", "base"),
+    "lampe.base": ("type", "factor"),
+    "sigmoid": (
+        *("status", "message", "missing", "a", "b", "c", "c_mode", "r2", "ci", "points", "alternatives"),
+    ),
+    "sigmoid.ci": ("a", "b", "c", "level", "resamples"),
+    "curves": (
+        *("length", "mappings", "ppl", "nll", "unmapped_ppl", "vanilla_ppl", "m_star", "remapped"),
+        *("bound", "books", "tokens", "book_tokens", "skipped"),
+    ),
+    "provenance": (
+        *("imported", "source", "dataset", "split", "samples", "seed", "books", "search", "lengths"),
+        *("study", "dtype", "versions", "date", "command", "seconds", "notes"),
+    ),
+}
+
+
+def _known_keys(path: str, section: Mapping[str, Any], kind: str | None = None) -> None:
+    unknown = sorted(set(section) - set(_KEYS[kind or path]))
+    if unknown:
+        raise ValueError(
+            f"profile field '{path}.{unknown[0]}' is not part of schema version {SCHEMA_VERSION}"
+        )
 
 
 def _fail(path: str, expected: str, value: Any) -> ValueError:
@@ -151,22 +194,28 @@ class Profile:
                 "schema_version", f"{SCHEMA_VERSION} (this lampe-calib's schema)", self.schema_version
             )
         model = _mapping("model", self.model)
+        _known_keys("model", model)
         _text("model.alias", _get(model, "alias", "model"))
         _text("model.source", _get(model, "source", "model"), optional=True)
         _text("model.revision", model.get("revision"), optional=True)
+        _text("model.family", model.get("family"), optional=True)  # absent in profiles before facts
+        _integer("model.head_dim", model.get("head_dim"), 1, optional=True)
         _integer("window", self.window, 1)
         rope = _mapping("rope", self.rope)
+        _known_keys("rope", rope)
         _number("rope.theta", _get(rope, "theta", "rope"), positive=True)
         _text("rope.type", _get(rope, "type", "rope"))
         _mapping("rope.scaling", rope.get("scaling", {}))
         if self.method != "lampe":  # no LaMPE settings, no sigmoid: the knob holds the result
             return
         lampe = _mapping("lampe", self.lampe)
+        _known_keys("lampe", lampe)
         head = _integer("lampe.head", _get(lampe, "head", "lampe"), 0)
         tail = _integer("lampe.tail", _get(lampe, "tail", "lampe"), 0)
         _text("lampe.mode", _get(lampe, "mode", "lampe"), choices=MODES)
         base = _mapping("lampe.base", lampe.get("base"), optional=True)  # absent: the stock rotary
         if base is not None:
+            _known_keys("lampe.base", base)
             _text("lampe.base.type", _get(base, "type", "lampe.base"), choices=("yarn", "ntk"))
             _integer("lampe.base.factor", _get(base, "factor", "lampe.base"), 2)
         _number("lampe.attention_factor", _get(lampe, "attention_factor", "lampe"), positive=True)
@@ -175,6 +224,7 @@ class Profile:
             raise _fail("curves", "a list", self.curves)
         for i, curve in enumerate(self.curves):
             curve = _mapping(f"curves[{i}]", curve)
+            _known_keys(f"curves[{i}]", curve, "curves")
             _integer(f"curves[{i}].length", _get(curve, "length", f"curves[{i}]"), 2)
             mappings = _list(f"curves[{i}].mappings", _get(curve, "mappings", f"curves[{i}]"))
             ppl = _list(f"curves[{i}].ppl", _get(curve, "ppl", f"curves[{i}]"))
@@ -183,11 +233,13 @@ class Profile:
             _integer(f"curves[{i}].books", _get(curve, "books", f"curves[{i}]"), 1)
             _integer(f"curves[{i}].tokens", _get(curve, "tokens", f"curves[{i}]"), 1)
         provenance = _mapping("provenance", self.provenance)
+        _known_keys("provenance", provenance)
         if not isinstance(provenance.get("imported", False), bool):
             raise _fail("provenance.imported", "true or false", provenance.get("imported"))
 
     @staticmethod
     def _check_sigmoid(sigmoid: dict[str, Any], head_tail: int) -> None:
+        _known_keys("sigmoid", sigmoid)
         status = _text("sigmoid.status", _get(sigmoid, "status", "sigmoid"), choices=STATUSES)
         if status == "degenerate":
             _text("sigmoid.message", _get(sigmoid, "message", "sigmoid"))
@@ -204,6 +256,8 @@ class Profile:
         # Which fit the profile uses (absent in profiles made before the excess fit: "argmin").
         _text("sigmoid.objective", sigmoid.get("objective"), optional=True, choices=("argmin", "excess"))
         ci = _mapping("sigmoid.ci", sigmoid.get("ci"), optional=True)
+        if ci:
+            _known_keys("sigmoid.ci", ci)
         for name in ("a", "b", "c"):
             if ci and name in ci:
                 bounds = _list(f"sigmoid.ci.{name}", ci[name])
@@ -229,6 +283,51 @@ class Profile:
             raise ValueError(f"profile '{self.alias}' calibrates LaMPE: it has m(L), not knob values")
         best = {int(row["length"]): row["best"] for row in self.knob["lengths"]}
         return {self.knob["name"]: best.get(int(length), self.knob["single"])}
+
+    def facts(self) -> ModelFacts:
+        """The facts of the model the profile was fitted on (family and head size None in a
+        profile written before they were recorded: then not compared)."""
+        return ModelFacts(
+            family=self.model.get("family"),
+            window=self.window,
+            rope_type=self.rope["type"],
+            rope_theta=self.rope["theta"],
+            rope_scaling=self.rope.get("scaling", {}),
+            head_dim=self.model.get("head_dim"),
+        )
+
+    def check_model(self, model: Any, *, allow_transfer: bool = False) -> None:
+        """Refuse ``model`` when a fact its positions depend on differs from the profile's
+        (``ModelFacts``), unless ``allow_transfer``; log a transfer, and a model from another
+        source whose facts are the same (a local copy, a fine-tune of the same base).
+
+        Raises:
+            ValueError: one line naming the profile's and the model's facts and what differs.
+        """
+        from ..models._registry import model_info  # (transformers: only when a model is checked)
+
+        info = model_info(model)
+        theirs, ours = ModelFacts.from_info(info), self.facts()
+        mine = self.model.get("source") or self.alias
+        source = portable_source(info) or type(model).__name__
+        differ = ours.differences(theirs)
+        if differ and not allow_transfer:
+            what = "; ".join(f"{name} {a!r} vs {b!r}" for name, a, b in differ)
+            raise ValueError(
+                f"profile '{self.alias}' was fitted on {mine} ({ours.describe()}), this model is {source} "
+                f"({theirs.describe()}): {what}; pass allow_transfer=True (--allow-transfer) "
+                "to apply it anyway"
+            )
+        if differ:
+            logger.warning(
+                "profile '%s' (fitted on %s: %s) applied to %s (%s) as an explicit transfer",
+                *(self.alias, mine, ours.describe(), source, theirs.describe()),
+            )
+        elif self.alias not in (info.alias, source) and mine != source:
+            logger.warning(
+                "profile '%s' was fitted on %s; applying it to %s, whose position facts are the same (%s)",
+                *(self.alias, mine, source, theirs.describe()),
+            )
 
     def to_lampe_config(self) -> LampeConfig:
         """The ``LampeConfig`` with this profile's m(L), head, tail, mode and attention factor.
@@ -331,10 +430,8 @@ def _check_knob(method: str, knob: dict[str, Any]) -> None:
         _number(f"{path}.default", row.get("default"), optional=True)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and
-    ``os.replace``: a reader sees the old file or the new one, never a partial one."""
-    path = Path(path)
+def _write_temp(path: Path, data: bytes) -> str:
+    """``data`` in a new temporary file beside ``path`` (flushed to disk), with ``path``'s mode."""
     # mkstemp creates 0600 files: keep an existing file's mode, else the usual 0644.
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -344,55 +441,172 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(temp, mode)
-        os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    return temp
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and
+    ``os.replace``: a reader sees the old file or the new one, never a partial one."""
+    write_together([(path, data)])
+
+
+def write_together(files: list[tuple[str | os.PathLike[str], bytes]]) -> None:
+    """Replace several files of one directory together or not at all (a profile and its figure).
+
+    Every new content is written to a temporary file first (a full disk fails there, before any
+    file is replaced); then each old file is kept as a hard link while the new ones are renamed
+    into place, and put back if a rename fails. No temporary file is left either way.
+    """
+    paths = [Path(p) for p, _ in files]
+    temps: list[str] = []
+    links: list[str] = []  # the old files, kept until every new one is in place
+    replaced: list[tuple[Path, str | None]] = []
+    try:
+        for path, (_, data) in zip(paths, files, strict=True):
+            temps.append(_write_temp(path, data))
+        for path, temp in zip(paths, temps, strict=True):
+            old = None
+            if len(paths) > 1 and path.exists():
+                old = tempfile.mktemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent)
+                os.link(path, old)
+                links.append(old)
+            os.replace(temp, path)
+            replaced.append((path, old))
+    except BaseException:
+        for path, old in reversed(replaced):  # put the old files back (or remove a new one)
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.replace(old, path)
+        for temp in temps:
+            Path(temp).unlink(missing_ok=True)
+        raise
+    finally:
+        for old in links:
+            Path(old).unlink(missing_ok=True)
+
+
+def profile_bytes(profile: Profile) -> bytes:
+    """``profile`` as the indented UTF-8 JSON that ``save_profile`` writes."""
+    text = json.dumps(profile.to_dict(), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    return text.encode("utf-8")
 
 
 def save_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
     """Write ``profile`` as indented JSON to ``path``, atomically."""
-    text = json.dumps(profile.to_dict(), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
-    write_atomic(path, text.encode("utf-8"))
+    write_atomic(path, profile_bytes(profile))
 
 
-def _shipped_dir() -> Path:
+def shipped_profiles_dir() -> Path:
+    """The package's own profiles (``lampe_calib/profiles``): read, never written, by the tools."""
     return Path(str(resources.files("lampe_calib").joinpath("profiles")))
+
+
+_shipped_dir = shipped_profiles_dir
+
+
+def user_profiles_dir() -> Path:
+    """Where a user's calibrations go by default and where ``load_profile(name)`` looks first:
+    ``$LAMPE_CALIB_HOME/profiles``, else ``$XDG_DATA_HOME/lampe-calib/profiles``, else
+    ``~/.local/share/lampe-calib/profiles`` (the XDG default).
+
+    Example: with ``LAMPE_CALIB_HOME=/data/lampe`` -> ``Path("/data/lampe/profiles")``.
+    """
+    home = os.environ.get("LAMPE_CALIB_HOME")
+    if home:
+        return Path(home).expanduser() / "profiles"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    return Path(data).expanduser() / "lampe-calib" / "profiles"
 
 
 def shipped_profiles() -> list[str]:
     """Names of the profiles shipped in the package (``lampe_calib/profiles/*.json``)."""
-    return sorted(p.stem for p in _shipped_dir().glob("*.json"))
+    return sorted(p.stem for p in shipped_profiles_dir().glob("*.json"))
 
 
-def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
-    """A shipped profile by name ("reference", "llama3-8b", ...) or a profile JSON file.
+def _user_profiles() -> list[str]:
+    try:
+        return sorted(p.stem for p in user_profiles_dir().glob("*.json"))
+    except OSError:
+        return []
+
+
+def find_profile(name_or_path: str | os.PathLike[str]) -> Path:
+    """The file ``load_profile`` reads for ``name_or_path``: the path itself when it is a file,
+    else ``user_profiles_dir()/<name>.json``, else the shipped ``<name>.json``.
 
     Raises:
-        ValueError: neither a file nor a shipped name (listing them), invalid JSON, or a bad
-            field (named, e.g. ``profile field 'sigmoid.a' must be > 0 …``); the message is one
-            line starting with the file.
-
-    Example: ``apply_lampe(model, load_profile("reference"))``.
+        ValueError: none of these exists (the message lists the names there are).
     """
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
-    if not path.is_file():
-        if text not in shipped_profiles():
-            raise ValueError(
-                f"profile {text!r} is neither a JSON file nor a shipped profile "
-                f"({', '.join(shipped_profiles())})"
-            )
-        path = _shipped_dir() / f"{text}.json"
+    if path.is_file():
+        return path
+    bare = text and os.sep not in text and not text.endswith(".json")
+    if bare:
+        for directory in (user_profiles_dir(), shipped_profiles_dir()):
+            candidate = directory / f"{text}.json"
+            if candidate.is_file():
+                return candidate
+    mine = _user_profiles()
+    yours = f"; yours in {user_profiles_dir()}: {', '.join(mine)}" if mine else ""
+    raise ValueError(
+        f"profile {text!r} is neither a JSON file nor a shipped profile "
+        f"({', '.join(shipped_profiles())}){yours}"
+    )
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON value in ``path``; every way it can fail is one ``ValueError`` naming the file."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"profile {path}: cannot read: {error.strerror or error}") from error
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"profile {path}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at offset {error.start})"
+        ) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(
             f"profile {path}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"profile {path}: cannot read: {error}") from error
+    except RecursionError:
+        raise ValueError(f"profile {path}: not a profile: JSON nested too deeply") from None
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
+    """A profile by name ("reference", "llama3-8b", ...) or a profile JSON file.
+
+    A name is looked up in ``user_profiles_dir()`` first, then among the shipped profiles: a
+    user's own calibration of a model (``lampe-calibrate --model reference`` writes
+    ``reference.json`` there) is found by name right after the run, and wins over the shipped
+    one, with a warning naming both files (load the shipped one by its path to use it).
+
+    Raises:
+        ValueError: neither a file nor a known name (listing them), not UTF-8, invalid JSON, or
+            a bad field (named, e.g. ``profile field 'sigmoid.a' must be > 0 …``); the message
+            is one line starting with the file.
+
+    Example: ``apply_lampe(model, load_profile("reference"))``.
+    """
+    path = find_profile(name_or_path)
+    text = os.fspath(name_or_path)
+    shipped = shipped_profiles_dir() / f"{text}.json"
+    if path.parent == user_profiles_dir() and shipped.is_file():
+        logger.warning("profile %r: your calibration %s (not the shipped %s)", text, path, shipped)
+    else:
+        logger.info("profile %r: %s", text, path)
+    data = _read_json(path)
     try:
         return Profile.from_dict(data)
     except ValueError as error:
         raise ValueError(f"profile {path}: {error}") from error
+    except RecursionError:
+        raise ValueError(f"profile {path}: not a profile: JSON nested too deeply") from None

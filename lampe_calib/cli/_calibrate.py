@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import shlex
 import sys
 import time
@@ -126,7 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="a worker records a heartbeat this often; a trial without one for twice as long is "
         "taken as dead and re-run by another worker (default: 60)",
     )
-    p.add_argument("--out", default="profiles", help="output directory (default: profiles)")
+    p.add_argument(
+        "--out",
+        help="output directory (default: your profiles directory, $LAMPE_CALIB_HOME/profiles or "
+        "~/.local/share/lampe-calib/profiles, where load_profile(NAME) finds the result by name)",
+    )
+    p.add_argument(
+        "--update-shipped",
+        action="store_true",
+        help="maintainers: regenerate a profile shipped inside the package (lampe_calib/profiles, "
+        "the default --out with this flag); without it the tools never write inside the package",
+    )
+    p.add_argument(
+        "--no-fit",
+        action="store_true",
+        help="measure the V-curves only, with no m(L) fit (needed for fewer than 3 --lengths)",
+    )
+    p.add_argument(
+        "--allow-transfer",
+        action="store_true",
+        help="resume a study run on a model whose position facts (family, window, RoPE, head size) differ",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument(
         "--dtype",
@@ -167,18 +186,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ValueError(
             f"--study must be a non-empty name without ':' (the sweep's own separator), got {args.study!r}"
         )
-    out = Path(args.out)
-    _check_out(args.out, out)
-    from ..calibration.sweep._store import check_storage_url, open_storage
+    if not args.no_fit and args.lengths and args.method == "lampe":  # (a knob sweep fits no m(L))
+        _check_fit_possible([part.strip().lower() for v in args.lengths for part in v.split(",")])
+    from . import _outputs
 
-    if args.storage:
-        check_storage_url(args.storage)  # a bad URL fails before the model loads
+    out = _outputs.resolve_out(args.out, args.update_shipped)
     if args.method != "lampe":
+        if args.storage:  # a bad, read-only or damaged storage fails before the model loads
+            _outputs.check_storage(args.storage, args.update_shipped, default=False)
         from ._calibrate_method import main_method
 
         return main_method(args, argv, out, args.storage)
     if args.points is not None or args.values:
         raise ValueError("--points and --values set another method's knob: LaMPE's grid is --mappings")
+    expected = _expected_name(args.model, args.base)
+    _outputs.check_targets(out, expected)
+    # A bad, read-only or damaged storage fails before the model loads (the default one too,
+    # when it exists: the name after loading is the same for an alias or a path).
+    storage_url = args.storage or _outputs.sqlite_url(out / f"{expected}.db")
+    _outputs.check_storage(storage_url, args.update_shipped, default=not args.storage)
 
     import optuna
     import torch
@@ -191,11 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Errors only: the sweep logs each failed trial itself, in one line (Optuna's own warning
+    # carries the whole traceback, 70 lines for a Ctrl-C).
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from ..calibration._calibrate import calibrate_model, default_spec, profile_name
+    from ..calibration.sweep._store import open_storage
     from ..evaluation import load_books
     from ..models import load_model, model_info
 
@@ -226,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise ValueError(f"bad sweep options: {error}") from None
     name = profile_name(info, args.base)
+    if len(spec.lengths) < 3 and not args.no_fit:
+        _check_fit_possible(list(map(str, spec.lengths)))
+    if name != expected:
+        _outputs.check_targets(out, name)
     spec = start_from_previous_fit(console, spec, out / f"{name}.json")
     console.print(
         f"[bold]{name}[/]: {info.family}, W = {w}, RoPE θ = {info.rope_theta:g} ({info.rope_type}); "
@@ -242,11 +275,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"sweep: L = {', '.join(map(str, spec.lengths))}; m = {', '.join(map(str, spec.mappings))}; "
         f"s1 = {','.join(map(str, spec.heads))}, s2 = {','.join(map(str, spec.tails))}; {spec.search} search"
     )
+    url = args.storage or _outputs.sqlite_url(out / f"{name}.db")
+    if name != expected:
+        _outputs.check_storage(url, args.update_shipped, default=not args.storage)
     # An explicit storage is opened (created, for SQLite) before OUT, so that a storage that
     # cannot be opened leaves nothing behind.
-    url = args.storage or f"sqlite:///{(out / f'{name}.db').resolve()}"
     storage = open_storage(url, heartbeat_interval=args.heartbeat) if args.storage else None
     out.mkdir(parents=True, exist_ok=True)
+    if not args.storage and not args.study:  # a shipped study of this very sweep: start from it
+        from ..calibration._calibrate import study_signature
+
+        copied = _outputs.start_from_shipped(out, name, study_signature(model, books, spec))
+        if copied is not None:
+            console.print(f"storage: starting from the shipped study {copied} (copied; it stays as it is)")
     storage = storage or open_storage(url, heartbeat_interval=args.heartbeat)
     console.print(f"storage: {_hide_password(url)} (study {args.study or name!r})")
 
@@ -261,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         study_name=args.study,
         c_mode=args.c_mode,
         refine=not args.no_refine,
+        fit=not args.no_fit,
+        allow_transfer=args.allow_transfer,
         resamples=args.bootstrap,
         batch_tokens=args.batch_tokens,
         chunk_size=args.chunk_size,
@@ -268,30 +311,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     from ..calibration._plots import render_profile
-    from ..calibration._profiles import save_profile, write_atomic
+    from ..calibration._profiles import profile_bytes, user_profiles_dir, write_together
 
     json_path, png_path = out / f"{name}.json", out / f"{name}.png"
     figure = render_profile(run.profile)  # first: a figure that fails to render replaces nothing
-    save_profile(run.profile, json_path)
-    write_atomic(png_path, figure)
+    write_together([(json_path, profile_bytes(run.profile)), (png_path, figure)])  # both or neither
     _report(console, run)
     console.print(f"wrote {json_path} and {png_path} in {time.perf_counter() - started:.0f} s")
+    if out == user_profiles_dir().resolve():
+        console.print(f"load_profile({name!r}) and --profile {name} now find it (ahead of a shipped one)")
     return 0
 
 
-def _check_out(text: str, out: Path) -> None:
-    """``--out`` must be a directory, or creatable: its nearest existing parent a writable one."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {text!r} exists and is not a directory")
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {text!r}: {str(parent)!r} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
+def _check_fit_possible(lengths: list[str]) -> None:
+    """m(L) has up to three parameters: a fit needs three lengths at least."""
+    if len(set(lengths)) < 3:
         raise ValueError(
-            f"--out {text!r}: no permission to write in {str(parent)!r}; choose another directory"
+            f"--lengths {','.join(dict.fromkeys(lengths))}: fitting m(L) needs at least 3 lengths "
+            "(e.g. --lengths 2W,4W,8W); add --no-fit to measure these curves without a fit"
         )
+
+
+def _expected_name(model: str, base: str) -> str:
+    """The profile name ``profile_name`` will give the model, from ``--model`` alone (an alias,
+    else the last part of the path or hub id); checked again once the model is loaded."""
+    from ..models._registry import MODELS
+
+    name = model if model in MODELS else Path(model.rstrip("/")).name.removesuffix(".gguf") or model
+    return name if base == "stock" else f"{name}-{base}"
 
 
 def _without_passwords(argv: list[str]) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._args import parse_floats, parse_sizes
+from ._outputs import sqlite_url
 
 __all__ = ["main_method"]
 
@@ -97,7 +98,7 @@ def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path, storag
     console.print(f"data: {books.source.describe()}, {len(books.rows)} books")
     for length, grid in spec.values:
         console.print(f"L = {length}: {knob.name} = {', '.join(f'{v:g}' for v in grid)}")
-    url = storage_url or f"sqlite:///{(out / f'{name}.db').resolve()}"
+    url = storage_url or sqlite_url(out / f"{name}.db")
     storage = open_storage(url, heartbeat_interval=args.heartbeat) if storage_url else None
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or open_storage(url, heartbeat_interval=args.heartbeat)

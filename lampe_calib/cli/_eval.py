@@ -93,6 +93,12 @@ def _parser() -> _Parser:
             "--profile", help="calibrated profile: a shipped name or a JSON path (default: the model's own)"
         )
         sub.add_argument(
+            "--allow-transfer",
+            action="store_true",
+            help="apply a profile fitted on a model whose position facts (family, window, RoPE, "
+            "head size) differ from this one's (refused without it)",
+        )
+        sub.add_argument(
             "--methods",
             help=f"comma-separated: {','.join(METHODS)} "
             f"(default: {','.join(DEFAULT_METHODS)}, and lampe when the model has a profile)",
@@ -158,11 +164,6 @@ def _load_profile(args: argparse.Namespace, methods: Sequence[str], alias: str |
             return None
         message = error.args[0] if error.args else error
         raise ValueError(f"--profile {name!r}: {message}") from error
-    profile_window = getattr(profile, "window", window)
-    if profile_window != window:
-        raise ValueError(
-            f"--profile {name!r} was calibrated for window {profile_window}, model window is {window}"
-        )
     return profile
 
 
@@ -458,6 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         results.header["reference"] = args.reference
     profile = _load_profile(args, methods, alias, info.window)
+    if profile is not None:  # fitted on this model's position facts, or an explicit transfer
+        try:
+            profile.check_model(model, allow_transfer=args.allow_transfer)
+        except ValueError as error:
+            raise ValueError(f"--profile {args.profile or alias!r}: {error}") from None
     shown = None if profile is None else (args.profile or getattr(profile, "alias", None) or alias)
     results.set_profile(shown)
     results.header["profile"] = results.settings["profile"]

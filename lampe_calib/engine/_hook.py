@@ -238,7 +238,9 @@ def _as_config(config_or_profile: Any) -> LampeConfig:
     return to_config()
 
 
-def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.AbstractContextManager[LampeSession]:
+def apply_lampe(
+    model: nn.Module, config_or_profile: Any, *, allow_transfer: bool = False
+) -> contextlib.AbstractContextManager[LampeSession]:
     """Run ``model`` under LaMPE inside the ``with`` block; restore it exactly on exit.
 
     Args:
@@ -246,6 +248,13 @@ def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.Abstract
             Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).
         config_or_profile: a ``LampeConfig`` (fixed m or a sigmoid m(L)) or a loaded profile
             (anything with ``to_lampe_config()``).
+        allow_transfer: apply a profile to a model whose position facts (family, window, RoPE
+            type/base/scaling, head size) differ from the one it was fitted on; without it such a
+            profile is refused (``Profile.check_model``). A ``LampeConfig`` is never checked.
+
+    Raises:
+        ValueError: the profile was fitted on a model with other facts, the model is already
+            inside ``apply_lampe`` (or another position scheme), or it is not supported.
 
     Yields:
         The session (its ``config`` and ``rope``), mostly for inspection.
@@ -258,7 +267,20 @@ def apply_lampe(model: nn.Module, config_or_profile: Any) -> contextlib.Abstract
         with apply_lampe(model, LampeConfig(head=32, tail=16, mapping_length=192)):
             logits = model(input_ids).logits
     """
+    _refuse_nested(model)
+    check_model = getattr(config_or_profile, "check_model", None)
+    if check_model is not None:  # a profile: it must belong to this model (or be a stated transfer)
+        check_model(model, allow_transfer=allow_transfer)
     return apply_position_scheme(model, _as_config(config_or_profile))
+
+
+def _refuse_nested(model: nn.Module) -> None:
+    """One position scheme at a time: a second swap would wrap the first one's modules."""
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTN_IMPLEMENTATION:
+        raise ValueError(
+            "the model is already inside apply_lampe (or another position scheme); nested use is not "
+            "supported: leave the outer `with` block first"
+        )
 
 
 def _sessions(
@@ -305,6 +327,7 @@ def apply_position_scheme(
     ``global_rotary`` (a rescaled rotary module of the model's class; default the model's own);
     sliding-window layers keep their exact window with the model's own table (``_window``).
     Yields the scheme's session."""
+    _refuse_nested(model)
     family = family_of(model)
     decoder = decoder_of(model)
     main, layers = _sessions(model, family, config, global_rotary or decoder.rotary_emb)

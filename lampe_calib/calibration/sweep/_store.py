@@ -19,7 +19,9 @@ with another is refused.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -43,6 +45,8 @@ __all__ = [
     "study_names",
     "trial_point",
 ]
+
+logger = logging.getLogger(__name__)
 
 COMPLETE = (TrialState.COMPLETE,)
 
@@ -160,12 +164,38 @@ def finished_measurements(storage: BaseStorage, base: str) -> dict[tuple[Any, ..
 
 
 def open_study(
-    storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSampler, signature: dict
+    storage: BaseStorage,
+    name: str,
+    sampler: optuna.samplers.BaseSampler,
+    signature: dict,
+    model: dict | None = None,
+    allow_transfer: bool = False,
 ) -> optuna.Study:
+    """Create or load study ``name``; a loaded one must have been run under ``signature`` and,
+    when ``model`` (``{"source", "facts"}``) is given, on a model with the same facts.
+
+    A study stored before models were recorded by their facts holds the model's source in its
+    signature: it is taken over (its record rewritten) when that source is this model's
+    (``model["path"]``, the path it was loaded from), its portable id, or a path of the same
+    last part (the same wheel installed elsewhere).
+    """
     study = optuna.create_study(
         study_name=name, storage=storage, sampler=sampler, direction="minimize", load_if_exists=True
     )
     stored = study.user_attrs.get("signature")
+    if stored is not None and model is not None and "model" in stored and "model" not in signature:
+        legacy, path = str(stored["model"]), model.get("path") or ""
+        same = legacy in (model["source"], path) or (path and Path(legacy).name == Path(path).name)
+        if same or allow_transfer:
+            stored = {k: v for k, v in stored.items() if k != "model"}
+            if stored == signature:
+                study.set_user_attr("signature", stored)
+                study.set_user_attr("model", _model_record(model))
+        else:
+            raise ValueError(
+                f"study {name!r} in this storage was run on model {legacy!r}, now {model['source']!r}; "
+                "pass another --study name or --storage, or --allow-transfer to resume it on this model"
+            )
     if stored is None:
         study.set_user_attr("signature", signature)
     elif stored != signature:
@@ -175,7 +205,43 @@ def open_study(
             f"stored {[stored.get(k) for k in changed]}, now {[signature.get(k) for k in changed]}); "
             "pass another --study name or --storage, or the original settings"
         )
+    if model is not None:
+        _check_model(study, name, model, allow_transfer)
     return study
+
+
+def _model_record(model: dict) -> dict:
+    return {"source": model["source"], "facts": model["facts"]}
+
+
+def _check_model(study: optuna.Study, name: str, model: dict, allow_transfer: bool) -> None:
+    """Record the study's model, or check this one against it (``ModelFacts``)."""
+    from ...models._facts import ModelFacts
+
+    record = study.user_attrs.get("model")
+    if record is None:
+        study.set_user_attr("model", _model_record(model))
+        return
+    ours, theirs = ModelFacts.from_dict(record["facts"]), ModelFacts.from_dict(model["facts"])
+    differ = ours.differences(theirs)
+    if differ and not allow_transfer:
+        what = "; ".join(f"{key} {a!r} vs {b!r}" for key, a, b in differ)
+        raise ValueError(
+            f"study {name!r} was run on {record['source']} ({ours.describe()}), this model is "
+            f"{model['source']} ({theirs.describe()}): {what}; pass --allow-transfer to resume it anyway"
+        )
+    if differ:
+        logger.warning(
+            "study %r (run on %s) resumed on %s as an explicit transfer",
+            name,
+            record["source"],
+            model["source"],
+        )
+    elif record["source"] != model["source"]:
+        logger.warning(
+            "study %r was run on %s; resuming it on %s, whose position facts are the same",
+            *(name, record["source"], model["source"]),
+        )
 
 
 def collect_sweep(storage: str | BaseStorage, study_name: str, spec: SweepSpec) -> SweepResult:
