@@ -187,6 +187,18 @@ def _curve_record(curve: Curve, refine: bool) -> dict[str, Any]:
     }
 
 
+def model_record(info: ModelInfo) -> dict[str, Any]:
+    """A profile's ``model`` section: its name, portable source, revision and the facts its
+    positions depend on beside ``window`` and ``rope`` (``ModelFacts``)."""
+    return {
+        "alias": profile_name(info),
+        "source": portable_source(info),
+        "revision": info.revision,
+        "family": info.family,
+        "head_dim": info.head_dim,
+    }
+
+
 def build_profile(
     info: ModelInfo,
     calibration: Calibration,
@@ -218,13 +230,7 @@ def build_profile(
     rescaled = sweep.spec.base != "stock"
     base = {"base": {"type": sweep.spec.base, "factor": RESCALED_BASE_FACTOR}} if rescaled else {}
     return Profile(
-        model={
-            "alias": profile_name(info),
-            "source": portable_source(info),
-            "revision": info.revision,
-            "family": info.family,
-            "head_dim": info.head_dim,
-        },
+        model=model_record(info),
         window=info.window,
         rope={"theta": info.rope_theta, "type": info.rope_type, "scaling": dict(info.rope_scaling)},
         lampe={
@@ -238,6 +244,16 @@ def build_profile(
         curves=tuple(_curve_record(c, refine) for c in curves),
         provenance=provenance,
     )
+
+
+def study_model_record(info: ModelInfo, name: str) -> dict[str, Any]:
+    """How a study records its model (``run_sweep``'s ``model_record``): a portable source and
+    the position facts, never a machine path except to recognise a study stored before."""
+    return {
+        "source": portable_source(info) or name,
+        "facts": ModelFacts.from_info(info).to_dict(),
+        "path": info.source,  # only to recognise a study stored before facts were recorded
+    }
 
 
 def study_signature(model: Any, books: Books, spec: SweepSpec) -> dict[str, Any]:
@@ -321,11 +337,7 @@ def calibrate_model(
         storage,
         name,
         signature=signature,
-        model_record={
-            "source": portable_source(info) or name,
-            "facts": ModelFacts.from_info(info).to_dict(),
-            "path": info.source,  # only to recognise a study stored before facts were recorded
-        },
+        model_record=study_model_record(info, name),
         allow_transfer=allow_transfer,
         batch_tokens=batch_tokens,
         chunk_size=chunk_size,

@@ -215,14 +215,10 @@ def _row(curve: KnobCurve) -> dict[str, Any]:
 
 def build_method_profile(info: ModelInfo, cal: MethodCalibration, provenance: dict[str, Any]) -> Profile:
     """The profile of a method's calibration: ``method`` and ``knob`` (DESIGN §6)."""
-    from ._calibrate import _portable_source, profile_name
+    from ._calibrate import model_record
 
     return Profile(
-        model={
-            "alias": profile_name(info),
-            "source": _portable_source(info.source),
-            "revision": info.revision,
-        },
+        model=model_record(info),
         window=info.window,
         rope={"theta": info.rope_theta, "type": info.rope_type, "scaling": dict(info.rope_scaling)},
         lampe={},
@@ -275,7 +271,7 @@ def calibrate_method_model(
     Args are ``calibrate_model``'s; ``spec`` defaults to ``method_spec(method, W)``, the study
     to ``<profile name>-<method>``.
     """
-    from ._calibrate import _portable_source, _versions, profile_name
+    from ._calibrate import _versions, profile_name, study_model_record, study_signature
 
     started = time.perf_counter()
     info = model_info(model)
@@ -286,14 +282,7 @@ def calibrate_method_model(
         books = load_books(data, tokenizer, max_length=spec.lengths[-1], samples=samples, seed=seed)
     name = study_name or f"{profile_name(info)}-{method}"
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    signature = {
-        "model": _portable_source(info.source) or name,
-        "data": books.source.describe(),
-        "samples": books.samples,
-        "seed": books.seed,
-        "dtype": dtype,
-        "method": method,
-    }
+    signature = {**study_signature(model, books, spec), "method": method}
     sweep = run_sweep(
         model,
         books,
@@ -301,6 +290,7 @@ def calibrate_method_model(
         storage,
         name,
         signature=signature,
+        model_record=study_model_record(info, name),
         batch_tokens=batch_tokens,
         chunk_size=chunk_size,
         progress=progress,

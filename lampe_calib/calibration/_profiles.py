@@ -67,6 +67,7 @@ _KEYS = {
     "lampe.base": ("type", "factor"),
     "sigmoid": (
         *("status", "message", "missing", "a", "b", "c", "c_mode", "r2", "ci", "points", "alternatives"),
+        *("objective", "fits"),  # the fit used (argmin or excess) and every fit made
     ),
     "sigmoid.ci": ("a", "b", "c", "level", "resamples"),
     "curves": (

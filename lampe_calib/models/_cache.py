@@ -110,13 +110,15 @@ def cached_conversion(
     if entry.is_dir():
         return load(str(entry))
     converted = convert()
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    temp = tempfile.mkdtemp(dir=entry.parent, prefix=f".{kind}.", suffix=".tmp")
+    temp = None
     try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        temp = tempfile.mkdtemp(dir=entry.parent, prefix=f".{kind}.", suffix=".tmp")
         save(converted, temp)
         os.replace(temp, entry)
-    except OSError as error:  # another process renamed its copy first, or the disk is full
+    except OSError as error:  # a read-only cache, another process renamed its copy first, a full disk
         logger.warning("could not cache the %s of %s: %s", kind, gguf, error)
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
     return converted

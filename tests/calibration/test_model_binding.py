@@ -197,3 +197,37 @@ def test_a_study_stored_with_a_path_is_taken_over_from_another_install(tmp_path,
     with caplog.at_level(logging.WARNING):
         open_study(storage, "m:vanilla", sampler, signature, {**mine, "source": "my-copy"})
     assert "was run on smollm2-135m; resuming it on my-copy, whose position facts are the same" in caplog.text
+
+
+def test_the_shipped_llama31_profile_applies_to_a_local_llama31(caplog):
+    """A local Llama 3.1 copy (its config, read from a directory rather than through the alias)
+    has the shipped profile's facts: W is one rule, whatever the loading route."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=128,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        head_dim=128,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        rope_scaling=scaling,
+    )
+    model = LlamaForCausalLM(config)
+    profile = load_profile("llama3.1-8b")
+    with caplog.at_level(logging.WARNING):
+        profile.check_model(model)  # accepted: the same facts, another source
+    assert "position facts are the same" in caplog.text
+    config.rope_scaling = {**scaling, "factor": 4.0}  # another scaling: refused
+    with pytest.raises(ValueError, match="factor"):
+        profile.check_model(LlamaForCausalLM(config))
