@@ -1,6 +1,6 @@
 """lampe-calib: length-aware multi-grained position encoding (LaMPE) for RoPE language models.
 
-Public API (DESIGN §4)::
+Public API (docs/design.md §4)::
 
     from lampe_calib import load_model, load_profile, LampeConfig, apply_lampe
 

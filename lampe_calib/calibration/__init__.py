@@ -1,4 +1,4 @@
-"""Calibration (DESIGN §3): the sweep over (L, m) (``sweep``), V-curves and their optima
+"""Calibration (docs/design.md §3): the sweep over (L, m) (``sweep``), V-curves and their optima
 (``_curves``), the sigmoid fit (``_fit``), profiles (``_profiles``), figures (``_plots``), and
 ``calibrate_model``, which runs them in order."""
 

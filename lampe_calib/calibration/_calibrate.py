@@ -1,4 +1,4 @@
-"""Calibration end to end: books, sweep, fit, profile (DESIGN §3); ``lampe-calibrate`` is a UI on it.
+"""Calibration end to end: books, sweep, fit, profile (docs/design.md §3); ``lampe-calibrate`` is a UI on it.
 
 Example::
 
@@ -206,7 +206,8 @@ def build_profile(
     provenance: dict[str, Any],
     refine: bool = True,
 ) -> Profile:
-    """The profile of a calibration (DESIGN §3.4); degenerate calibrations give a degenerate profile."""
+    """The profile of a calibration (docs/design.md §3.4); a degenerate calibration gives a
+    degenerate profile."""
     cal = calibration
     sigmoid: dict[str, Any] = {"status": cal.status, "message": cal.message}
     # Sweep points without a finished trial (failed or never run): the fit was made without them.

@@ -1,4 +1,4 @@
-"""V-curves and their optimum m*(L) (DESIGN §3.3, first step).
+"""V-curves and their optimum m*(L) (docs/design.md §3.3, first step).
 
 At each length L the sweep measures PPL against the mapping length m: too small an m
 compresses the middle region too hard, too large an m leaves relative positions the model

@@ -1,4 +1,4 @@
-"""The fit of ``m(L) = c / (1 + exp(-(a·L + b)))`` to a sweep (DESIGN §3.3): ``calibrate``.
+"""The fit of ``m(L) = c / (1 + exp(-(a·L + b)))`` to a sweep (docs/design.md §3.3): ``calibrate``.
 
 m*(L) comes from each V-curve (``_curves``). The sigmoid is fitted with
 ``scipy.optimize.curve_fit`` on the lengths where remapping wins (m* < L), with c fixed at 0.75·W

@@ -1,5 +1,5 @@
 """Calibrating a method other than LaMPE: its main knob swept per length, the best value per
-length and the best single value (DESIGN §6, ``lampe-calibrate --method``).
+length and the best single value (docs/design.md §6, ``lampe-calibrate --method``).
 
 The sweep is LaMPE's (``sweep.run_sweep``: the same studies, storage, resume and shared
 workers), with the knob's value where LaMPE has m (``SweepPoint.method``). At each length the
@@ -214,7 +214,7 @@ def _row(curve: KnobCurve) -> dict[str, Any]:
 
 
 def build_method_profile(info: ModelInfo, cal: MethodCalibration, provenance: dict[str, Any]) -> Profile:
-    """The profile of a method's calibration: ``method`` and ``knob`` (DESIGN §6)."""
+    """The profile of a method's calibration: ``method`` and ``knob`` (docs/design.md §6)."""
     from ._calibrate import model_record
 
     return Profile(

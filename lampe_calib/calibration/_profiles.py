@@ -1,4 +1,4 @@
-"""Calibration profiles: versioned JSON (DESIGN §3.4), validated on load, written atomically.
+"""Calibration profiles: versioned JSON (docs/design.md §3.4), validated on load, written atomically.
 
 A profile says which model it is for (alias, source, revision, window W, RoPE), how LaMPE is
 run (head, tail, mode, attention factor), the fitted ``m(L)`` with its quality, the measured
@@ -9,7 +9,7 @@ not re-calibrated) or "degenerate" (no usable fit; ``message`` says why). A fitt
 ``sigmoid`` may also hold ``objective`` (the fit used: "argmin" or "excess") and ``fits``
 (every fit made, with its R² and leave-one-length-out excess).
 
-A profile of another method (``lampe-calibrate --method``, DESIGN §6) has ``method`` and
+A profile of another method (``lampe-calibrate --method``, docs/design.md §6) has ``method`` and
 ``knob`` (per length the values tried, their PPL and the best; the best single value) instead
 of LaMPE settings and a sigmoid; ``knob_values(L)`` gives what it chose for a length.
 
@@ -152,7 +152,7 @@ def _get(data: Mapping[str, Any], key: str, path: str) -> Any:
 
 @dataclass(frozen=True)
 class Profile:
-    """A calibration profile; see the module docstring and DESIGN §3.4 for the fields.
+    """A calibration profile; see the module docstring and docs/design.md §3.4 for the fields.
 
     Sections are kept as validated plain data (``model``, ``rope``, ``lampe``, ``sigmoid``,
     ``curves``, ``provenance``), so ``from_dict(p.to_dict()) == p`` and a profile diffs cleanly.
@@ -171,7 +171,7 @@ class Profile:
     curves: tuple[Mapping[str, Any], ...] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
-    # The method the profile calibrates (DESIGN §6) and, for one other than LaMPE, the knob it
+    # The method the profile calibrates (docs/design.md §6) and, for one other than LaMPE, the knob it
     # chose per length (``_check_knob``); a LaMPE profile has no ``knob`` and no such fields in
     # its JSON.
     method: str = "lampe"

@@ -1,5 +1,5 @@
 """The sigmoid ``m(L) = c / (1 + exp(-(a·L + b)))`` fitted by least squares to points (L, m*(L))
-(DESIGN §3.3): c fixed at 0.75·W (the paper) or free in (0, m_max] (the official release), a > 0.
+(docs/design.md §3.3): c fixed at 0.75·W (the paper) or free in (0, m_max] (the official release), a > 0.
 ``_fit.calibrate`` runs it on a sweep's optima; ``_excess`` fits the same sigmoid to the curves.
 """
 

@@ -1,6 +1,6 @@
 """Command-line entry points (``lampe-calibrate``, ``lampe-eval``); the UI layer of the package.
 
-Every user-facing error becomes one line on stderr and exit code 2 (DESIGN §4); a traceback
+Every user-facing error becomes one line on stderr and exit code 2 (docs/design.md §4); a traceback
 means a bug. One module per command (``_calibrate``, ``_eval``); what they parse alike is in ``_args``.
 """
 

@@ -1,4 +1,4 @@
-"""``lampe-eval``: every context-extension method through one evaluator (DESIGN §4).
+"""``lampe-eval``: every context-extension method through one evaluator (docs/design.md §4).
 
     lampe-eval ppl --model M [--profile P] [--methods vanilla,pi,...] [--lengths 1W,2W,4W]
                    [--data FILE|DIR] [--samples N] [--seed S] [--json OUT] [--reference METHOD]

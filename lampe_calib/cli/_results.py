@@ -1,5 +1,5 @@
 """``lampe-eval --json``: a results file written cell by cell, resumable, refused when it was
-made with other settings (DESIGN §6).
+made with other settings (docs/design.md §6).
 
 A cell is one (method, length) of ``ppl`` or ``passkey``, one (task, method, length) of
 ``ruler``. Each finished cell is written at once (atomically: the file on disk always holds whole

@@ -1,4 +1,4 @@
-"""The attention engine (DESIGN §1): LaMPE's position mapping, per-region rotations, fused
+"""The attention engine (docs/design.md §1): LaMPE's position mapping, per-region rotations, fused
 attentions over disjoint key sets merged through their LSE, and the transformers hook that runs
 any position scheme inside a model.
 

@@ -1,5 +1,5 @@
 """The attention engine: per query, attentions over disjoint key sets, each with its own
-rotation, merged exactly (DESIGN §1).
+rotation, merged exactly (docs/design.md §1).
 
 Layout everywhere: ``(B, H, S, D)`` for queries, ``(B, Hkv, T, D)`` for keys and values, with
 ``H = Hkv · G`` (grouped-query attention: query head h reads KV head h // G). Per-region

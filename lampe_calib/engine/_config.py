@@ -79,7 +79,7 @@ class SigmoidMapping:
 
 @dataclass(frozen=True)
 class LampeConfig:
-    """How LaMPE maps relative positions (DESIGN §1).
+    """How LaMPE maps relative positions (docs/design.md §1).
 
     Args:
         head: s1, size of the exact local band (relative positions ``d <= head`` are kept).

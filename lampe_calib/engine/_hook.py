@@ -10,7 +10,7 @@ context manager and on this model instance only:
   see the whole input run the scheme, sliding-window layers their exact window (``_window``);
   each caches both key rotations side by side in the last
   dim of the cache's key tensor ``(B, Hkv, T, 2·D)``; with l fixed for a sequence, a cached key
-  never needs a new rotation (DESIGN §1 "Decoding");
+  never needs a new rotation (docs/design.md §1 "Decoding");
 - the model's attention implementation is set to ``"lampe"``, registered through transformers'
   ``AttentionInterface`` and ``AttentionMaskInterface`` so the model hands attention a 2D padding
   mask instead of building an ``S × T`` one;

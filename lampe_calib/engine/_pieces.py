@@ -3,7 +3,7 @@
 LaMPE, SelfExtend, ReRoPE and STRING all give a (query, key) pair its positions by its
 relative distance d = i − j alone: the causal triangle splits into pieces ``lo <= d <= hi``,
 each with one query rotation and one key rotation, and attention is the LSE merge of the
-pieces (``_merge``). LaMPE is three pieces (DESIGN §1)::
+pieces (``_merge``). LaMPE is three pieces (docs/design.md §1)::
 
     head    [0, s1]                 stock q, stock k
     middle  [s1 + 1, l − s2 − 1]    middle q, middle k     (l − t − 1 in floor mode)

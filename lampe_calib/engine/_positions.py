@@ -1,6 +1,6 @@
 """LaMPE position math: the mapping PE(d), its three regions, and per-token positions.
 
-Everything here is a small pure function of integers or tensors (DESIGN §1, paper §3.1):
+Everything here is a small pure function of integers or tensors (docs/design.md §1, paper §3.1):
 
     Head    d <= s1            PE(d) = d
     Middle  s1 < d < l - s2    PE(d) = α·(d - s1) + s1,   α = (m - s1 - s2) / (l - s1 - s2)

@@ -1,6 +1,6 @@
 """One context under a position scheme: the scheme, the RoPE table, the attention kernels, and
 the plan of each live sequence, keyed by its cache so that l stays fixed while it decodes
-(DESIGN §1 "Decoding"); and the per-forward step that all layers of one pass share (positions,
+(docs/design.md §1 "Decoding"); and the per-forward step that all layers of one pass share (positions,
 rotation tables, kernels)."""
 
 from __future__ import annotations

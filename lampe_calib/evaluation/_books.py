@@ -1,4 +1,4 @@
-"""Books for calibration and evaluation: the first L tokens of each (DESIGN §3.1).
+"""Books for calibration and evaluation: the first L tokens of each (docs/design.md §3.1).
 
 Books shorter than L are skipped and counted; none left is an error. Book selection is a
 seeded permutation of the rows, so the same ``(data, samples, seed)`` picks the same books on

@@ -1,6 +1,6 @@
 """Perplexity of books under a model, with the loss computed in chunks of the hidden states.
 
-DESIGN §3.1: the LM head runs on ``chunk_size`` positions at a time, so no ``L × vocab`` logits
+docs/design.md §3.1: the LM head runs on ``chunk_size`` positions at a time, so no ``L × vocab`` logits
 tensor is ever built (at L = 128K and a 128K vocabulary that tensor alone is 64 GB in fp32).
 Per-book NLL sums and token counts are kept, so any aggregate can be rebuilt;
 PPL = exp(total NLL / total tokens). Each book's NLL is also kept per block of ``BLOCK_SIZE``

@@ -1,5 +1,5 @@
 """Where the long documents come from: a ``--data`` value resolved to a source, and its texts
-read through ``datasets`` (DESIGN §3.1). A ``--data`` value is one of
+read through ``datasets`` (docs/design.md §3.1). A ``--data`` value is one of
 
 - a JSONL file, or a directory of JSONL/parquet files, with a ``text`` field per row;
 - ``pg19`` (or ``pg19:SPLIT``): PG-19 from the Hugging Face hub, ``emozilla/pg19`` (a parquet

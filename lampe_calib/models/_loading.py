@@ -1,6 +1,6 @@
 """Loading a model: an alias, a hub id, a local directory or a ``.gguf`` file becomes an
 eval-mode ``(model, tokenizer)`` pair on the asked device and dtype, without touching the
-network unless the weights are missing from the local cache (DESIGN §5)."""
+network unless the weights are missing from the local cache (docs/design.md §5)."""
 
 from __future__ import annotations
 

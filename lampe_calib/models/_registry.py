@@ -1,4 +1,4 @@
-"""Models: the alias registry and ``model_info`` (DESIGN §5; ``_loading`` loads them).
+"""Models: the alias registry and ``model_info`` (docs/design.md §5; ``_loading`` loads them).
 
 LaMPE needs three facts about a model: its family (which attention module the engine swaps),
 its RoPE parameters, and its pretraining window W, the largest relative distance it was trained
@@ -45,7 +45,7 @@ _REFERENCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "token
 
 
 def _locate_reference(build: bool = True) -> Path:
-    """The project's own small Llama, shipped inside the package (DESIGN §5)."""
+    """The project's own small Llama, shipped inside the package (docs/design.md §5)."""
     path = Path(str(resources.files("lampe_calib").joinpath("assets", "reference")))
     missing = [name for name in _REFERENCE_FILES if not (path / name).is_file()]
     if missing:
@@ -172,7 +172,7 @@ MODELS: dict[str, ModelSpec] = {
     "llama3-8b": ModelSpec(hf_id="meta-llama/Meta-Llama-3-8B", notes="Llama 3 8B base; W 8192"),
     "llama3.1-8b": ModelSpec(
         # Its llama3 rope scaling was used in training (continued pretraining to 128K), so the
-        # config rule gives W = max_position_embeddings, as the official LaMPE fit (DESIGN §2).
+        # config rule gives W = max_position_embeddings, as the official LaMPE fit (docs/design.md §2).
         hf_id="meta-llama/Llama-3.1-8B",
         notes="Llama 3.1 8B base; llama3 rope scaling trained to 128K, W 131072",
     ),

@@ -206,6 +206,7 @@ def test_the_shipped_llama31_profile_applies_to_a_local_llama31(caplog):
 
     scaling = {
         "rope_type": "llama3",
+        "rope_theta": 500000.0,
         "factor": 8.0,
         "low_freq_factor": 1.0,
         "high_freq_factor": 4.0,
@@ -220,14 +221,13 @@ def test_the_shipped_llama31_profile_applies_to_a_local_llama31(caplog):
         num_key_value_heads=1,
         head_dim=128,
         max_position_embeddings=131072,
-        rope_theta=500000.0,
-        rope_scaling=scaling,
+        rope_parameters=scaling,
     )
     model = LlamaForCausalLM(config)
     profile = load_profile("llama3.1-8b")
     with caplog.at_level(logging.WARNING):
         profile.check_model(model)  # accepted: the same facts, another source
     assert "position facts are the same" in caplog.text
-    config.rope_scaling = {**scaling, "factor": 4.0}  # another scaling: refused
+    config.rope_parameters = {**scaling, "factor": 4.0}  # another scaling: refused
     with pytest.raises(ValueError, match="factor"):
         profile.check_model(LlamaForCausalLM(config))

@@ -1,4 +1,4 @@
-"""The engine against the dense O(L²) reference, on every supported family (DESIGN §1)."""
+"""The engine against the dense O(L²) reference, on every supported family (docs/design.md §1)."""
 
 from __future__ import annotations
 

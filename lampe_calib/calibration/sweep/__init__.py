@@ -1,4 +1,4 @@
-"""The calibration sweep: trials over (L, m) in Optuna studies (DESIGN §3.2).
+"""The calibration sweep: trials over (L, m) in Optuna studies (docs/design.md §3.2).
 
 The vanilla study (the stock model at every length), then the grid study or one GP study per
 length (``_store`` describes the layout). Any number of workers (``lampe-calibrate``

@@ -1,6 +1,6 @@
 """What a calibration sweep measures: its search space, its points, and where trials are stored.
 
-DESIGN §3.2: lengths L from about W/2 to k·W, mapping lengths m from s1 + s2 + 1 up to m_max
+docs/design.md §3.2: lengths L from about W/2 to k·W, mapping lengths m from s1 + s2 + 1 up to m_max
 (default 1.25·W, so the right arm of the V shows); m >= L means "no remap". A point may also
 vary the head s1, the tail s2 and the attention factor.
 """
@@ -50,7 +50,7 @@ def default_lengths(window: int, factors: Sequence[float] = (0.5, 1, 2, 4, 8)) -
 
 
 def default_mappings(window: int, head: int, tail: int, count: int = 8, top: float = 1.25) -> tuple[int, ...]:
-    """``count`` mapping lengths evenly spaced from s1 + s2 + 1 to ``top · W`` (DESIGN §3.2).
+    """``count`` mapping lengths evenly spaced from s1 + s2 + 1 to ``top · W`` (docs/design.md §3.2).
 
     Example: ``default_mappings(256, 32, 16)`` -> ``(49, 88, 126, 165, 204, 243, 281, 320)``.
     """
