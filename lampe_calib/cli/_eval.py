@@ -88,7 +88,11 @@ def _parser() -> _Parser:
     )
     for name, help_text in commands_help:
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--model", required=True, help="alias, hub id, local directory or .gguf file")
+        sub.add_argument(
+            "--model",
+            default="reference",
+            help="alias, hub id, local directory or .gguf file (default: the shipped reference model)",
+        )
         sub.add_argument(
             "--profile", help="calibrated profile: a shipped name or a JSON path (default: the model's own)"
         )

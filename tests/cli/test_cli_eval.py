@@ -373,3 +373,15 @@ def test_an_unwritable_json_fails_before_the_model_loads(model_dir, monkeypatch,
     argv = ["ppl", "--model", str(model_dir), "--json", "/proc/results.json"]
     assert eval_main(argv) == 2
     assert "cannot write in '/proc'" in capsys.readouterr().err
+
+
+def test_the_default_model_is_the_shipped_reference(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert (
+        eval_main(["ppl", "--methods", "vanilla", "--lengths", "1W", "--samples", "1", "--json", str(out)])
+        == 0
+    )
+    record = json.loads(out.read_text())
+    assert record["model"] == "reference"
+    assert [(r["method"], r["length"]) for r in record["results"]] == [("vanilla", 256)]
+    assert "reference" in capsys.readouterr().err  # the header names the model
