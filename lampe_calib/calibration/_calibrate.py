@@ -247,6 +247,29 @@ def build_profile(
     )
 
 
+def run_provenance(
+    books: Books, spec: SweepSpec, study: str, dtype: str, command: str | None, seconds: float
+) -> dict[str, Any]:
+    """A calibration's ``provenance`` section: its data, search, study, dtype, library
+    versions, date, command and wall time."""
+    return {
+        "imported": False,
+        "dataset": books.source.describe(),
+        "split": books.source.split,
+        "samples": books.samples,
+        "seed": books.seed,
+        "books": list(books.titles),
+        "search": spec.search,
+        "lengths": list(spec.lengths),
+        "study": study,
+        "dtype": dtype,
+        "versions": _versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "seconds": round(seconds, 1),
+    }
+
+
 def study_model_record(info: ModelInfo, name: str) -> dict[str, Any]:
     """How a study records its model (``run_sweep``'s ``model_record``): a portable source and
     the position facts, never a machine path except to recognise a study stored before."""
@@ -352,21 +375,6 @@ def calibrate_model(
         message = "curves only (no fit asked for): the profile holds no m(L)"
         calibration = dataclasses.replace(calibration, status="degenerate", message=message, fits={}, ci={})
     seconds = time.perf_counter() - started
-    provenance = {
-        "imported": False,
-        "dataset": books.source.describe(),
-        "split": books.source.split,
-        "samples": books.samples,
-        "seed": books.seed,
-        "books": list(books.titles),
-        "search": spec.search,
-        "lengths": list(spec.lengths),
-        "study": name,
-        "dtype": dtype,
-        "versions": _versions(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "seconds": round(seconds, 1),
-    }
+    provenance = run_provenance(books, spec, name, dtype, command, seconds)
     profile = build_profile(info, calibration, sweep, provenance, refine)
     return CalibrationRun(profile, calibration, sweep, books, seconds)

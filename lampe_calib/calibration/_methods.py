@@ -15,7 +15,6 @@ number LaMPE's default grid gives m; the output states it.
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -271,7 +270,7 @@ def calibrate_method_model(
     Args are ``calibrate_model``'s; ``spec`` defaults to ``method_spec(method, W)``, the study
     to ``<profile name>-<method>``.
     """
-    from ._calibrate import _versions, profile_name, study_model_record, study_signature
+    from ._calibrate import profile_name, run_provenance, study_model_record, study_signature
 
     started = time.perf_counter()
     info = model_info(model)
@@ -297,21 +296,6 @@ def calibrate_method_model(
     )
     calibration = calibrate_method(sweep, info.window)
     seconds = time.perf_counter() - started
-    provenance = {
-        "imported": False,
-        "dataset": books.source.describe(),
-        "split": books.source.split,
-        "samples": books.samples,
-        "seed": books.seed,
-        "books": list(books.titles),
-        "search": spec.search,
-        "lengths": list(spec.lengths),
-        "study": name,
-        "dtype": dtype,
-        "versions": _versions(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "seconds": round(seconds, 1),
-    }
+    provenance = run_provenance(books, spec, name, dtype, command, seconds)
     profile = build_method_profile(info, calibration, provenance)
     return MethodRun(profile, calibration, sweep, books, seconds)

@@ -36,7 +36,7 @@ from typing import Any
 
 from .._checks import is_integer
 from ..engine._config import MODES, LampeConfig, SigmoidMapping
-from ..models._facts import ModelFacts, portable_source
+from ..models._facts import ModelFacts, check_transfer, portable_source
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -311,24 +311,14 @@ class Profile:
         theirs, ours = ModelFacts.from_info(info), self.facts()
         mine = self.model.get("source") or self.alias
         source = portable_source(info) or type(model).__name__
-        differ = ours.differences(theirs)
-        if differ and not allow_transfer:
-            what = "; ".join(f"{name} {a!r} vs {b!r}" for name, a, b in differ)
-            raise ValueError(
-                f"profile '{self.alias}' was fitted on {mine} ({ours.describe()}), this model is {source} "
-                f"({theirs.describe()}): {what}; pass allow_transfer=True (--allow-transfer) "
-                "to apply it anyway"
-            )
-        if differ:
-            logger.warning(
-                "profile '%s' (fitted on %s: %s) applied to %s (%s) as an explicit transfer",
-                *(self.alias, mine, ours.describe(), source, theirs.describe()),
-            )
-        elif self.alias not in (info.alias, source) and mine != source:
-            logger.warning(
-                "profile '%s' was fitted on %s; applying it to %s, whose position facts are the same (%s)",
-                *(self.alias, mine, source, theirs.describe()),
-            )
+        check_transfer(
+            f"profile '{self.alias}' was fitted",
+            (mine, ours),
+            (source, theirs),
+            allow_transfer=allow_transfer,
+            same_source=self.alias in (info.alias, source) or mine == source,
+            opt_in="pass allow_transfer=True (--allow-transfer) to apply it anyway",
+        )
 
     def to_lampe_config(self) -> LampeConfig:
         """The ``LampeConfig`` with this profile's m(L), head, tail, mode and attention factor.

@@ -206,32 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage_url = args.storage or _outputs.sqlite_url(out / f"{expected}.db")
     _outputs.check_storage(storage_url, args.update_shipped, default=not args.storage)
 
-    import optuna
-    import torch
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    console = Console(highlight=False)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
-    # Errors only: the sweep logs each failed trial itself, in one line (Optuna's own warning
-    # carries the whole traceback, 70 lines for a Ctrl-C).
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     from ..calibration._calibrate import calibrate_model, default_spec, profile_name
     from ..calibration.sweep._store import open_storage
     from ..evaluation import load_books
-    from ..models import load_model, model_info
 
-    started = time.perf_counter()
-    with console.status(f"loading {args.model}"):
-        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
-    info = model_info(model)
+    console, model, tokenizer, info, started = start_run(args)
     w = info.window
     overrides: dict[str, Any] = {
         "mode": args.mode,
@@ -321,6 +300,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out == user_profiles_dir().resolve():
         console.print(f"load_profile({name!r}) and --profile {name} now find it (ahead of a shipped one)")
     return 0
+
+
+def start_run(args: argparse.Namespace) -> tuple[Any, Any, Any, Any, float]:
+    """What every calibration does once its options are checked: the console and logging, the
+    threads, and the model loaded. Returns ``(console, model, tokenizer, info, started)``."""
+    import optuna
+    import torch
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from ..models import load_model, model_info
+
+    console = Console(highlight=False)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    # Errors only: the sweep logs each failed trial itself, in one line (Optuna's own warning
+    # carries the whole traceback, 70 lines for a Ctrl-C).
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    with console.status(f"loading {args.model}"):
+        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    return console, model, tokenizer, model_info(model), started
 
 
 def _check_fit_possible(lengths: list[str]) -> None:

@@ -8,7 +8,6 @@ The same storage, resume and shared workers as LaMPE's sweep (``calibrate_method
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import time
 from collections.abc import Sequence
@@ -52,34 +51,16 @@ def check_method_options(args: argparse.Namespace) -> None:
 
 def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path, storage_url: str | None) -> int:
     """The ``--method`` run of ``lampe-calibrate`` (``_calibrate.main`` checked the common options)."""
-    import optuna
-    import torch
-    from rich.console import Console
-    from rich.logging import RichHandler
-
     from ..calibration._calibrate import profile_name
     from ..calibration._methods import DEFAULT_POINTS, calibrate_method_model, method_knobs, method_spec
     from ..calibration._profiles import save_profile
     from ..calibration.sweep._store import open_storage
     from ..evaluation import load_books
-    from ..models import load_model, model_info
-    from ._calibrate import _hide_password, _run_with_progress, _without_passwords
+    from ._calibrate import _hide_password, _run_with_progress, _without_passwords, start_run
 
     check_method_options(args)
     values = parse_floats("--values", args.values) if args.values else None
-    console = Console(highlight=False)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    with console.status(f"loading {args.model}"):
-        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
-    info = model_info(model)
+    console, model, tokenizer, info, started = start_run(args)
     w = info.window
     method_knobs(args.method, w, w)  # an unknown method fails before any work
     lengths = parse_sizes("--lengths", args.lengths, w) if args.lengths else None

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -24,7 +25,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["ModelFacts", "portable_source"]
+__all__ = ["ModelFacts", "check_transfer", "portable_source"]
+
+logger = logging.getLogger(__name__)
 
 _FIELDS = ("family", "window", "rope_type", "rope_theta", "rope_scaling", "head_dim")
 
@@ -140,3 +143,40 @@ def portable_source(info: Any) -> str | None:
     if not os.path.isabs(source) and HUB_ID_PATTERN.fullmatch(source) and not Path(source).exists():
         return source
     return Path(source).name or None
+
+
+def check_transfer(
+    made: str,
+    ours: tuple[str, ModelFacts],
+    theirs: tuple[str, ModelFacts],
+    *,
+    allow_transfer: bool,
+    same_source: bool,
+    opt_in: str,
+) -> None:
+    """Refuse to use what was ``made`` ("profile 'x' was fitted", "study 'x' was run") on the
+    model ``ours`` = (source, facts) for the model ``theirs`` when a fact differs, unless
+    ``allow_transfer``; log an explicit transfer, and a model of another source (not
+    ``same_source``) whose facts are the same (a local copy, a fine-tune of the same base).
+
+    Raises:
+        ValueError: one line naming both sides, what differs and ``opt_in`` (how to allow it).
+    """
+    (mine, our_facts), (source, their_facts) = ours, theirs
+    differ = our_facts.differences(their_facts)
+    if differ and not allow_transfer:
+        what = "; ".join(f"{name} {a!r} vs {b!r}" for name, a, b in differ)
+        raise ValueError(
+            f"{made} on {mine} ({our_facts.describe()}), this model is {source} "
+            f"({their_facts.describe()}): {what}; {opt_in}"
+        )
+    if differ:
+        logger.warning(
+            "%s on %s (%s); used on %s (%s) as an explicit transfer",
+            *(made, mine, our_facts.describe(), source, their_facts.describe()),
+        )
+    elif not same_source:
+        logger.warning(
+            "%s on %s; using it on %s, whose position facts are the same (%s)",
+            *(made, mine, source, their_facts.describe()),
+        )

@@ -85,7 +85,7 @@ def test_apply_lampe_refuses_a_profile_of_other_facts_unless_transfer_is_asked(c
     with caplog.at_level(logging.WARNING), apply_lampe(model, _profile(source="elsewhere")):
         assert torch.equal(model(ids).logits, expected)
     assert (
-        "fitted on elsewhere; applying it to LlamaForCausalLM, whose position facts are the same"
+        "fitted on elsewhere; using it on LlamaForCausalLM, whose position facts are the same"
         in caplog.text
     )
 
@@ -196,7 +196,7 @@ def test_a_study_stored_with_a_path_is_taken_over_from_another_install(tmp_path,
     # From now on a local copy (another source, the same facts) resumes it, and says so.
     with caplog.at_level(logging.WARNING):
         open_study(storage, "m:vanilla", sampler, signature, {**mine, "source": "my-copy"})
-    assert "was run on smollm2-135m; resuming it on my-copy, whose position facts are the same" in caplog.text
+    assert "was run on smollm2-135m; using it on my-copy, whose position facts are the same" in caplog.text
 
 
 def test_the_shipped_llama31_profile_applies_to_a_local_llama31(caplog):

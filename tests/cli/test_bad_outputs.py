@@ -158,7 +158,7 @@ def test_a_transfer_asked_for_runs(model_dir, tmp_path, capsys, caplog):
     argv += ["--data", str(SAMPLE), "--profile", "llama3-8b", "--allow-transfer"]
     with caplog.at_level("WARNING"):
         assert eval_main(argv) == 0, capsys.readouterr().err
-    assert "profile 'llama3-8b' (fitted on meta-llama/Meta-Llama-3-8B" in caplog.text
+    assert "profile 'llama3-8b' was fitted on meta-llama/Meta-Llama-3-8B (" in caplog.text
     assert "as an explicit transfer" in caplog.text
 
 

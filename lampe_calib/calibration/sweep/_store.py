@@ -216,32 +216,21 @@ def _model_record(model: dict) -> dict:
 
 def _check_model(study: optuna.Study, name: str, model: dict, allow_transfer: bool) -> None:
     """Record the study's model, or check this one against it (``ModelFacts``)."""
-    from ...models._facts import ModelFacts
+    from ...models._facts import ModelFacts, check_transfer
 
     record = study.user_attrs.get("model")
     if record is None:
         study.set_user_attr("model", _model_record(model))
         return
     ours, theirs = ModelFacts.from_dict(record["facts"]), ModelFacts.from_dict(model["facts"])
-    differ = ours.differences(theirs)
-    if differ and not allow_transfer:
-        what = "; ".join(f"{key} {a!r} vs {b!r}" for key, a, b in differ)
-        raise ValueError(
-            f"study {name!r} was run on {record['source']} ({ours.describe()}), this model is "
-            f"{model['source']} ({theirs.describe()}): {what}; pass --allow-transfer to resume it anyway"
-        )
-    if differ:
-        logger.warning(
-            "study %r (run on %s) resumed on %s as an explicit transfer",
-            name,
-            record["source"],
-            model["source"],
-        )
-    elif record["source"] != model["source"]:
-        logger.warning(
-            "study %r was run on %s; resuming it on %s, whose position facts are the same",
-            *(name, record["source"], model["source"]),
-        )
+    check_transfer(
+        f"study {name!r} was run",
+        (record["source"], ours),
+        (model["source"], theirs),
+        allow_transfer=allow_transfer,
+        same_source=record["source"] == model["source"],
+        opt_in="pass --allow-transfer to resume it anyway",
+    )
 
 
 def collect_sweep(storage: str | BaseStorage, study_name: str, spec: SweepSpec) -> SweepResult:
