@@ -32,7 +32,7 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize
 
 from ._curves import Points, _read
-from ._sigmoid_fit import C_MODES, FIXED_C_RATIO, SigmoidFit, _sigmoid, fit_sigmoid
+from ._sigmoid_fit import C_MODES, FIXED_C_RATIO, SigmoidFit, _sigmoid, fit_of, fit_sigmoid
 
 __all__ = [
     "OBJECTIVES",
@@ -179,21 +179,7 @@ def fit_sigmoid_excess(
     a, b, c = full(best[1])
     if optima is None:
         optima = tuple(zip(*best_points, strict=True)) if best_points else ((), ())  # type: ignore[assignment]
-    opt_l, opt_m = (np.asarray(v, float) for v in optima)
-    residuals = opt_m - _sigmoid(opt_l / window, a, b, c) * window
-    total = float(np.sum((opt_m - opt_m.mean()) ** 2)) if opt_m.size else 0.0
-    r2 = 1 - float(np.sum(residuals**2)) / total if total > 0 else None
-    return SigmoidFit(
-        float(a) / window,
-        float(b),
-        float(c) * window,
-        c_mode,
-        r2,
-        tuple(int(v) for v in opt_l),
-        tuple(float(v) for v in opt_m),
-        tuple(residuals.tolist()),
-        objective="excess",
-    )
+    return fit_of(a, b, c, window, c_mode, *optima, objective="excess")
 
 
 def held_out_excess(

@@ -126,17 +126,34 @@ def fit_sigmoid(
             best = (sse, params)
     if best is None:
         raise ValueError(f"the sigmoid fit ({c_mode} c) did not converge on {len(x)} points")
-    sse, (a, b, c) = best
-    residuals = (np.asarray(mappings, float) - _sigmoid(x, a, b, c) * window).tolist()
-    total = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1 - sse / total if total > 0 else None
+    _, (a, b, c) = best
+    return fit_of(a, b, c, window, c_mode, lengths, mappings)
+
+
+def fit_of(
+    a: float,
+    b: float,
+    c: float,
+    window: int,
+    c_mode: str,
+    lengths: Sequence[float],
+    mappings: Sequence[float],
+    objective: str = "argmin",
+) -> SigmoidFit:
+    """The ``SigmoidFit`` of the sigmoid (a, b, c) in units of the window (L/W, m/W), with its
+    residuals and R² against the optima (``lengths``, ``mappings``) in tokens."""
+    opt_l, opt_m = np.asarray(lengths, float), np.asarray(mappings, float)
+    residuals = opt_m - _sigmoid(opt_l / window, a, b, c) * window
+    total = float(np.sum((opt_m - opt_m.mean()) ** 2)) if opt_m.size else 0.0
+    r2 = 1 - float(np.sum(residuals**2)) / total if total > 0 else None
     return SigmoidFit(
         float(a) / window,
         float(b),
         float(c) * window,
         c_mode,
         r2,
-        tuple(int(v) for v in lengths),
-        tuple(float(v) for v in mappings),
-        tuple(residuals),
+        tuple(int(v) for v in opt_l),
+        tuple(float(v) for v in opt_m),
+        tuple(residuals.tolist()),
+        objective=objective,
     )
