@@ -55,7 +55,15 @@ HYBRID_FAMILIES = {
         Gemma2Config,
         Gemma2ForCausalLM,
         # Sliding, global, sliding; a soft-cap low enough to bend the logits of these weights.
-        {**_GEMMA, "num_hidden_layers": 3, "sliding_window": TINY_SLIDING, "attn_logit_softcapping": 2.0},
+        # Eager attention for the stock model: transformers 5.0 gives Gemma 2 SDPA by default,
+        # which leaves the soft-cap out; later releases choose eager themselves.
+        {
+            **_GEMMA,
+            "num_hidden_layers": 3,
+            "sliding_window": TINY_SLIDING,
+            "attn_logit_softcapping": 2.0,
+            "attn_implementation": "eager",
+        },
     ),
     "gemma3": (
         Gemma3TextConfig,
