@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "ERROR",
@@ -34,6 +34,7 @@ __all__ = [
     "Reaper",
     "check_storage_url",
     "open_storage",
+    "retried_from",
     "sweep_lock",
     "this_machine",
 ]
@@ -59,6 +60,17 @@ def this_machine() -> str:
         except OSError:
             pass
     return "/".join(parts)
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    """The number of the failed trial that ``trial`` retries (None: not a retry).
+
+    Optuna's retry callback appends each failed ancestor to ``retry_history`` and keeps the
+    first one in ``failed_trial``: the immediate predecessor is the history's last entry.
+    Example: a retry of trial 7, itself a retry of trial 3 -> 7.
+    """
+    history = trial.system_attrs.get("retry_history") or ()
+    return history[-1] if history else None
 
 
 def _alive(pid: int) -> bool:
@@ -280,7 +292,7 @@ class Reaper:
             host, _, pid = worker.rpartition(":")
             if trial.user_attrs.get(MACHINE) != machine or not pid.isdigit() or int(pid) == os.getpid():
                 continue
-            if (previous := trial.system_attrs.get("failed_trial")) is not None:
+            if (previous := retried_from(trial)) is not None:
                 # A retry starts with its dead predecessor's attributes, until the worker that
                 # popped it writes its own: that worker is alive, the attributes are not its.
                 if numbers is None:

@@ -26,7 +26,7 @@ from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
 from ...methods._registry import rescaled_base
 from ...methods._tuning import main_knob_context
 from ...models._registry import model_info
-from ._db import ERROR, MACHINE, RETRIES, WORKER, Reaper, sweep_lock, this_machine
+from ._db import ERROR, MACHINE, RETRIES, WORKER, Reaper, retried_from, sweep_lock, this_machine
 from ._spec import SweepPoint, SweepSpec, initial_mappings
 from ._store import (
     Measurement,
@@ -274,7 +274,7 @@ class _Runner:
         now, pending = time.monotonic(), False
         for stage in self.stages:
             trials = stage.trials(tuple(TrialState))
-            retried = {t.system_attrs.get("failed_trial") for t in trials}
+            retried = {retried_from(t) for t in trials}
             for trial in trials:
                 reason = str(trial.user_attrs.get(ERROR, "its worker"))
                 if (

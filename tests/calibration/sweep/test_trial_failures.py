@@ -132,3 +132,27 @@ def test_lampe_calibrate_reports_the_missing_points(tmp_path, inject, capsys):
     assert (missing["length"], missing["mapping"]) == (96, 20)
     assert missing["reason"] == "non-finite loss (nan) at L=96 m=20 (s1=4, s2=2)"
     assert not math.isnan(sum(c["ppl"][0] for c in profile.curves))
+
+
+def test_a_retry_names_its_immediate_predecessor_also_in_a_second_generation():
+    """``retried_from``: Optuna keeps the first failed ancestor in ``failed_trial``; the reapers
+    need the trial each retry replaces (a retry of a retry: the second, not the first)."""
+    import warnings
+
+    from optuna.trial import TrialState
+
+    from lampe_calib.calibration.sweep._db import retried_from
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    first = study.ask()
+    study.tell(first, state=TrialState.FAIL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+    retry(study, study.trials[0])  # trial 1 retries trial 0
+    second = study.ask()  # pops trial 1
+    study.tell(second, state=TrialState.FAIL)
+    retry(study, study.trials[1])  # trial 2 retries trial 1
+    assert [retried_from(t) for t in study.trials] == [None, 0, 1]
+    assert study.trials[2].system_attrs["failed_trial"] == 0  # what the helper does not read
