@@ -8,9 +8,9 @@ from .._lazy import lazy_exports
 # Module -> the public names it defines.
 _MODULES = {
     "._registry": (
-        "BASES FIXED_MAPPING_FRACTION METHODS RESCALED_BASE_FACTOR MethodFactory method_context "
-        "profile_base rescaled_base"
+        "BASES METHODS RESCALED_BASE_FACTOR STOCK MethodFactory method_context profile_base rescaled_base"
     ),
+    "._lampe": "FIXED_MAPPING_FRACTION MODES LampeConfig SigmoidMapping sigmoid_mapping_length",
     "._selfextend": "SelfExtendConfig self_extend",
     "._dca": "DualChunkConfig dual_chunk_attention",
     "._string": "StringConfig string_attention",

@@ -34,6 +34,7 @@ from .._checks import check_integer
 from ..engine._config import LampeConfig
 from ..engine._hook import apply_lampe
 from ._dca import DualChunkConfig, dual_chunk_attention
+from ._lampe import FIXED_MAPPING_FRACTION
 from ._rerope import ReRopeConfig, rerope_attention
 from ._rope_scaling import (
     ntk_rope_parameters,
@@ -52,6 +53,7 @@ __all__ = [
     "FIXED_MAPPING_FRACTION",
     "METHODS",
     "RESCALED_BASE_FACTOR",
+    "STOCK",
     "MethodFactory",
     "method_context",
     "profile_base",
@@ -59,10 +61,6 @@ __all__ = [
 ]
 
 MethodFactory = Callable[[nn.Module, int, int, Any], AbstractContextManager[Any]]
-
-# The paper fixes the sigmoid's ceiling at c = 3/4·W (§3.2); the fixed-m ablation uses that m
-# for every input length.
-FIXED_MAPPING_FRACTION = 0.75
 
 
 def _check(window: int, length: int) -> None:
@@ -181,7 +179,7 @@ def lampe(model: nn.Module, window: int, length: int, profile: Any = None) -> Ab
     _check(window, length)
     if profile is None:
         raise ValueError("method 'lampe' needs a calibrated profile (m(L) comes from its sigmoid)")
-    if (base := profile_base(profile)) != "stock":
+    if (base := profile_base(profile)) != STOCK:
         raise ValueError(f"this profile was calibrated on the {base} base: use method 'lampe-{base}'")
     return apply_lampe(model, _profile_config(profile, "lampe"))
 
@@ -193,8 +191,10 @@ def lampe(model: nn.Module, window: int, length: int, profile: Any = None) -> Ab
 RESCALED_BASE_FACTOR = 2
 
 
-# The rescaled bases LaMPE composes with, and "stock" (the model's own rotary).
-BASES = ("stock", "yarn", "ntk")
+# The rotary a method or a calibration runs on: the model's own (STOCK), or a rescaled base
+# LaMPE composes with.
+STOCK = "stock"
+BASES = (STOCK, "yarn", "ntk")
 
 
 def rescaled_base(
@@ -230,7 +230,7 @@ def _on_rope(
 def profile_base(profile: Any) -> str:
     """The rotary a profile was calibrated on: ``"stock"``, or its ``lampe.base.type``."""
     lampe = getattr(profile, "lampe", None) or {}
-    return (lampe.get("base") or {}).get("type", "stock")
+    return (lampe.get("base") or {}).get("type", STOCK)
 
 
 def _rescaled_lampe(base: str) -> MethodFactory:
@@ -246,7 +246,7 @@ def _rescaled_lampe(base: str) -> MethodFactory:
         calibrated_on = profile_base(profile)
         if calibrated_on == base:  # m(L) calibrated on this very base
             return rescaled_base(model, window, base, _profile_config(profile, name))
-        if calibrated_on != "stock":
+        if calibrated_on != STOCK:
             raise ValueError(f"method {name!r} cannot use a profile calibrated on the {calibrated_on} base")
         mapping = FIXED_MAPPING_FRACTION * RESCALED_BASE_FACTOR * window
         if profile is None:
