@@ -6,8 +6,16 @@ engine import these names from ``lampe_calib.methods``.)"""
 from __future__ import annotations
 
 from ..engine._config import MODES, LampeConfig, SigmoidMapping, sigmoid_mapping_length
+from ..engine._hook import apply_lampe
 
-__all__ = ["FIXED_MAPPING_FRACTION", "MODES", "LampeConfig", "SigmoidMapping", "sigmoid_mapping_length"]
+__all__ = [
+    "FIXED_MAPPING_FRACTION",
+    "MODES",
+    "LampeConfig",
+    "SigmoidMapping",
+    "apply_lampe",
+    "sigmoid_mapping_length",
+]
 
 # The paper fixes the sigmoid's ceiling at c = 3/4·W (§3.2); the fixed-m ablation uses that m
 # for every input length.
