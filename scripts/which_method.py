@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lampe_calib.evaluation._bootstrap import paired_ratio, paired_ratio_interval
+from lampe_calib.methods import sigmoid_mapping_length
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,25 @@ class Cell:
 
 
 def _tuned_value(profile_path: str | None, method: str, length: int) -> str:
-    """The knob value a tuned profile applies at ``length``: ``"G = 11"``, or "" if unknown."""
+    """What a tuned profile applies at ``length``: ``"group = 11"``, ``"m = 151"`` for LaMPE's
+    m(L), with ", the default" where tuning kept the default; "" if unknown."""
     if not profile_path:
         return ""
     try:
         profile = json.loads(Path(profile_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return ""
+    sigmoid = profile.get("sigmoid") or {}
+    if method.startswith("lampe") and sigmoid.get("status") == "fitted":
+        return f"m = {sigmoid_mapping_length(length, sigmoid['a'], sigmoid['b'], sigmoid['c']):.0f}"
     if profile.get("method") != method or "knob" not in profile:
         return ""
     knob = profile["knob"]
-    best = {entry["length"]: entry["best"] for entry in knob.get("lengths", [])}
-    value = best.get(length, knob.get("single"))
-    return f"{knob['name']} = {value:g}" if value is not None else ""
+    entry = next((e for e in knob.get("lengths", []) if e["length"] == length), {})
+    value = entry.get("best", knob.get("single"))
+    if value is None:
+        return ""
+    return f"{knob['name']} = {value:g}" + (", the default" if value == entry.get("default") else "")
 
 
 def load_cells(paths: list[str]) -> dict[int, list[Cell]]:

@@ -27,7 +27,7 @@ def _file(path, rows, profile=None):
 
 def test_a_clearly_lower_method_is_named_best_and_a_tuned_row_gets_its_own_ratio(tmp_path, capsys):
     profile = tmp_path / "p.json"
-    knob = {"name": "group", "single": 9, "lengths": [{"length": 512, "best": 11}]}
+    knob = {"name": "group", "single": 9, "lengths": [{"length": 512, "best": 11, "default": 3}]}
     profile.write_text(json.dumps({"method": "selfextend", "knob": knob}))
     default = _file(tmp_path / "d.json", [_row("vanilla", 1.0), _row("selfextend", 0.95)])
     tuned = _file(tmp_path / "t.json", [_row("selfextend", 0.90)], profile=str(profile))
