@@ -46,7 +46,6 @@ __all__ = [
     "Kernels",
     "attention_with_lse",
     "available_kernels",
-    "causal_attention_with_lse",
     "choose_kernels",
     "pick_backend",
     "plain_kernels",
@@ -283,10 +282,3 @@ def attention_with_lse(
     if q.shape[2] == 0:
         return torch.zeros_like(q), q.new_zeros(q.shape[:3], dtype=torch.float32)
     return BACKENDS[backend or pick_backend(q)](q, k, v, scale, causal, mask)
-
-
-def causal_attention_with_lse(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, backend: str | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-left causal attention with its LSE: ``attention_with_lse(..., causal=True)``."""
-    return attention_with_lse(q, k, v, scale, causal=True, backend=backend)
