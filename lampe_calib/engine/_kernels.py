@@ -137,21 +137,10 @@ def _aten_backend(q, k, v, scale, causal, mask):
 def _flash_attn_backend(q, k, v, scale, causal, mask):
     if mask is not None:
         return _torch_backend(q, k, v, scale, causal, mask)
-    from flash_attn import flash_attn_func
-
-    # flash-attn's layout is (B, S, H, D) and it reads grouped KV heads itself; its LSE comes
-    # back as (B, H, S). Its causal mask is bottom-right aligned, the same as top-left when
-    # S == T (the only causal calls the engine makes on a GPU kernel).
+    # flash-attn's causal mask is bottom-right aligned, the same as top-left when S == T (the
+    # only causal calls the engine makes on a GPU kernel): the window call with no left bound.
     assert not causal or q.shape[2] == k.shape[2]
-    out, lse, _ = flash_attn_func(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        softmax_scale=scale,
-        causal=causal,
-        return_attn_probs=True,
-    )
-    return out.transpose(1, 2), lse.float()
+    return flash_window(q, k, v, scale, causal, None)
 
 
 BACKENDS: dict[str, Backend] = {

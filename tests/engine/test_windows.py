@@ -370,3 +370,13 @@ def test_session_chooses_kernels_once_and_says_so(caplog):
     assert (chosen.name, chosen.device, chosen.dtype, chosen.window) == ("aten", "cpu", torch.float32, None)
     lines = [r.getMessage() for r in caplog.records if "attention kernels" in r.getMessage()]
     assert lines == ["attention kernels: aten (cpu, torch.float32)"]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_attn_backend_equals_the_torch_backend(causal, monkeypatch):
+    # The flash-attn backend is the window call without a left bound (through the stand-in).
+    flash_standin.install(monkeypatch)
+    q, k, v = _qkv(S=30, T=30)
+    got, got_lse = BACKENDS["flash-attn"](q, k, v, 0.3, causal, None)
+    want, want_lse = BACKENDS["torch"](q, k, v, 0.3, causal, None)
+    assert (got - want).abs().max().item() <= 1e-5 and (got_lse - want_lse).abs().max().item() <= 1e-5
