@@ -55,6 +55,8 @@ from ._interface import (
     refuse_unknown,
     register,
 )
+from ._kernels import Kernels
+from ._plan import PositionPlan
 from ._rope import Rope, rotate_many
 from ._session import LampeSession, PositionScheme, Step
 from ._window import WindowScheme
@@ -95,9 +97,10 @@ class LampeAttention(nn.Module):
     """A decoder layer's attention under a position scheme; holds the original module and reuses
     its weights (``project_qkv``: projections, q/k norms, biases) and ``o_proj``.
 
-    ``forward`` is four steps, each with what it needs passed in: ``project`` (q, k, v),
-    ``rotate`` (each by the tables of the pass's positions), ``cache`` (store the new keys, get
-    the ones to attend), ``attend`` (the plan's regions over those keys, at their positions).
+    ``forward`` is five steps, each with what it needs passed in: ``project`` (q, k, v),
+    ``positions`` (the pass's plan, token positions and rotation tables), ``rotate`` (q and k by
+    those tables), ``cache`` (store the new keys, get the ones to attend), ``attend`` (the plan's
+    regions over those keys, at their positions).
     """
 
     def __init__(self, inner: nn.Module, session: LampeSession, setup: LayerSetup) -> None:
@@ -129,33 +132,44 @@ class LampeAttention(nn.Module):
         key_valid = _padding(attention_mask)  # (B, T) bool, or None
         B, S, _ = hidden_states.shape
         q, k, v = self.project(hidden_states)  # (B, H, S, D), (B, Hkv, S, D) twice
-        past = kv_cache.get_seq_length(self.layer_idx) if kv_cache is not None else 0
-        step = self.session.step(
-            position_embeddings[0] if position_embeddings is not None else None,
-            kv_cache,
-            key_valid,
-            past,
-            S,
-            B,
-            self.setup.order,
-            q.dtype,
-            q.device,
-        )
-        if step.query_positions is not self._checked:
-            _check_positions(step.query_positions, key_valid, past, position_ids, cache_position)
-            self._checked = step.query_positions
-        if self.setup.order == self.session.last_layer:
-            self.session.end_forward()  # drop the tables before the LM head allocates its logits
+        forward_key = position_embeddings[0] if position_embeddings is not None else None
+        step = self.positions(forward_key, kv_cache, key_valid, q, position_ids, cache_position)
         queries, keys = self.rotate(q, k, step.query_tables, step.key_tables)
         del q, k  # only the rotated copies are used from here on
         keys, values = self.cache(keys, v, kv_cache)
-        out = self.attend(queries, keys, values, step, key_valid)  # (B, H, S, D)
+        out = self.attend(queries, keys, values, step.plan, step.positions, key_valid, step.kernels)
         return self.inner.o_proj(out.transpose(1, 2).reshape(B, S, -1)), None
 
     def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, S, hidden)`` -> q ``(B, H, S, D)``, k and v ``(B, Hkv, S, D)`` (the layer's own
         projections, q/k norms and biases, read through its family)."""
         return project_qkv(self.setup.family, self.inner, hidden_states, self.setup.head_dim)
+
+    def positions(
+        self,
+        forward_key: Any,
+        kv_cache: Any,
+        key_valid: torch.Tensor | None,
+        q: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        cache_position: torch.Tensor | None,
+    ) -> Step:
+        """The pass's plan, token positions and rotation tables (``LampeSession.step``, shared by
+        every layer of the pass), checked once per pass against what transformers passed.
+
+        ``forward_key`` marks the pass (the model hands every layer the same rotary tuple); q
+        ``(B, H, S, D)`` gives the pass's size, dtype and device.
+        """
+        B, _, S, _ = q.shape
+        past = kv_cache.get_seq_length(self.layer_idx) if kv_cache is not None else 0
+        order, session = self.setup.order, self.session
+        step = session.step(forward_key, kv_cache, key_valid, past, S, B, order, q.dtype, q.device)
+        if step.query_positions is not self._checked:
+            _check_positions(step.query_positions, key_valid, past, position_ids, cache_position)
+            self._checked = step.query_positions
+        if order == session.last_layer:
+            session.end_forward()  # drop the tables before the LM head allocates its logits
+        return step
 
     @staticmethod
     def rotate(
@@ -190,28 +204,31 @@ class LampeAttention(nn.Module):
         queries: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        step: Step,
+        plan: PositionPlan,
+        positions: torch.Tensor,
         key_valid: torch.Tensor | None,
+        kernels: Kernels,
     ) -> torch.Tensor:
-        """``(R, B, H, S, D)`` queries over the last n keys ``(V, B, Hkv, n, D)`` of the T tokens
-        at their positions (``step.positions``): fused kernels for distance pieces and chunks
-        (prefill, left padding, decode steps); the blocked dense path for anything else (other
-        padding, soft-capped logits). Returns ``(B, H, S, D)``."""
+        """``(R, B, H, S, D)`` queries (the last S of the T tokens) over the last n keys
+        ``(V, B, Hkv, n, D)``, the T tokens at ``positions`` ``(B, T)`` with padding ``key_valid``
+        ``(B, T)``: fused kernels for distance pieces and chunks (prefill, left padding, decode
+        steps); the blocked dense path for anything else (other padding, soft-capped logits).
+        Returns ``(B, H, S, D)``."""
         setup = self.setup
-        offset = step.positions.shape[1] - keys.shape[3]  # tokens the cache no longer holds
-        key_positions = step.positions[:, offset:]  # (B, n)
+        offset = positions.shape[1] - keys.shape[3]  # tokens the cache no longer holds
         valid = key_valid[:, offset:] if key_valid is not None else None
         if setup.softcap is None and (valid is None or _left_padded(valid)):
-            out = fused_attention(queries, keys, values, step.plan, valid, setup.scale, step.kernels)
+            out = fused_attention(queries, keys, values, plan, valid, setup.scale, kernels)
             if out is not None:
                 return out
+        query_positions = positions[:, positions.shape[1] - queries.shape[3] :]  # (B, S)
         out, _ = dense_region_attention(
             queries,
             keys,
             values,
-            step.plan,
-            step.query_positions,
-            key_positions,
+            plan,
+            query_positions,
+            positions[:, offset:],
             valid,
             setup.scale,
             softcap=setup.softcap,
