@@ -4,12 +4,14 @@ Public API (docs/design.md §4)::
 
     from lampe_calib import load_model, load_profile, LampeConfig, apply_lampe
 
-The code lives in one subpackage per concept, layered bottom up: ``engine`` (positions, rotations,
-fused attention, the transformers hook) <- ``methods`` <- ``models`` <- ``evaluation`` <-
-``calibration`` (with its ``sweep``) <- ``cli``. This module re-exports what users and other
-code rely on, lazily (PEP 562): ``import lampe_calib`` loads none of torch,
-transformers, optuna, scipy, matplotlib or datasets until a name that needs them is used, so the
-command-line entry points start fast and can configure those libraries before they load.
+The code lives in one subpackage per concept, layered bottom up: ``engine`` (a generic
+position-scheme engine: plans, rotations, fused attention, the transformers hook) <-
+``methods`` (LaMPE and the baselines, each a position scheme or a rotary rescaling) <-
+``models`` <- ``evaluation`` <- ``calibration`` (with its ``sweep``) <- ``cli``. This module
+re-exports what users and other code rely on, lazily (PEP 562): ``import lampe_calib`` loads
+none of torch, transformers, optuna, scipy, matplotlib or datasets until a name that needs them
+is used, so the command-line entry points start fast and can configure those libraries before
+they load.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ __version__ = "0.1.0"
 
 # Subpackage -> the public names it exports.
 _MODULES = {
-    ".engine": (
-        "SUPPORTED_MODEL_TYPES SUPPORTED_TRANSFORMERS apply_lampe apply_position_scheme LampeConfig "
-        "SigmoidMapping sigmoid_mapping_length LampePlan position_encoding region_of"
-    ),
+    ".engine": "SUPPORTED_MODEL_TYPES SUPPORTED_TRANSFORMERS apply_position_scheme",
+    ".methods._lampe": "apply_lampe LampeConfig SigmoidMapping sigmoid_mapping_length",
+    ".methods._lampe_plan": "LampePlan position_encoding region_of",
     ".calibration": "calibrate_model fit_sigmoid SCHEMA_VERSION Profile load_profile save_profile",
     ".methods": (
         "DualChunkConfig dual_chunk_attention METHODS method_context ReRopeConfig rerope_attention "

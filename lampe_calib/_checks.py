@@ -1,10 +1,11 @@
-"""The one integer check every layer uses for its arguments (bools are not integers here)."""
+"""The checks every layer uses for its numeric arguments (bools are not numbers here)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["check_integer", "is_integer"]
+__all__ = ["check_attention_factor", "check_finite", "check_integer", "is_integer"]
 
 
 def is_integer(value: Any) -> bool:
@@ -29,3 +30,26 @@ def check_integer(name: str, value: Any, low: int | None = None, high: int | Non
     else:
         wanted = "an integer"
     raise ValueError(f"{name} must be {wanted}, got {value!r}")
+
+
+def check_finite(name: str, value: Any) -> float:
+    """Return ``value``, or raise ``ValueError`` naming ``name`` unless it is a finite number.
+
+    Example: ``check_finite("sigmoid.a", float("nan"))`` -> ``ValueError: sigmoid.a must be a
+    finite number, got nan``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def check_attention_factor(value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (the RoPE cos/sin factor of
+    a position scheme).
+
+    Example: ``check_attention_factor(0)`` -> ``ValueError: attention_factor must be a finite
+    number > 0, got 0``.
+    """
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"attention_factor must be a finite number > 0, got {value!r}")

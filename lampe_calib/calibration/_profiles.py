@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._checks import is_integer
-from ..engine._config import MODES, LampeConfig, SigmoidMapping
+from ..methods._lampe import MODES, LampeConfig, SigmoidMapping
 from ..models._facts import ModelFacts, check_transfer, portable_source
 
 __all__ = [

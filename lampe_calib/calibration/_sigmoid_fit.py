@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from ..engine._config import sigmoid_mapping_length
+from ..methods._lampe import sigmoid_mapping_length
 
 __all__ = ["C_MODES", "FIXED_C_RATIO", "SigmoidFit", "fit_sigmoid"]
 

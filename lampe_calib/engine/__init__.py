@@ -1,14 +1,18 @@
-"""The attention engine (docs/design.md §1): LaMPE's position mapping, per-region rotations, fused
-attentions over disjoint key sets merged through their LSE, and the transformers hook that runs
-any position scheme inside a model.
+"""The attention engine (docs/design.md §1): a generic position-scheme attention engine. A
+scheme (``PositionScheme``: a temperature and ``plan(lengths)``) gives each batch a plan
+(``PositionPlan``: per-region query and key positions, the region of each pair, and its layout
+as distance pieces or chunks); the engine rotates queries and keys once per region, runs fused
+attentions over disjoint key sets merged through their LSE, and swaps the attention of a
+transformers model for one that does this. It knows no scheme: LaMPE and the baselines live in
+``lampe_calib.methods``.
 
-Layers, bottom up: ``_config`` (LampeConfig, m(L)), ``_positions`` (PE, regions, plans),
-``_plan`` (the plan protocol and distance pieces), ``_rope``, ``_merge``, ``_windows`` (one
-causal windowed call with LSE on flash-attn or FlexAttention: a piece on CUDA), ``_kernels``
-(attention with LSE per backend, and the kernels a session chooses), ``_pieces`` and ``_chunked``
-(fused paths), ``_attention`` (dispatch and the dense reference path), ``_family`` (what each
-model family's layers look like), ``_window`` (sliding-window layers), ``_hook`` (``apply_lampe``,
-``apply_position_scheme``)."""
+Layers, bottom up: ``_plan`` (the plan protocol, distance pieces, band regions), ``_rope``,
+``_merge``, ``_windows`` (one causal windowed call with LSE on flash-attn or FlexAttention: a
+piece on CUDA), ``_kernels`` (attention with LSE per backend, and the kernels a session
+chooses), ``_pieces`` and ``_chunked`` (fused paths), ``_attention`` (dispatch and the dense
+reference path), ``_window`` (sliding-window layers and the stock plan), ``_session`` (a
+context's scheme, kernels and plans), ``_family`` (what each model family's layers look like),
+``_interface`` (the transformers registration), ``_hook`` (``apply_position_scheme``)."""
 
 from __future__ import annotations
 
@@ -16,14 +20,12 @@ from .._lazy import lazy_exports
 
 # Module -> the public names it defines.
 _MODULES = {
-    "._config": "MODES LampeConfig SigmoidMapping sigmoid_mapping_length",
-    "._positions": "HEAD MIDDLE TAIL LampePlan position_encoding region_of",
+    "._plan": "Piece PositionPlan",
     "._rope": "Rope",
     "._family": "FAMILIES Family",
-    "._merge": "merge_attention",
     "._kernels": "BACKENDS attention_with_lse",
     "._attention": "dense_region_attention fused_attention",
-    "._hook": "SUPPORTED_MODEL_TYPES SUPPORTED_TRANSFORMERS apply_lampe apply_position_scheme",
+    "._hook": "SUPPORTED_MODEL_TYPES SUPPORTED_TRANSFORMERS apply_position_scheme",
     "._session": "LampeSession PositionScheme",
 }
 

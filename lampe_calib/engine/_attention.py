@@ -27,7 +27,7 @@ import torch
 from ._chunked import chunk_attention
 from ._kernels import Kernels
 from ._pieces import piece_attention
-from ._plan import Piece, PositionPlan
+from ._plan import PositionPlan
 
 __all__ = ["DECODE_ROWS", "DENSE_BLOCK", "dense_region_attention", "fused_attention"]
 
@@ -68,37 +68,57 @@ def dense_region_attention(
     Returns:
         out ``(B, H, S, D)`` (0 for a query with no visible key), lse ``(B, H, S)`` float32.
     """
-    R, B, H, S, D = queries.shape
-    Hkv, T = keys.shape[2], keys.shape[3]
-    G = H // Hkv
+    B, H, S, D = queries.shape[1:]
     out = queries.new_zeros(B, H, S, D)
     lse = queries.new_full((B, H, S), float("-inf"), dtype=torch.float32)
     for start in range(0, S, block):
-        stop = min(S, start + block)
-        n = stop - start
-        qpos = query_positions[:, start:stop]  # (B, n)
-        region = plan.regions(qpos, key_positions)  # (B, n, T)
-        visible = key_positions[:, None, :] <= qpos[:, :, None]  # (B, n, T) causal by position
-        if key_valid is not None:
-            visible = visible & key_valid[:, None, :]
-        scores = queries.new_full((B, Hkv, G, n, T), float("-inf"), dtype=torch.float32)
-        for r in range(R):
-            pairs = visible & (region == r)  # (B, n, T)
-            if not bool(pairs.any()):
-                continue
-            q = queries[r, :, :, start:stop].reshape(B, Hkv, G * n, D)
-            k = keys[plan.region_key_version[r]]  # (B, Hkv, T, D)
-            s = (q @ k.transpose(-1, -2)).float().view(B, Hkv, G, n, T) * scale
-            if softcap is not None:
-                s = torch.tanh(s / softcap) * softcap
-            scores = torch.where(pairs[:, None, None], s, scores)
+        rows = slice(start, min(S, start + block))
+        qpos = query_positions[:, rows]  # (B, n)
+        scores = _block_scores(
+            queries[:, :, :, rows], keys, plan, qpos, key_positions, key_valid, scale, softcap
+        )
         block_lse = torch.logsumexp(scores, dim=-1)  # (B, Hkv, G, n)
         safe = torch.where(torch.isfinite(block_lse), block_lse, torch.zeros_like(block_lse))
         probs = torch.exp(scores - safe[..., None])  # exactly 0 where masked
-        o = probs.view(B, Hkv, G * n, T).to(values.dtype) @ values  # (B, Hkv, G·n, D)
-        out[:, :, start:stop] = o.view(B, H, n, D).to(out.dtype)
-        lse[:, :, start:stop] = block_lse.reshape(B, H, n)
+        n, T = scores.shape[3], scores.shape[4]
+        o = probs.view(B, keys.shape[2], -1, T).to(values.dtype) @ values  # (B, Hkv, G·n, D)
+        out[:, :, rows] = o.view(B, H, n, D).to(out.dtype)
+        lse[:, :, rows] = block_lse.reshape(B, H, n)
     return out, lse
+
+
+def _block_scores(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    plan: PositionPlan,
+    query_positions: torch.Tensor,
+    key_positions: torch.Tensor,
+    key_valid: torch.Tensor | None,
+    scale: float,
+    softcap: float | None,
+) -> torch.Tensor:
+    """Logits of a block of n queries ``(R, B, H, n, D)`` over keys ``(V, B, Hkv, T, D)``: each
+    visible pair (causal by position, real key) gets the logit of its region, the rest -inf;
+    ``(B, Hkv, G, n, T)`` float32."""
+    R, B, H, n, D = queries.shape
+    Hkv, T = keys.shape[2], keys.shape[3]
+    G = H // Hkv
+    visible = key_positions[:, None, :] <= query_positions[:, :, None]  # (B, n, T) causal by position
+    if key_valid is not None:
+        visible = visible & key_valid[:, None, :]
+    region = plan.regions(query_positions, key_positions)  # (B, n, T)
+    scores = queries.new_full((B, Hkv, G, n, T), float("-inf"), dtype=torch.float32)
+    for r in range(R):
+        pairs = visible & (region == r)  # (B, n, T)
+        if not bool(pairs.any()):
+            continue
+        q = queries[r].reshape(B, Hkv, G * n, D)
+        k = keys[plan.region_key_version[r]]  # (B, Hkv, T, D)
+        s = (q @ k.transpose(-1, -2)).float().view(B, Hkv, G, n, T) * scale
+        if softcap is not None:
+            s = torch.tanh(s / softcap) * softcap
+        scores = torch.where(pairs[:, None, None], s, scores)
+    return scores
 
 
 def _fused_rows(
@@ -114,8 +134,7 @@ def _fused_rows(
     windowed = kernels is not None and kernels.window is not None  # no (S × window) masks
     if T > S and S > DECODE_ROWS and not windowed:
         return None
-    # An identity plan (or row) is the stock model: one piece with the stock rotations.
-    pieces = (Piece(0, None, 0, 0),) if plan.identity else plan.pieces()
+    pieces = plan.pieces()
     if pieces is not None:
         return piece_attention(queries, keys, values, pieces, scale, kernels)
     chunk_size = plan.chunks()

@@ -1,16 +1,17 @@
-"""``apply_lampe``: run a transformers RoPE model under LaMPE, for prefill and ``generate()``.
+"""``apply_position_scheme``: run a transformers RoPE model under any position scheme (a
+``PositionScheme``: the methods layer's LaMPE and baselines), for prefill and ``generate()``.
 
 Stock attention rotates q and k before its attention function and caches rotated keys, and a
-LaMPE key needs two rotations (stock for the head and tail, α·j for the middle). So, inside the
-context manager and on this model instance only:
+scheme's key may need several rotations (LaMPE: stock for the head and tail, α·j for the
+middle). So, inside the context manager and on this model instance only:
 
 - each decoder layer's ``self_attn`` is swapped for a ``LampeAttention`` that reuses the layer's
   own projections (and q/k norms, biases), read through the model's family entry (``_family``:
   projections, logit scale and soft-cap, sliding windows, per-layer rotary tables); layers that
   see the whole input run the scheme, sliding-window layers their exact window (``_window``);
-  each caches both key rotations side by side in the last
-  dim of the cache's key tensor ``(B, Hkv, T, 2·D)``; with l fixed for a sequence, a cached key
-  never needs a new rotation (docs/design.md §1 "Decoding");
+  each caches every key rotation side by side in the last dim of the cache's key tensor
+  ``(B, Hkv, T, V·D)``; with l fixed for a sequence, a cached key never needs a new rotation
+  (docs/design.md §1 "Decoding");
 - the model's attention implementation is set to ``"lampe"``, registered through transformers'
   ``AttentionInterface`` and ``AttentionMaskInterface`` so the model hands attention a 2D padding
   mask instead of building an ``S × T`` one;
@@ -22,7 +23,6 @@ No transformers class attribute is touched.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from ._attention import dense_region_attention, fused_attention
-from ._config import LampeConfig
 from ._family import (
     FAMILIES,
     FULL,
@@ -56,6 +55,8 @@ from ._interface import (
     refuse_unknown,
     register,
 )
+from ._kernels import Kernels
+from ._plan import PositionPlan
 from ._rope import Rope, rotate_many
 from ._session import LampeSession, PositionScheme, Step
 from ._window import WindowScheme
@@ -66,8 +67,8 @@ __all__ = [
     "LampeAttention",
     "LampeSession",
     "PositionScheme",
-    "apply_lampe",
     "apply_position_scheme",
+    "refuse_nested",
 ]
 
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
@@ -94,7 +95,13 @@ class LayerSetup:
 
 class LampeAttention(nn.Module):
     """A decoder layer's attention under a position scheme; holds the original module and reuses
-    its weights (``project_qkv``: projections, q/k norms, biases) and ``o_proj``."""
+    its weights (``project_qkv``: projections, q/k norms, biases) and ``o_proj``.
+
+    ``forward`` is five steps, each with what it needs passed in: ``project`` (q, k, v),
+    ``positions`` (the pass's plan, token positions and rotation tables), ``rotate`` (q and k by
+    those tables), ``cache`` (store the new keys, get the ones to attend), ``attend`` (the plan's
+    regions over those keys, at their positions).
+    """
 
     def __init__(self, inner: nn.Module, session: LampeSession, setup: LayerSetup) -> None:
         super().__init__()
@@ -121,75 +128,131 @@ class LampeAttention(nn.Module):
         # know would otherwise change nothing and pass silently (that is how a renamed cache
         # keyword once turned every decode step into one without its past keys).
         refuse_unknown("LampeAttention", unknown)
-        if cache is not None and past_key_values is not None and cache is not past_key_values:
-            raise TypeError("LampeAttention got two different caches, as `cache` and as `past_key_values`")
-        past_key_values = cache if cache is not None else past_key_values
-        setup, session = self.setup, self.session
+        kv_cache = _one_cache(cache, past_key_values)
+        key_valid = _padding(attention_mask)  # (B, T) bool, or None
         B, S, _ = hidden_states.shape
-        q, k, v = project_qkv(setup.family, self.inner, hidden_states, setup.head_dim)  # (B, H, S, D)
-        if attention_mask is not None and attention_mask.dim() != 2:
-            raise ValueError(
-                "apply_lampe takes a 2D padding mask, got an attention mask of shape "
-                f"{tuple(attention_mask.shape)}"
-            )
-        past = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
-        key_valid = attention_mask.to(torch.bool) if attention_mask is not None else None  # (B, T)
+        q, k, v = self.project(hidden_states)  # (B, H, S, D), (B, Hkv, S, D) twice
         forward_key = position_embeddings[0] if position_embeddings is not None else None
-        step = session.step(
-            forward_key, past_key_values, key_valid, past, S, B, setup.order, q.dtype, q.device
-        )
+        step = self.positions(forward_key, kv_cache, key_valid, q, position_ids, cache_position)
+        queries, keys = self.rotate(q, k, step.query_tables, step.key_tables)
+        del q, k  # only the rotated copies are used from here on
+        keys, values = self.cache(keys, v, kv_cache)
+        out = self.attend(queries, keys, values, step.plan, step.positions, key_valid, step.kernels)
+        return self.inner.o_proj(out.transpose(1, 2).reshape(B, S, -1)), None
+
+    def project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, S, hidden)`` -> q ``(B, H, S, D)``, k and v ``(B, Hkv, S, D)`` (the layer's own
+        projections, q/k norms and biases, read through its family)."""
+        return project_qkv(self.setup.family, self.inner, hidden_states, self.setup.head_dim)
+
+    def positions(
+        self,
+        forward_key: Any,
+        kv_cache: Any,
+        key_valid: torch.Tensor | None,
+        q: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        cache_position: torch.Tensor | None,
+    ) -> Step:
+        """The pass's plan, token positions and rotation tables (``LampeSession.step``, shared by
+        every layer of the pass), checked once per pass against what transformers passed.
+
+        ``forward_key`` marks the pass (the model hands every layer the same rotary tuple); q
+        ``(B, H, S, D)`` gives the pass's size, dtype and device.
+        """
+        B, _, S, _ = q.shape
+        past = kv_cache.get_seq_length(self.layer_idx) if kv_cache is not None else 0
+        order, session = self.setup.order, self.session
+        step = session.step(forward_key, kv_cache, key_valid, past, S, B, order, q.dtype, q.device)
         if step.query_positions is not self._checked:
             _check_positions(step.query_positions, key_valid, past, position_ids, cache_position)
             self._checked = step.query_positions
-        if setup.order == session.last_layer:
+        if order == session.last_layer:
             session.end_forward()  # drop the tables before the LM head allocates its logits
-        queries = rotate_many(q, step.query_tables)  # (R, B, H, S, D)
-        keys = rotate_many(k, step.key_tables)  # (V, B, Hkv, S, D)
-        del q, k  # only the rotated copies are used from here on
-        V, D = keys.shape[0], setup.head_dim
-        values = v
-        if past_key_values is not None:
-            # Both rotations side by side in the last dim: (B, Hkv, S, V·D). A sliding layer's
-            # cache hands back only its last keys (n <= T), enough for its window.
-            packed = keys.permute(1, 2, 3, 0, 4).reshape(B, -1, S, V * D)
-            packed, values = past_key_values.update(packed, v, self.layer_idx)
-            if packed.shape[2] != S:
-                keys = packed.view(B, -1, packed.shape[2], V, D).permute(3, 0, 1, 2, 4)
-        out = self._attend(queries, keys, values, step, key_valid)
-        out = out.transpose(1, 2).reshape(B, S, -1)  # (B, S, H·D)
-        return self.inner.o_proj(out), None
+        return step
 
-    def _attend(
+    @staticmethod
+    def rotate(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        query_tables: list[tuple[torch.Tensor, torch.Tensor]],
+        key_tables: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """q rotated per region ``(R, B, H, S, D)`` and k per key rotation ``(V, B, Hkv, S, D)``,
+        by the cos/sin tables of the pass's positions (``Step``)."""
+        return rotate_many(q, query_tables), rotate_many(k, key_tables)
+
+    def cache(self, keys: torch.Tensor, v: torch.Tensor, kv_cache: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this pass's keys ``(V, B, Hkv, S, D)`` and values ``(B, Hkv, S, D)`` and return
+        the last n keys and values to attend, ``(V, B, Hkv, n, D)`` and ``(B, Hkv, n, D)``.
+
+        Every key rotation sits side by side in the last dim of the cache's key tensor,
+        ``(B, Hkv, T, V·D)``, so a cached key never needs another rotation; a sliding layer's
+        cache hands back only its last keys (n <= T), enough for its window.
+        """
+        if kv_cache is None:
+            return keys, v
+        V, B, _, S, D = keys.shape
+        packed = keys.permute(1, 2, 3, 0, 4).reshape(B, -1, S, V * D)
+        packed, values = kv_cache.update(packed, v, self.layer_idx)
+        if packed.shape[2] != S:
+            keys = packed.view(B, -1, packed.shape[2], V, D).permute(3, 0, 1, 2, 4)
+        return keys, values
+
+    def attend(
         self,
         queries: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        step: Step,
+        plan: PositionPlan,
+        positions: torch.Tensor,
         key_valid: torch.Tensor | None,
+        kernels: Kernels,
     ) -> torch.Tensor:
-        """``(R, B, H, S, D)`` queries over the last n keys ``(V, B, Hkv, n, D)`` of the T tokens:
-        fused kernels for distance pieces and DCA chunks (prefill, left padding, decode steps);
-        the blocked dense path for anything else (other padding, soft-capped logits)."""
+        """``(R, B, H, S, D)`` queries (the last S of the T tokens) over the last n keys
+        ``(V, B, Hkv, n, D)``, the T tokens at ``positions`` ``(B, T)`` with padding ``key_valid``
+        ``(B, T)``: fused kernels for distance pieces and chunks (prefill, left padding, decode
+        steps); the blocked dense path for anything else (other padding, soft-capped logits).
+        Returns ``(B, H, S, D)``."""
         setup = self.setup
-        offset = step.positions.shape[1] - keys.shape[3]  # tokens the cache no longer holds
-        positions = step.positions[:, offset:]
+        offset = positions.shape[1] - keys.shape[3]  # tokens the cache no longer holds
         valid = key_valid[:, offset:] if key_valid is not None else None
-        out = None
         if setup.softcap is None and (valid is None or _left_padded(valid)):
-            out = fused_attention(queries, keys, values, step.plan, valid, setup.scale, step.kernels)
-        if out is None:
-            out, _ = dense_region_attention(
-                queries,
-                keys,
-                values,
-                step.plan,
-                step.query_positions,
-                positions,
-                valid,
-                setup.scale,
-                softcap=setup.softcap,
-            )
+            out = fused_attention(queries, keys, values, plan, valid, setup.scale, kernels)
+            if out is not None:
+                return out
+        query_positions = positions[:, positions.shape[1] - queries.shape[3] :]  # (B, S)
+        out, _ = dense_region_attention(
+            queries,
+            keys,
+            values,
+            plan,
+            query_positions,
+            positions[:, offset:],
+            valid,
+            setup.scale,
+            softcap=setup.softcap,
+        )
         return out
+
+
+def _one_cache(cache: Any, past_key_values: Any) -> Any:
+    """The KV cache, passed as ``cache`` (transformers >= 5.24) or ``past_key_values``."""
+    if cache is not None and past_key_values is not None and cache is not past_key_values:
+        raise TypeError("LampeAttention got two different caches, as `cache` and as `past_key_values`")
+    return cache if cache is not None else past_key_values
+
+
+def _padding(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The ``(B, T)`` bool padding mask of all T tokens (the ``"lampe"`` mask hook's), or None."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2:
+        raise ValueError(
+            "apply_lampe takes a 2D padding mask, got an attention mask of shape "
+            f"{tuple(attention_mask.shape)}"
+        )
+    return attention_mask.to(torch.bool)
 
 
 def _check_positions(
@@ -227,54 +290,7 @@ def _left_padded(key_valid: torch.Tensor) -> bool:
     return bool((key_valid[:, 1:] >= key_valid[:, :-1]).all())
 
 
-def _as_config(config_or_profile: Any) -> LampeConfig:
-    if isinstance(config_or_profile, LampeConfig):
-        return config_or_profile
-    to_config = getattr(config_or_profile, "to_lampe_config", None)
-    if to_config is None:
-        raise ValueError(
-            f"apply_lampe takes a LampeConfig or a profile, got {type(config_or_profile).__name__}"
-        )
-    return to_config()
-
-
-def apply_lampe(
-    model: nn.Module, config_or_profile: Any, *, allow_transfer: bool = False
-) -> contextlib.AbstractContextManager[LampeSession]:
-    """Run ``model`` under LaMPE inside the ``with`` block; restore it exactly on exit.
-
-    Args:
-        model: a transformers causal LM of a supported family (``SUPPORTED_MODEL_TYPES``: Llama,
-            Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).
-        config_or_profile: a ``LampeConfig`` (fixed m or a sigmoid m(L)) or a loaded profile
-            (anything with ``to_lampe_config()``).
-        allow_transfer: apply a profile to a model whose position facts (family, window, RoPE
-            type/base/scaling, head size) differ from the one it was fitted on; without it such a
-            profile is refused (``Profile.check_model``). A ``LampeConfig`` is never checked.
-
-    Raises:
-        ValueError: the profile was fitted on a model with other facts, the model is already
-            inside ``apply_lampe`` (or another position scheme), or it is not supported.
-
-    Yields:
-        The session (its ``config`` and ``rope``), mostly for inspection.
-
-    The input length l is each row's number of real tokens for a plain forward, and prompt +
-    ``max_new_tokens`` in ``generate()``; rows with l <= m keep their positions.
-
-    Example::
-
-        with apply_lampe(model, LampeConfig(head=32, tail=16, mapping_length=192)):
-            logits = model(input_ids).logits
-    """
-    _refuse_nested(model)
-    check_model = getattr(config_or_profile, "check_model", None)
-    if check_model is not None:  # a profile: it must belong to this model (or be a stated transfer)
-        check_model(model, allow_transfer=allow_transfer)
-    return apply_position_scheme(model, _as_config(config_or_profile))
-
-
-def _refuse_nested(model: nn.Module) -> None:
+def refuse_nested(model: nn.Module) -> None:
     """One position scheme at a time: a second swap would wrap the first one's modules."""
     if getattr(getattr(model, "config", None), "_attn_implementation", None) == ATTN_IMPLEMENTATION:
         raise ValueError(
@@ -321,13 +337,14 @@ def _sessions(
 def apply_position_scheme(
     model: nn.Module, config: PositionScheme, global_rotary: nn.Module | None = None
 ) -> Iterator[LampeSession]:
-    """Run ``model`` with the attention swap for any ``PositionScheme`` (see ``apply_lampe``).
+    """Run ``model`` with the attention swap for any ``PositionScheme`` (see the module docstring;
+    ``methods._lampe.apply_lampe`` is LaMPE's entry).
 
     Layers that see the whole input run under ``config``, with the rotary table of
     ``global_rotary`` (a rescaled rotary module of the model's class; default the model's own);
     sliding-window layers keep their exact window with the model's own table (``_window``).
     Yields the scheme's session."""
-    _refuse_nested(model)
+    refuse_nested(model)
     family = family_of(model)
     decoder = decoder_of(model)
     main, layers = _sessions(model, family, config, global_rotary or decoder.rotary_emb)

@@ -46,7 +46,6 @@ __all__ = [
     "Kernels",
     "attention_with_lse",
     "available_kernels",
-    "causal_attention_with_lse",
     "choose_kernels",
     "pick_backend",
     "plain_kernels",
@@ -138,21 +137,10 @@ def _aten_backend(q, k, v, scale, causal, mask):
 def _flash_attn_backend(q, k, v, scale, causal, mask):
     if mask is not None:
         return _torch_backend(q, k, v, scale, causal, mask)
-    from flash_attn import flash_attn_func
-
-    # flash-attn's layout is (B, S, H, D) and it reads grouped KV heads itself; its LSE comes
-    # back as (B, H, S). Its causal mask is bottom-right aligned, the same as top-left when
-    # S == T (the only causal calls the engine makes on a GPU kernel).
+    # flash-attn's causal mask is bottom-right aligned, the same as top-left when S == T (the
+    # only causal calls the engine makes on a GPU kernel): the window call with no left bound.
     assert not causal or q.shape[2] == k.shape[2]
-    out, lse, _ = flash_attn_func(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        softmax_scale=scale,
-        causal=causal,
-        return_attn_probs=True,
-    )
-    return out.transpose(1, 2), lse.float()
+    return flash_window(q, k, v, scale, causal, None)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -283,10 +271,3 @@ def attention_with_lse(
     if q.shape[2] == 0:
         return torch.zeros_like(q), q.new_zeros(q.shape[:3], dtype=torch.float32)
     return BACKENDS[backend or pick_backend(q)](q, k, v, scale, causal, mask)
-
-
-def causal_attention_with_lse(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, backend: str | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-left causal attention with its LSE: ``attention_with_lse(..., causal=True)``."""
-    return attention_with_lse(q, k, v, scale, causal=True, backend=backend)

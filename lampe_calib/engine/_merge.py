@@ -15,45 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["merge_attention", "merge_into"]
-
-
-def _empty_as_neginf(lse: torch.Tensor) -> torch.Tensor:
-    """flash-attn's +inf for a query with no key -> -inf, the merge's empty set."""
-    return lse.masked_fill(lse == float("inf"), float("-inf"))
-
-
-def merge_attention(
-    outputs: list[torch.Tensor], lses: list[torch.Tensor], inplace: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge partial attentions over disjoint key sets.
-
-    Args:
-        outputs: each ``(B, H, S, D)``, the softmax-weighted values of one key set (0 where empty).
-        lses: each ``(B, H, S)`` float32, that set's log-sum-exp of logits (-inf where empty).
-        inplace: accumulate into ``outputs[0]`` in its own dtype (saves a float32 buffer of
-            the output's size; the weights are still computed in float32).
-
-    Returns:
-        ``(out, lse)``: ``(B, H, S, D)`` in the outputs' dtype and ``(B, H, S)`` float32.
-
-    Example: two sets with lse 0 and 0 and outputs 1 and 3 -> lse ln 2, out 2.
-    """
-    assert len(outputs) == len(lses) and outputs
-    stacked = _empty_as_neginf(torch.stack([x.to(torch.float32) for x in lses]))  # (R, B, H, S)
-    lse = torch.logsumexp(stacked, dim=0)  # (B, H, S)
-    finite = torch.isfinite(lse)
-    safe = torch.where(finite, lse, torch.zeros_like(lse))
-    weights = torch.exp(stacked - safe)  # (R, B, H, S); exp(-inf) = 0 for empty sets
-    if inplace:
-        out = outputs[0].mul_(weights[0][..., None].to(outputs[0].dtype))
-        for w, o in zip(weights[1:], outputs[1:], strict=True):
-            out.addcmul_(w[..., None].to(out.dtype), o)
-        return out, lse
-    out = outputs[0].to(torch.float32) * weights[0][..., None]
-    for w, o in zip(weights[1:], outputs[1:], strict=True):
-        out.addcmul_(w[..., None], o.to(torch.float32))
-    return out.to(outputs[0].dtype), lse
+__all__ = ["merge_into"]
 
 
 def merge_into(out: torch.Tensor, lse: torch.Tensor, part: torch.Tensor, part_lse: torch.Tensor) -> None:

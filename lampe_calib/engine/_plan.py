@@ -1,8 +1,11 @@
 """The plan protocol: what the engine needs from a position scheme's plan for one batch.
 
-A scheme (LaMPE, SelfExtend, DCA, STRING, ReRoPE) gives each batch a plan. The dense path
-(``_attention.dense_region_attention``) needs only the positions and regions; the fused paths
-need the plan's layout: distance ``pieces()`` (``_pieces``) or DCA's ``chunks()`` (``_chunked``).
+A scheme (any object with an ``attention_factor`` and ``plan(lengths)``: ``_session.PositionScheme``;
+the methods layer defines LaMPE, SelfExtend, DCA, STRING and ReRoPE) gives each batch a plan. The
+dense path (``_attention.dense_region_attention``) needs only the positions and regions; the
+fused paths need the plan's layout: distance ``pieces()`` (``_pieces``) or ``chunks()`` (chunk
+gaps, ``_chunked``). A plan need not special-case the stock model: the session runs an
+``identity`` plan as the stock plan (``_window.stock_if_identity``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["Piece", "PositionPlan"]
+__all__ = ["Piece", "PositionPlan", "band_regions"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class Piece:
     """Pairs with ``lo <= d <= hi`` (``hi`` None: no upper bound), attended with query rotation
     ``query`` (an index into the engine's queries) and key rotation ``key``.
 
-    Example: LaMPE's head with s1 = 1024 is ``Piece(0, 1024, query=0, key=0)``.
+    Example: the band ``0 <= d <= 1023`` at the stock rotations is ``Piece(0, 1023, query=0, key=0)``.
     """
 
     lo: int
@@ -30,11 +33,13 @@ class Piece:
 
 
 class PositionPlan(Protocol):
-    """One batch's positions under a scheme (``LampePlan`` is the model implementation).
+    """One batch's positions under a scheme.
 
-    ``length`` is each row's planned input length l, ``(B,)``. An ``identity`` plan is the
-    stock model (one region, stock positions). Regions are indices into the query rotations;
-    ``region_key_version[r]`` is the key rotation region r attends with.
+    ``length`` is each row's planned input length l, ``(B,)``. ``identity`` says that no pair
+    of the batch is remapped (the engine then runs the stock plan instead). Regions are indices
+    into the query rotations; ``region_key_version[r]`` is the key rotation region r attends
+    with. Query rotation 0 and key rotation 0 are the stock positions on every row that is not
+    remapped (a row of a mixed batch may run alone as the stock model).
     """
 
     length: torch.Tensor
@@ -69,3 +74,16 @@ class PositionPlan(Protocol):
     def chunks(self) -> int | None:
         """DCA's chunk size when the regions are chunk gaps; None otherwise."""
         ...
+
+
+def band_regions(query_positions: torch.Tensor, key_positions: torch.Tensor, boundary: float) -> torch.Tensor:
+    """Two regions split at one relative distance: 0 where ``d = i − j < boundary``, 1 elsewhere.
+
+    The region map of every plan split at one distance (a band next to the diagonal and the
+    rest, or a sliding window and nothing): ``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long.
+
+    Example: ``band_regions(torch.tensor([[5]]), torch.arange(6)[None], 3)``
+    -> ``[[[1, 1, 1, 0, 0, 0]]]`` (d = 5, 4, 3 beyond the band; 2, 1, 0 inside).
+    """
+    d = query_positions[:, :, None] - key_positions[:, None, :]  # (B, S, T)
+    return (d >= boundary).long()

@@ -21,20 +21,12 @@ class Rope:
 
     Args:
         inv_freq: ``(D/2,)`` float32 inverse frequencies.
-        scale: multiplies cos and sin: the rope type's ``attention_scaling`` times LaMPE's
-            ``attention_factor`` (logits scale by its square).
+        scale: multiplies cos and sin: the rope type's ``attention_scaling`` times the
+            scheme's ``attention_factor`` (logits scale by its square).
     """
 
     inv_freq: torch.Tensor
     scale: float = 1.0
-
-    @classmethod
-    def from_rotary_module(cls, rotary: torch.nn.Module, attention_factor: float = 1.0) -> Rope:
-        """The table of a transformers ``*RotaryEmbedding`` instance (``inv_freq``, ``attention_scaling``)."""
-        inv_freq = rotary.inv_freq.detach().to(torch.float32)
-        return cls(
-            inv_freq=inv_freq, scale=float(getattr(rotary, "attention_scaling", 1.0)) * attention_factor
-        )
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """``(..., S)`` float positions -> cos, sin of shape ``(..., S, D/2)`` in ``dtype``.
@@ -45,10 +37,6 @@ class Rope:
         """
         freqs = positions.to(torch.float32)[..., None] * self.inv_freq.to(positions.device)  # (..., S, D/2)
         return (freqs.cos() * self.scale).to(dtype), (freqs.sin() * self.scale).to(dtype)
-
-    def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Rotate ``x`` ``(B, H, S, D)`` at ``positions`` ``(B, S)`` (any float values)."""
-        return rotate_many(x, [self.cos_sin(positions, x.dtype)])[0]
 
 
 def rotate_many(x: torch.Tensor, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

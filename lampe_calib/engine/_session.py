@@ -15,6 +15,7 @@ import torch
 from ._kernels import Kernels, choose_kernels
 from ._plan import PositionPlan
 from ._rope import Rope
+from ._window import stock_if_identity
 
 __all__ = ["LampeSession", "PositionScheme", "Step"]
 
@@ -22,11 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 class PositionScheme(Protocol):
-    """What the attention swap needs from a position scheme (LaMPE, or a baseline such as
-    SelfExtend): a temperature and a per-batch plan.
+    """What the attention swap needs from a position scheme (the methods layer's LaMPE and
+    baselines, ``_window.WindowScheme``): a temperature and a per-batch plan.
 
     ``plan(lengths)`` takes each row's input length l, ``(B,)`` int64, and returns the batch's
-    ``PositionPlan`` (``_plan``; ``LampePlan`` is the model).
+    ``PositionPlan`` (``_plan``).
     """
 
     attention_factor: float
@@ -120,8 +121,9 @@ class LampeSession:
 
     def plan_for(
         self, cache: Any, key_valid: torch.Tensor | None, past: int, new: int, batch: int, layer: int
-    ) -> Any:
-        """The plan of the sequence that ``cache`` holds; a new one at the start of a sequence."""
+    ) -> PositionPlan:
+        """The plan of the sequence that ``cache`` holds; a new one at the start of a sequence
+        (the stock plan when the scheme remaps no pair of it)."""
         if cache is not None and not (past == 0 and layer == 0):
             plan = self._plans.get(cache)
             if plan is None:
@@ -139,7 +141,7 @@ class LampeSession:
         total = past + new
         real = key_valid.sum(-1) if key_valid is not None else torch.full((batch,), total)
         extra = max(0, (self.planned_length or 0) - total)
-        plan = self.config.plan(real.cpu() + extra)
+        plan = stock_if_identity(self.config.plan(real.cpu() + extra))
         if cache is not None:
             self._plans[cache] = plan
         return plan

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ._plan import Piece
+from ._plan import Piece, PositionPlan, band_regions
 
-__all__ = ["WindowPlan", "WindowScheme"]
+__all__ = ["WindowPlan", "WindowScheme", "stock_if_identity"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,7 @@ class WindowPlan:
 
     def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
         """``(B, S, T)``: 0 for ``d < window``, 1 (outside every region) beyond it."""
-        d = query_positions[:, :, None] - key_positions[:, None, :]
-        return (d >= (self.window or float("inf"))).long()
+        return band_regions(query_positions, key_positions, self.window or float("inf"))
 
     def pieces(self) -> tuple[Piece, ...]:
         return (Piece(0, None if self.window is None else self.window - 1, 0, 0),)
@@ -72,3 +71,13 @@ class WindowScheme:
 
     def plan(self, lengths: torch.Tensor) -> WindowPlan:
         return WindowPlan(lengths.to(torch.float64).cpu(), self.window)
+
+
+def stock_if_identity(plan: PositionPlan) -> PositionPlan:
+    """``plan``, or the stock model's plan for its rows when it is ``identity`` (no pair
+    remapped): one region, one rotation, the stock positions. The one place the engine takes
+    the stock path for a scheme that has nothing to do.
+
+    Example: a LaMPE plan of rows with l <= m -> ``WindowPlan(length, None)``.
+    """
+    return WindowPlan(plan.length, None) if plan.identity else plan

@@ -39,10 +39,9 @@ INTRA, SUCCESSIVE, INTER = 0, 1, 2
 
 @dataclass(frozen=True)
 class DualChunkPlan(RowPlan):
-    """DCA positions of one batch (the plan interface of ``LampePlan``).
-
-    ``length`` is each row's input length ``(B,)`` float64; a batch whose rows all fit in one
-    chunk (l <= s) is the stock model (``identity``).
+    """DCA positions of one batch. ``length`` is each row's input length ``(B,)`` float64; a
+    batch whose rows all fit in one chunk (l <= s) has only intra pairs at their stock positions
+    (``identity``).
     """
 
     length: torch.Tensor  # (B,)
@@ -62,7 +61,7 @@ class DualChunkPlan(RowPlan):
     @property
     def region_key_version(self) -> tuple[int, ...]:
         """All three regions attend to the one key rotation, j mod s."""
-        return (0,) if self.identity else (0, 0, 0)
+        return (0, 0, 0)
 
     def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """``(B, S)`` token positions -> ``(3, B, S)`` float32: intra, successive, inter.
@@ -71,8 +70,6 @@ class DualChunkPlan(RowPlan):
         i = 7 -> intra 1, successive 7, inter 7.
         """
         pos = positions.to(torch.float64)
-        if self.identity:
-            return pos[None].to(torch.float32)
         intra = torch.remainder(pos, self.chunk_size)
         successive = (intra + self.chunk_size).clamp(max=self.max_position)
         inter = torch.full_like(pos, float(self.max_position))
@@ -84,8 +81,6 @@ class DualChunkPlan(RowPlan):
         Example (s=6): j = 9 -> 3.
         """
         pos = positions.to(torch.float64)
-        if self.identity:
-            return pos[None].to(torch.float32)
         return torch.remainder(pos, self.chunk_size)[None].to(torch.float32)
 
     def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
@@ -94,8 +89,6 @@ class DualChunkPlan(RowPlan):
         q_chunk = torch.div(query_positions, self.chunk_size, rounding_mode="floor")  # (B, S)
         k_chunk = torch.div(key_positions, self.chunk_size, rounding_mode="floor")  # (B, T)
         gap = (q_chunk[:, :, None] - k_chunk[:, None, :]).long()  # (B, S, T)
-        if self.identity:
-            return torch.zeros_like(gap)
         # Keys after the query (gap < 0) are masked by causality; any region id will do.
         return gap.clamp(min=INTRA, max=INTER)
 

@@ -31,10 +31,8 @@ from typing import Any
 from torch import nn
 
 from .._checks import check_integer
-from ..engine._config import LampeConfig
-from ..engine._hook import apply_lampe
 from ._dca import DualChunkConfig, dual_chunk_attention
-from ._lampe import FIXED_MAPPING_FRACTION
+from ._lampe import FIXED_MAPPING_FRACTION, LampeConfig, apply_lampe, as_lampe_config
 from ._rerope import ReRopeConfig, rerope_attention
 from ._rope_scaling import (
     ntk_rope_parameters,
@@ -151,12 +149,7 @@ def _lampe_profile(profile: Any) -> Any:
 
 
 def _profile_config(profile: Any, method: str) -> LampeConfig:
-    if isinstance(profile, LampeConfig):
-        return profile
-    to_config = getattr(profile, "to_lampe_config", None)
-    if to_config is None:
-        raise ValueError(f"method {method!r} needs a LaMPE profile, got {type(profile).__name__}")
-    return to_config()
+    return as_lampe_config(profile, f"method {method!r}")
 
 
 def lampe_fixed(

@@ -38,8 +38,6 @@ from ._knobs import Knob
 
 __all__ = ["ReRopeConfig", "ReRopePlan", "rerope_attention", "rerope_knobs", "rerope_position"]
 
-EXACT, CLIPPED = 0, 1
-
 
 def rerope_position(d: torch.Tensor, window: int) -> torch.Tensor:
     """PE(d) = min(d, w): the relative position ReRoPE shows RoPE for a true one ``d``.
@@ -51,10 +49,8 @@ def rerope_position(d: torch.Tensor, window: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ReRopePlan(BandPlan):
-    """ReRoPE positions of one batch (the plan interface of ``LampePlan``).
-
-    ``length`` is each row's input length ``(B,)`` float64; a batch whose rows are all at most
-    w long has no pair with d >= w and is the stock model (``identity``).
+    """ReRoPE positions of one batch: d < w exact, the rest clipped to w (queries at w, keys at
+    0). ``length`` is each row's input length ``(B,)`` float64.
     """
 
     length: torch.Tensor  # (B,)
@@ -62,33 +58,16 @@ class ReRopePlan(BandPlan):
 
     @property
     def boundary(self) -> int:
-        """w: EXACT below it, CLIPPED from it on (the official mask: exact where |i − j| < window)."""
+        """w: exact below it, clipped from it on (the official mask: exact where |i − j| < window)."""
         return self.window
 
-    @property
-    def region_key_version(self) -> tuple[int, ...]:
-        """Key rotation per region: stock (0) inside the window, position 0 (1) beyond it."""
-        return (0,) if self.identity else (0, 1)
+    def far_queries(self, pos: torch.Tensor) -> torch.Tensor:
+        """Every clipped query at w. Example (w=4): i = 9 -> 4."""
+        return torch.full_like(pos, float(self.window))
 
-    def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` token positions -> ``(R, B, S)`` float32: stock, then w for every query.
-
-        Example (w=4): i = 9 -> stock 9, clipped 4.
-        """
-        pos = positions.to(torch.float32)
-        if self.identity:
-            return pos[None]
-        return torch.stack([pos, torch.full_like(pos, float(self.window))])
-
-    def key_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` -> ``(V, B, T)`` float32: stock, then 0 for every key.
-
-        Example: j = 5 -> stock 5, clipped 0.
-        """
-        pos = positions.to(torch.float32)
-        if self.identity:
-            return pos[None]
-        return torch.stack([pos, torch.zeros_like(pos)])
+    def far_keys(self, pos: torch.Tensor) -> torch.Tensor:
+        """Every clipped key at 0. Example: j = 5 -> 0."""
+        return torch.zeros_like(pos)
 
 
 @dataclass(frozen=True)
@@ -99,7 +78,7 @@ class ReRopeConfig(SchemeConfig):
         window: w, relative positions ``d < w`` keep their spacing, the rest are shown as w.
         attention_factor: multiplies cos and sin; ReRoPE changes no logit scale (1.0).
 
-    Example: ``ReRopeConfig.recommended(4096)`` -> ``ReRopeConfig(window=1024)``.
+    Example: ``ReRopeConfig.recommended(pretraining_window=4096)`` -> ``ReRopeConfig(window=1024)``.
     """
 
     window: int = bound(1)
@@ -108,10 +87,11 @@ class ReRopeConfig(SchemeConfig):
     PLAN: ClassVar[type] = ReRopePlan
 
     @classmethod
-    def recommended(cls, window: int) -> ReRopeConfig:
-        """w = W/4 for a model of window W (the author's published setting, see the module
-        docstring); it does not depend on the input length."""
-        return cls(window=max(1, window // 4))
+    def recommended(cls, pretraining_window: int) -> ReRopeConfig:
+        """w = W/4 for a model of pretraining window W (the author's published setting, see the
+        module docstring); it does not depend on the input length. (``window``, the field, is
+        ReRoPE's own w.)"""
+        return cls(window=max(1, pretraining_window // 4))
 
 
 def rerope_attention(model: nn.Module, config: ReRopeConfig) -> AbstractContextManager[LampeSession]:
@@ -120,7 +100,7 @@ def rerope_attention(model: nn.Module, config: ReRopeConfig) -> AbstractContextM
 
     Example::
 
-        with rerope_attention(model, ReRopeConfig.recommended(window=256)):
+        with rerope_attention(model, ReRopeConfig.recommended(pretraining_window=256)):
             logits = model(input_ids).logits
     """
     return apply_position_scheme(model, config)

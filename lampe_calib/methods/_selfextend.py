@@ -27,14 +27,10 @@ import torch
 from torch import nn
 
 from ..engine._hook import apply_position_scheme
-from ..engine._plan import Piece
-from ..engine._positions import band_regions
-from ._base import RowPlan, SchemeConfig, bound
+from ._base import BandPlan, SchemeConfig, bound
 from ._knobs import Knob
 
 __all__ = ["SelfExtendConfig", "SelfExtendPlan", "self_extend", "self_extend_group", "selfextend_knobs"]
-
-NEIGHBOUR, GROUPED = 0, 1
 
 
 def self_extend_group(window: int, length: int, neighbor_window: int) -> int:
@@ -52,11 +48,11 @@ def self_extend_group(window: int, length: int, neighbor_window: int) -> int:
 
 
 @dataclass(frozen=True)
-class SelfExtendPlan(RowPlan):
-    """SelfExtend positions of one batch (the plan interface of ``LampePlan``).
-
-    ``length`` is each row's input length ``(B,)`` float64 (kept for the attention swap's
-    bookkeeping; the positions do not depend on it). ``group == 1`` is the stock model.
+class SelfExtendPlan(BandPlan):
+    """SelfExtend positions of one batch: neighbours (d < w_n) at stock positions, the rest
+    grouped. ``length`` is each row's input length ``(B,)`` float64 (the positions do not depend
+    on it); ``group == 1`` shows every pair its stock positions (``identity``), as does a batch
+    no longer than w_n.
     """
 
     length: torch.Tensor  # (B,)
@@ -64,57 +60,31 @@ class SelfExtendPlan(RowPlan):
     neighbor_window: int
 
     @property
-    def identity(self) -> bool:
-        """True when G = 1: grouped positions equal the stock ones, one region suffices."""
-        return self.group == 1
+    def boundary(self) -> int:
+        """w_n: neighbours below it, grouped from it on (the official mask: grouped where
+        j <= i − w_n)."""
+        return self.neighbor_window
 
     @property
-    def region_key_version(self) -> tuple[int, ...]:
-        """Key rotation per region: stock (0) for neighbours, grouped (1) for the rest."""
-        return (0,) if self.identity else (0, 1)
+    def identity(self) -> bool:
+        """True when G = 1 (grouped positions equal the stock ones) or no pair reaches w_n."""
+        return self.group == 1 or super().identity
 
     @property
     def shift(self) -> float:
         """w_n − w_n/G, the grouped query offset that puts the window's edge near w_n."""
         return self.neighbor_window - self.neighbor_window / self.group
 
-    def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` token positions -> ``(R, B, S)`` float32: stock, then grouped.
+    def far_queries(self, pos: torch.Tensor) -> torch.Tensor:
+        """Grouped query positions ⌊i/G⌋ + w_n − w_n/G.
 
-        Example (G=4, w_n=8): i = 13 -> stock 13, grouped ⌊13/4⌋ + 8 − 2 = 9.
+        Example (G=4, w_n=8): i = 13 -> ⌊13/4⌋ + 8 − 2 = 9.
         """
-        pos = positions.to(torch.float64)
-        if self.identity:
-            return pos[None].to(torch.float32)
-        grouped = torch.floor(pos / self.group) + self.shift
-        return torch.stack([pos, grouped]).to(torch.float32)
+        return torch.floor(pos / self.group) + self.shift
 
-    def key_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` -> ``(V, B, T)`` float32: stock, then grouped ⌊j/G⌋.
-
-        Example (G=4): j = 5 -> stock 5, grouped 1.
-        """
-        pos = positions.to(torch.float64)
-        if self.identity:
-            return pos[None].to(torch.float32)
-        return torch.stack([pos, torch.floor(pos / self.group)]).to(torch.float32)
-
-    def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
-        """``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long: NEIGHBOUR where d < w_n,
-        GROUPED elsewhere (the official code's mask: grouped where j <= i − w_n)."""
-        # With G = 1 both levels are stock positions, so the split is harmless but unused.
-        boundary = float("inf") if self.identity else self.neighbor_window
-        return band_regions(query_positions, key_positions, boundary)
-
-    def pieces(self) -> tuple[Piece, ...]:
-        """Two levels: neighbours ``[0, w_n − 1]`` stock, ``[w_n, ∞)`` grouped.
-
-        Example: w_n = 2048, G = 2 -> ``(Piece(0, 2047, 0, 0), Piece(2048, None, 1, 1))``.
-        """
-        if self.identity:
-            return (Piece(0, None, 0, 0),)
-        w = self.neighbor_window
-        return (Piece(0, w - 1, 0, 0), Piece(w, None, 1, 1))
+    def far_keys(self, pos: torch.Tensor) -> torch.Tensor:
+        """Grouped key positions ⌊j/G⌋. Example (G=4): j = 5 -> 1."""
+        return torch.floor(pos / self.group)
 
 
 @dataclass(frozen=True)

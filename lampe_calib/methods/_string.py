@@ -57,8 +57,6 @@ __all__ = [
     "string_knobs",
 ]
 
-EXACT, SHIFTED = 0, 1
-
 # The official code's fixed temperature: cos and sin times 0.1·ln 2 + 1 (logits × ≈1.143).
 STRING_ATTENTION_FACTOR = 0.1 * math.log(2) + 1
 # The paper's local window (its README suggests 128, or 256 and 512 when results disappoint).
@@ -101,43 +99,24 @@ def string_shifted_offset(window: int, length: int, local_window: int) -> int:
 
 @dataclass(frozen=True)
 class StringPlan(BandPlan):
-    """STRING positions of one batch (the plan interface of ``LampePlan``).
-
-    ``length`` is each row's input length ``(B,)`` float64; a batch whose rows are all at most
-    S long has no pair with d >= S and is the stock model (``identity``).
+    """STRING positions of one batch: d < S exact, the rest shifted by S − w; both regions
+    attend to the stock keys. ``length`` is each row's input length ``(B,)`` float64.
     """
 
     length: torch.Tensor  # (B,)
     shifted_offset: int  # S
     local_window: int  # w
 
+    FAR_KEYS_STOCK: ClassVar[bool] = True
+
     @property
     def boundary(self) -> int:
-        """S: EXACT below it, SHIFTED from it on."""
+        """S: exact below it, shifted from it on."""
         return self.shifted_offset
 
-    @property
-    def region_key_version(self) -> tuple[int, ...]:
-        """Both regions attend to the stock key rotation."""
-        return (0,) if self.identity else (0, 0)
-
-    def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """``(B, n)`` token positions -> ``(2, B, n)`` float32: stock, then shifted i − S + w
-        (``(1, B, n)``, stock, for an identity plan).
-
-        Example (S=6, w=2): i = 9 -> stock 9, shifted 5.
-        """
-        pos = positions.to(torch.float64)
-        if self.identity:
-            return pos[None].to(torch.float32)
-        return torch.stack([pos, pos - self.shifted_offset + self.local_window]).to(torch.float32)
-
-    def key_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` -> ``(1, B, T)`` float32: the stock positions j.
-
-        Example: j = 5 -> 5.
-        """
-        return positions.to(torch.float32)[None]
+    def far_queries(self, pos: torch.Tensor) -> torch.Tensor:
+        """Shifted query positions i − S + w. Example (S=6, w=2): i = 9 -> 5."""
+        return pos - self.shifted_offset + self.local_window
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from calib_support import REFERENCE_DIR, TINY_W, tiny_llama
 
+from lampe_calib import LampeConfig, SigmoidMapping, apply_lampe
 from lampe_calib.calibration import Profile, load_profile, save_profile, shipped_profiles, write_atomic
-from lampe_calib.engine import LampeConfig, SigmoidMapping, apply_lampe
 
 VALID = {
     "schema_version": 1,

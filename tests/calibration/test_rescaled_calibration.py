@@ -11,10 +11,10 @@ from calib_support import TINY_W, tiny_llama
 from char_tokenizer import char_tokenizer
 from test_profiles import VALID
 
+from lampe_calib import LampeConfig
 from lampe_calib.calibration import Profile, calibrate_model, default_spec
 from lampe_calib.calibration._calibrate import check_spec_window, profile_name
 from lampe_calib.calibration.sweep import SweepSpec, run_sweep
-from lampe_calib.engine import LampeConfig
 from lampe_calib.evaluation import evaluate_perplexity, load_books
 from lampe_calib.methods import RESCALED_BASE_FACTOR, method_context, rescaled_base
 from lampe_calib.models import model_info

@@ -12,7 +12,6 @@ from dense_reference import dense_lampe, pe_matrix
 from lampe_calib import LampeConfig, apply_lampe
 from lampe_calib.engine import (
     BACKENDS,
-    LampePlan,
     _hook,
     _pieces,
     attention_with_lse,
@@ -22,6 +21,7 @@ from lampe_calib.engine import (
 from lampe_calib.engine._pieces import piece_parts
 from lampe_calib.engine._plan import Piece
 from lampe_calib.methods._dca import DualChunkConfig, DualChunkPlan, dual_chunk_attention
+from lampe_calib.methods._lampe_plan import LampeFloorPlan, LampePlan
 from lampe_calib.methods._selfextend import SelfExtendConfig, SelfExtendPlan, self_extend
 
 # fp32 on activations of order 1 over a 2-layer model: rounding stays near 1e-6; 1e-4 is the contract.
@@ -201,11 +201,11 @@ def _plans(length):
     """One plan of every fused kind for a batch of two rows of ``length`` tokens."""
     lengths = torch.tensor([float(length)] * 2)
     return [
-        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 3, "exact"),
-        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 0, "exact"),  # no tail
-        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 3, "floor"),
-        LampePlan(lengths, torch.tensor([float(length) + 10] * 2), 4, 2, "exact"),  # l <= m
-        LampePlan(lengths, torch.tensor([float(length - 1)] * 2), 17, 5, "exact"),  # l just past m
+        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 3),
+        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 0),  # no tail
+        LampeFloorPlan(lengths, torch.tensor([20.0] * 2), 4, 3),
+        LampePlan(lengths, torch.tensor([float(length) + 10] * 2), 4, 2),  # l <= m
+        LampePlan(lengths, torch.tensor([float(length - 1)] * 2), 17, 5),  # l just past m
         SelfExtendConfig(group=3, neighbor_window=8).plan(lengths.long()),
         SelfExtendConfig(group=2, neighbor_window=0).plan(lengths.long()),
         DualChunkConfig(chunk_size=20, local_window=4).plan(lengths.long()),
@@ -249,7 +249,7 @@ def test_fused_path_in_bfloat16_is_close_to_float32(plan):
 def test_plan_layouts_lampe_selfextend_dca():
     plan = LampePlan(torch.tensor([12288.0]), torch.tensor([6144.0]), 1024, 512)
     assert plan.pieces() == (Piece(0, 1024, 0, 0), Piece(1025, 11775, 1, 1), Piece(11776, None, 2, 0))
-    floor = LampePlan(torch.tensor([12288.0]), torch.tensor([6144.0]), 1024, 512, "floor")
+    floor = LampeFloorPlan(torch.tensor([12288.0]), torch.tensor([6144.0]), 1024, 512)
     assert floor.pieces()[2].lo == math.ceil(float(floor.tail_start[0]))
     mixed = LampePlan(torch.tensor([12288.0, 9000.0]), torch.tensor([6144.0, 6144.0]), 1024, 512)
     assert mixed.pieces() is None  # rows with different l: one row at a time

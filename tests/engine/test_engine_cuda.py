@@ -8,8 +8,9 @@ from conftest import TINY_WINDOW, tiny_model
 from dense_reference import dense_lampe, pe_matrix
 
 from lampe_calib import LampeConfig, apply_lampe
-from lampe_calib.engine import LampePlan, dense_region_attention, fused_attention
+from lampe_calib.engine import dense_region_attention, fused_attention
 from lampe_calib.engine._kernels import BACKENDS, pick_backend
+from lampe_calib.methods._lampe_plan import LampeFloorPlan, LampePlan
 
 pytestmark = [
     pytest.mark.gpu,
@@ -87,7 +88,7 @@ def test_cuda_session_kernels_match_dense_path(dtype):
     n = torch.tensor([S])
     plans = [
         LampePlan(n.double(), torch.tensor([700.0]), 64, 32),
-        LampePlan(n.double(), torch.tensor([700.0]), 64, 32, "floor"),
+        LampeFloorPlan(n.double(), torch.tensor([700.0]), 64, 32),
         SelfExtendConfig(group=4, neighbor_window=256).plan(n),
         StringConfig(shifted_offset=1000, local_window=128).plan(n),
         ReRopeConfig(window=512).plan(n),

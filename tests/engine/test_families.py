@@ -20,7 +20,7 @@ from conftest import (
 )
 from dense_reference import dense_lampe, dense_rule, pe_matrix, relative
 
-from lampe_calib import LampeConfig, SigmoidMapping, model_info
+from lampe_calib import LampeConfig, SigmoidMapping, apply_lampe, model_info
 from lampe_calib.engine import _hook
 from lampe_calib.engine._family import attention_scale, head_dim_of, layer_spans
 from lampe_calib.engine._plan import Piece
@@ -118,7 +118,7 @@ def test_lampe_matches_the_dense_reference_at_other_lengths(family, length, mapp
     model = tiny_model(family)
     ids = _ids(length, seed=length)
     config = LampeConfig(head=4, tail=2, mapping_length=mapping, mode=mode, attention_factor=1.07)
-    with _hook.apply_lampe(model, config):
+    with apply_lampe(model, config):
         got = _logits(model, ids)
     with dense_lampe(model, pe_matrix(length, mapping, 4, 2, mode), attention_factor=1.07):
         want = _logits(model, ids)
@@ -132,7 +132,7 @@ def test_only_layers_that_see_the_whole_input_are_remapped(family):
     model = tiny_model(family)
     ids = _ids(4 * W)
     stock = _logits(model, ids)
-    with _hook.apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+    with apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
         got = _logits(model, ids)
     if all(span.window is not None for span in layer_spans(model.config)):
         assert (got - stock).abs().max().item() <= TOL
@@ -172,7 +172,7 @@ def test_sliding_layers_run_their_window_as_one_band_piece(monkeypatch):
 
     monkeypatch.setattr(_hook, "fused_attention", spy)
     monkeypatch.setattr(_hook, "dense_region_attention", refuse)
-    with _hook.apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+    with apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
         greedy(model, _ids(4 * W), 3)
     local = [p for p in plans if isinstance(p, WindowPlan)]
     assert len(local) == 2 * 3 and len(plans) == 3 * 3  # 2 of 3 layers; prefill and 2 steps
@@ -235,5 +235,5 @@ def test_model_info_of_a_hybrid_model():
 def test_what_the_engine_cannot_serve_is_refused(family, overrides, message):
     model = tiny_model(family, **overrides)
     with pytest.raises(ValueError, match=message):
-        with _hook.apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
+        with apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
             pass

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lampe_calib.engine import merge_attention
+from lampe_calib.engine._merge import merge_into
+
+
+def merge_attention(outputs, lses):
+    """The engine's merge of partial attentions: each set folded into a running result that
+    starts empty (out 0, lse -inf), as the fused paths do."""
+    out = torch.zeros_like(outputs[0], dtype=torch.float32)
+    lse = torch.full(lses[0].shape, float("-inf"))
+    for part, part_lse in zip(outputs, lses, strict=True):
+        merge_into(out, lse, part, part_lse)
+    return out, lse
 
 
 def _partial(q, k, v, keep):
@@ -57,12 +67,23 @@ def test_empty_set_and_empty_query():
     assert lse[0, 0, 0] == 0 and lse[0, 0, 1] == float("-inf")
 
 
-def test_inplace_merge_equals_merge():
+def test_merge_into_a_half_precision_view_rounds_once():
+    # The running output may be a bf16 strided view of a larger buffer (a piece's rows): the
+    # weights and the sum are formed in float32, so the result is the float32 merge rounded once.
     g = torch.Generator().manual_seed(3)
     outs = [torch.randn(1, 2, 5, 4, generator=g) for _ in range(2)]
     lses = [torch.randn(1, 2, 5, generator=g) for _ in range(2)]
-    want, want_lse = merge_attention([o.clone() for o in outs], lses)
-    first = outs[0].clone()
-    got, got_lse = merge_attention([first, outs[1]], lses, inplace=True)
-    assert got.data_ptr() == first.data_ptr()
-    assert (got - want).abs().max().item() < 1e-6 and torch.equal(got_lse, want_lse)
+    want, want_lse = merge_attention(outs, lses)
+    buffer = torch.zeros(1, 2, 9, 4, dtype=torch.bfloat16)
+    view, lse = buffer[:, :, 2:7], torch.full((1, 2, 5), float("-inf"))
+    for part, part_lse in zip(outs, lses, strict=True):
+        merge_into(view, lse, part.bfloat16(), part_lse)
+    assert torch.equal(buffer[:, :, :2], torch.zeros(1, 2, 2, 4, dtype=torch.bfloat16))
+    assert (view.float() - want).abs().max().item() <= 2e-2 and (lse - want_lse).abs().max().item() < 1e-6
+
+
+def test_flash_attn_empty_row_is_an_empty_set():
+    # flash-attn reports a query without key as out 0, lse +inf: the merge must skip it.
+    out, lse = torch.ones(1, 1, 2, 3), torch.zeros(1, 1, 2)
+    merge_into(out, lse, torch.zeros(1, 1, 2, 3), torch.full((1, 1, 2), float("inf")))
+    assert torch.equal(out, torch.ones(1, 1, 2, 3)) and torch.equal(lse, torch.zeros(1, 1, 2))

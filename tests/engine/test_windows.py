@@ -14,7 +14,6 @@ from dense_reference import dense_lampe, pe_matrix
 
 from lampe_calib import LampeConfig, apply_lampe
 from lampe_calib.engine import (
-    LampePlan,
     _hook,
     _kernels,
     _pieces,
@@ -23,10 +22,11 @@ from lampe_calib.engine import (
     fused_attention,
 )
 from lampe_calib.engine._kernels import BACKENDS, WINDOWS, Kernels, choose_kernels, groups_as_rows
-from lampe_calib.engine._merge import merge_attention, merge_into
+from lampe_calib.engine._merge import merge_into
 from lampe_calib.engine._pieces import window_piece
 from lampe_calib.engine._windows import FlexWindow, band_blocks
 from lampe_calib.methods._dca import DualChunkConfig, dual_chunk_attention
+from lampe_calib.methods._lampe_plan import LampeFloorPlan, LampePlan
 from lampe_calib.methods._rerope import ReRopeConfig, rerope_attention
 from lampe_calib.methods._selfextend import SelfExtendConfig, self_extend
 from lampe_calib.methods._string import StringConfig, string_attention
@@ -136,8 +136,9 @@ def test_merge_treats_a_row_without_key_as_empty(kind, monkeypatch):
     want, want_lse = _softmax_reference(q, k, v, (j < 10) | (j - 10 <= r - 10), 0.5)
     assert (lse - want_lse).abs().max().item() <= 1e-5
     assert (out.double() - want).abs().max().item() <= 1e-5
-    parts = [window(q, k[:, :, a:b], v[:, :, a:b], 0.5, a > 0, None) for a, b in ((0, 10), (10, 30))]
-    out, lse = merge_attention([p[0] for p in parts], [p[1] for p in parts])
+    out, lse = torch.zeros(q.shape), torch.full(q.shape[:3], float("-inf"))  # empty: merged in order
+    for a, b in ((10, 30), (0, 10)):  # the set with empty rows first
+        merge_into(out, lse, *window(q, k[:, :, a:b], v[:, :, a:b], 0.5, a > 0, None))
     assert (lse - want_lse).abs().max().item() <= 1e-5
     assert (out.double() - want).abs().max().item() <= 1e-5
 
@@ -173,11 +174,11 @@ def _plans(length):
     lengths = torch.tensor([float(length)] * 2)
     n = lengths.long()
     return [
-        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 3, "exact"),
-        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 0, "exact"),  # no tail
-        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 3, "floor"),
-        LampePlan(lengths, torch.tensor([float(length) + 10] * 2), 4, 2, "exact"),  # l <= m
-        LampePlan(lengths, torch.tensor([float(length - 1)] * 2), 17, 5, "exact"),  # l just past m
+        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 3),
+        LampePlan(lengths, torch.tensor([20.0] * 2), 4, 0),  # no tail
+        LampeFloorPlan(lengths, torch.tensor([20.0] * 2), 4, 3),
+        LampePlan(lengths, torch.tensor([float(length) + 10] * 2), 4, 2),  # l <= m
+        LampePlan(lengths, torch.tensor([float(length - 1)] * 2), 17, 5),  # l just past m
         SelfExtendConfig(group=3, neighbor_window=8).plan(n),
         SelfExtendConfig(group=2, neighbor_window=0).plan(n),
         StringConfig(shifted_offset=25, local_window=6).plan(n),
@@ -369,3 +370,13 @@ def test_session_chooses_kernels_once_and_says_so(caplog):
     assert (chosen.name, chosen.device, chosen.dtype, chosen.window) == ("aten", "cpu", torch.float32, None)
     lines = [r.getMessage() for r in caplog.records if "attention kernels" in r.getMessage()]
     assert lines == ["attention kernels: aten (cpu, torch.float32)"]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_attn_backend_equals_the_torch_backend(causal, monkeypatch):
+    # The flash-attn backend is the window call without a left bound (through the stand-in).
+    flash_standin.install(monkeypatch)
+    q, k, v = _qkv(S=30, T=30)
+    got, got_lse = BACKENDS["flash-attn"](q, k, v, 0.3, causal, None)
+    want, want_lse = BACKENDS["torch"](q, k, v, 0.3, causal, None)
+    assert (got - want).abs().max().item() <= 1e-5 and (got_lse - want_lse).abs().max().item() <= 1e-5

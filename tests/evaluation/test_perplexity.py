@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from calib_support import TINY_W, tiny_llama
 
-from lampe_calib.engine import LampeConfig, apply_lampe
+from lampe_calib import LampeConfig, apply_lampe
 from lampe_calib.evaluation._perplexity import (
     PerplexityResult,
     evaluate_perplexity,

@@ -20,9 +20,9 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from ..._checks import check_integer
-from ...engine._hook import apply_lampe
 from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
+from ...methods._lampe import apply_lampe
 from ...methods._registry import rescaled_base
 from ...methods._tuning import main_knob_context
 from ...models._registry import model_info

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from ..._checks import check_integer, is_integer
-from ...engine._config import MODES, LampeConfig
+from ...methods._lampe import MODES, LampeConfig
 from ...methods._registry import BASES
 
 __all__ = [

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lampe_calib import position_encoding, region_of
-from lampe_calib.engine._positions import LampePlan, floor_group, floor_grouping
+from lampe_calib.methods._lampe_plan import LampeFloorPlan, LampePlan, floor_group, floor_grouping
 
 
 @st.composite
@@ -76,7 +76,7 @@ def test_floor_grouping_matches_the_official_worked_example():
     assert floor_group(torch.arange(12), 8 / 11).tolist() == [0, 0, 1, 2, 2, 3, 4, 5, 5, 6, 7, 8]
     ratio, t, bias1, bias2 = floor_grouping(12, 8, 2, 2)
     assert (t, bias1, bias2) == (2, 0.0, 3.0)
-    plan = LampePlan(torch.tensor([12.0]), torch.tensor([8.0]), 2, 2, mode="floor")
+    plan = LampeFloorPlan(torch.tensor([12.0]), torch.tensor([8.0]), 2, 2)
     q = plan.query_positions(torch.arange(12)[None])
     assert q[1, 0, 2:].tolist() == [1, 2, 2, 3, 4, 5, 5, 6, 7, 8]  # middle P_q(2..11)
     assert q[2, 0, 10:].tolist() == [7, 8]  # tail P_q(10), P_q(11)

@@ -1,4 +1,4 @@
-"""LaMPE position math: the mapping PE(d), its three regions, and per-token positions.
+"""LaMPE's position math and plans: the mapping PE(d), its three regions, per-token positions.
 
 Everything here is a small pure function of integers or tensors (docs/design.md §1, paper §3.1):
 
@@ -7,25 +7,28 @@ Everything here is a small pure function of integers or tensors (docs/design.md 
     Tail    d >= l - s2        PE(d) = d + m - l
 
 RoPE only sees P_q(i) - P_k(j), so each region is a pair of per-token positions, which lets the
-engine rotate queries and keys once per region instead of once per (i, j) pair.
+engine rotate queries and keys once per region instead of once per (i, j) pair. A plan
+(``LampePlan``, exact; ``LampeFloorPlan``, the official release's integer grouping) gives the
+engine those positions and regions for one batch (the ``engine._plan.PositionPlan`` protocol).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
-from ._config import LampeConfig
-from ._plan import Piece
+from ..engine._plan import Piece
 
 __all__ = [
     "HEAD",
     "MIDDLE",
+    "PLANS",
     "TAIL",
+    "LampeFloorPlan",
     "LampePlan",
-    "band_regions",
     "floor_group",
     "floor_grouping",
     "position_encoding",
@@ -46,19 +49,6 @@ def region_of(d: torch.Tensor, length: float, head: int, tail: int) -> torch.Ten
     region = torch.full_like(d, MIDDLE, dtype=torch.long)
     region = torch.where(d <= head, HEAD, region)
     return torch.where(d >= length - tail, TAIL, region)
-
-
-def band_regions(query_positions: torch.Tensor, key_positions: torch.Tensor, boundary: float) -> torch.Tensor:
-    """Two regions split at one relative distance: 0 where ``d = i − j < boundary``, 1 elsewhere.
-
-    The region map of every two-level baseline (SelfExtend's neighbours, STRING's exact band,
-    ReRoPE's window): ``(B, S)``, ``(B, T)`` token positions -> ``(B, S, T)`` long.
-
-    Example: ``band_regions(torch.tensor([[5]]), torch.arange(6)[None], 3)``
-    -> ``[[[1, 1, 1, 0, 0, 0]]]`` (d = 5, 4, 3 beyond the band; 2, 1, 0 inside).
-    """
-    d = query_positions[:, :, None] - key_positions[:, None, :]  # (B, S, T)
-    return (d >= boundary).long()
 
 
 def position_encoding(
@@ -116,29 +106,17 @@ def floor_grouping(length: int, mapping: int, head: int, tail: int) -> tuple[flo
 
 @dataclass(frozen=True)
 class LampePlan:
-    """The mapping of one batch: per-row input length l and mapping length m, both ``(B,)`` float64.
+    """LaMPE's exact positions for one batch: per-row input length l and mapping length m, both
+    ``(B,)`` float64, and the region sizes s1 (``head``) and s2 (``tail``).
 
     Rows with ``l <= m`` are not compressed: their middle uses α = 1 and their tail is empty, so
-    every region reduces to the stock positions.
-
-    ``mode == "floor"`` uses the official release's integer grouping (``floor_grouping``):
-    middle P_q = g(i) + bias1, P_k = g(j); tail P_q = i - bias2, P_k = j; the tail starts at
-    d = l - t instead of l - s2. Regions stay disjoint (the release counts two boundary keys
-    twice; see docs/official_code_differences.md).
+    their regions show RoPE the stock positions (a batch of such rows is ``identity``).
     """
 
     length: torch.Tensor  # (B,) l
     mapping: torch.Tensor  # (B,) m
     head: int
     tail: int
-    mode: str = "exact"
-
-    @classmethod
-    def from_config(cls, config: LampeConfig, lengths: torch.Tensor) -> LampePlan:
-        """Plan for rows of ``lengths`` tokens (``(B,)``), with m from the config per row."""
-        lengths = lengths.to(torch.float64).cpu()
-        mapping = torch.tensor([config.mapping_length_for(int(n)) for n in lengths], dtype=torch.float64)
-        return cls(length=lengths, mapping=mapping, head=config.head, tail=config.tail, mode=config.mode)
 
     @property
     def compressed(self) -> torch.Tensor:
@@ -152,53 +130,37 @@ class LampePlan:
         alpha = (self.mapping - s) / (self.length - s).clamp(min=1)
         return torch.where(self.compressed, alpha, torch.ones_like(alpha))
 
+    def _tail_start(self) -> torch.Tensor:
+        """``(B,)`` the tail's first relative position on a compressed row: l - s2."""
+        return self.length - self.tail
+
     @property
     def tail_start(self) -> torch.Tensor:
-        """``(B,)`` smallest relative position of the tail (l - s2; l - t in floor mode); +inf
-        where not compressed."""
-        if self.mode == "floor":
-            start = torch.tensor([n - self._floor(i)[1] for i, n in enumerate(self.length.tolist())])
-        else:
-            start = self.length - self.tail
-        return torch.where(
-            self.compressed, start.to(torch.float64), torch.full_like(self.length, float("inf"))
-        )
-
-    def _floor(self, row: int) -> tuple[float, int, float, float]:
-        """Row ``row``'s floor-mode constants (r, t, bias1, bias2); see ``floor_grouping``."""
-        return floor_grouping(int(self.length[row]), int(self.mapping[row]), self.head, self.tail)
+        """``(B,)`` smallest relative position of the tail; +inf where not compressed."""
+        start = self._tail_start().to(torch.float64)
+        return torch.where(self.compressed, start, torch.full_like(self.length, float("inf")))
 
     def row(self, index: int) -> LampePlan:
         """The plan of one batch row, as a batch of one."""
-        return LampePlan(
-            length=self.length[index : index + 1],
-            mapping=self.mapping[index : index + 1],
-            head=self.head,
-            tail=self.tail,
-            mode=self.mode,
-        )
+        rows = slice(index, index + 1)
+        return dataclasses.replace(self, length=self.length[rows], mapping=self.mapping[rows])
 
     @property
     def identity(self) -> bool:
-        """True when no row is compressed: one region, stock positions, one key rotation."""
+        """True when no row is compressed: every pair keeps its stock positions."""
         return not bool(self.compressed.any())
 
     @property
     def region_key_version(self) -> tuple[int, ...]:
         """Key rotation each region attends with: stock (0) for head and tail, middle (1)."""
-        return (0,) if self.identity else (0, 1, 0)
+        return (0, 1, 0)
 
     def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """Per-region query positions P_q: ``(B, S)`` token positions -> ``(3, B, S)`` float32
-        (``(1, B, S)``, the stock positions, for an identity plan).
+        """Per-region query positions P_q: ``(B, S)`` token positions -> ``(3, B, S)`` float32.
 
-        Example (exact, l=12, m=8, s1=2, s2=2, α=0.5): i = 11 -> head 11, middle 6.5, tail 7.
+        Example (l=12, m=8, s1=2, s2=2, α=0.5): i = 11 -> head 11, middle 6.5, tail 7.
         """
         pos = positions.to(torch.float64)
-        if self.identity:
-            return pos[None].to(torch.float32)
-        if self.mode == "floor":
-            return self._floor_positions(pos, query=True)
         alpha = self.alpha.to(pos.device)[:, None]
         shift = torch.where(self.compressed, self.mapping - self.length, torch.zeros_like(self.length))
         middle = alpha * pos + (1 - alpha) * self.head
@@ -206,20 +168,78 @@ class LampePlan:
         return torch.stack([pos, middle, tail]).to(torch.float32)
 
     def key_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """Per-version key positions P_k: ``(B, T)`` -> ``(2, B, T)`` float32 (stock, middle);
-        ``(1, B, T)`` for an identity plan.
+        """Per-version key positions P_k: ``(B, T)`` -> ``(2, B, T)`` float32 (stock, middle).
 
-        Example (exact, α=0.5): j = 4 -> stock 4, middle 2.
+        Example (α=0.5): j = 4 -> stock 4, middle 2.
         """
         pos = positions.to(torch.float64)
-        if self.identity:
-            return pos[None].to(torch.float32)
-        if self.mode == "floor":
-            return self._floor_positions(pos, query=False)
         middle = self.alpha.to(pos.device)[:, None] * pos
         return torch.stack([pos, middle]).to(torch.float32)
 
-    def _floor_positions(self, pos: torch.Tensor, query: bool) -> torch.Tensor:
+    def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """Region id of every (query, key) pair: ``(B, S)``, ``(B, T)`` -> ``(B, S, T)`` long."""
+        d = query_positions[:, :, None] - key_positions[:, None, :]  # (B, S, T)
+        tail_start = self.tail_start.to(d.device)[:, None, None]
+        region = torch.full_like(d, MIDDLE, dtype=torch.long)
+        region = torch.where(d <= self.head, HEAD, region)
+        return torch.where(d >= tail_start, TAIL, region)
+
+    def pieces(self) -> tuple[Piece, ...] | None:
+        """LaMPE's three pieces (no tail piece for rows that are not compressed).
+
+        Example: l = 12288, s1 = 1024, s2 = 512 (exact) -> head [0, 1024], middle [1025, 11775],
+        tail [11776, ∞). None when rows have different (l, m).
+        """
+        if not (
+            bool((self.length == self.length[0]).all()) and bool((self.mapping == self.mapping[0]).all())
+        ):
+            return None
+        start = float(self.tail_start[0])
+        if not math.isfinite(start):  # no tail: the middle (α = 1) reaches every distance
+            return (Piece(0, self.head, HEAD, 0), Piece(self.head + 1, None, MIDDLE, 1))
+        tail = math.ceil(start)  # d >= tail_start is the tail (integer d)
+        head = min(self.head, tail - 1)  # the tail wins over the head, as in ``regions``
+        return (
+            Piece(0, head, HEAD, 0),
+            Piece(head + 1, tail - 1, MIDDLE, 1),
+            Piece(tail, None, TAIL, 0),
+        )
+
+    def chunks(self) -> None:
+        """Not chunked: LaMPE's regions are distance bands."""
+        return None
+
+
+@dataclass(frozen=True)
+class LampeFloorPlan(LampePlan):
+    """The official release's ``floor`` positions for one batch (``floor_grouping``): middle
+    P_q = g(i) + bias1, P_k = g(j); tail P_q = i - bias2, P_k = j; the tail starts at d = l - t
+    instead of l - s2. Regions stay disjoint (the release counts two boundary keys twice; see
+    docs/official_code_differences.md). Rows that are not compressed keep stock positions.
+    """
+
+    def _floor(self, row: int) -> tuple[float, int, float, float]:
+        """Row ``row``'s constants (r, t, bias1, bias2); see ``floor_grouping``."""
+        return floor_grouping(int(self.length[row]), int(self.mapping[row]), self.head, self.tail)
+
+    def _tail_start(self) -> torch.Tensor:
+        """``(B,)`` l - t (computed for compressed rows only; the others have no tail)."""
+        lengths, compressed = self.length.tolist(), self.compressed.tolist()
+        return torch.tensor([n - self._floor(i)[1] if compressed[i] else n for i, n in enumerate(lengths)])
+
+    def query_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` -> ``(3, B, S)`` float32: stock, g(i) + bias1, i - bias2.
+
+        Example (l=12, m=8, s1=s2=2): P_q(2..11) middle ``[1, 2, 2, 3, 4, 5, 5, 6, 7, 8]``.
+        """
+        return self._positions(positions, query=True)
+
+    def key_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> ``(2, B, T)`` float32: stock, g(j)."""
+        return self._positions(positions, query=False)
+
+    def _positions(self, positions: torch.Tensor, query: bool) -> torch.Tensor:
+        pos = positions.to(torch.float64)
         rows_middle, rows_tail = [], []
         for row in range(pos.shape[0]):
             if not bool(self.compressed[row]):
@@ -235,37 +255,6 @@ class LampePlan:
             return torch.stack([pos, middle]).to(torch.float32)
         return torch.stack([pos, middle, torch.stack(rows_tail)]).to(torch.float32)
 
-    def regions(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
-        """Region id of every (query, key) pair: ``(B, S)``, ``(B, T)`` -> ``(B, S, T)`` long."""
-        d = query_positions[:, :, None] - key_positions[:, None, :]  # (B, S, T)
-        if self.identity:
-            return torch.zeros_like(d, dtype=torch.long)
-        tail_start = self.tail_start.to(d.device)[:, None, None]
-        region = torch.full_like(d, MIDDLE, dtype=torch.long)
-        region = torch.where(d <= self.head, HEAD, region)
-        return torch.where(d >= tail_start, TAIL, region)
 
-    def pieces(self) -> tuple[Piece, ...] | None:
-        """LaMPE's three pieces (exact and floor mode: both tails start at ``tail_start``).
-
-        Example: l = 12288, s1 = 1024, s2 = 512 (exact) -> head [0, 1024], middle [1025, 11775],
-        tail [11776, ∞). None when rows have different (l, m).
-        """
-        if self.identity:
-            return (Piece(0, None, HEAD, 0),)
-        if not (
-            bool((self.length == self.length[0]).all()) and bool((self.mapping == self.mapping[0]).all())
-        ):
-            return None
-        tail = math.ceil(float(self.tail_start[0]))  # d >= tail_start is the tail (integer d)
-        head = min(self.head, tail - 1)  # the tail wins over the head, as in ``regions``
-        version = self.region_key_version
-        return (
-            Piece(0, head, HEAD, version[HEAD]),
-            Piece(head + 1, tail - 1, MIDDLE, version[MIDDLE]),
-            Piece(tail, None, TAIL, version[TAIL]),
-        )
-
-    def chunks(self) -> None:
-        """Not chunked: LaMPE's regions are distance bands."""
-        return None
+# LampeConfig.mode -> the plan class of that mode.
+PLANS: dict[str, type[LampePlan]] = {"exact": LampePlan, "floor": LampeFloorPlan}
