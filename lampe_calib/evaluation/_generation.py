@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-__all__ = ["GenerationPrompt", "GenerationResult", "evaluate_generation", "greedy_answer"]
+__all__ = ["GenerationPrompt", "GenerationResult", "evaluate_generation", "greedy_answer", "mean_score"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,15 @@ class GenerationResult:
     @property
     def accuracy(self) -> float:
         """The mean score (0 with no prompt)."""
-        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+        return mean_score(self.scores)
+
+
+def mean_score(scores: Sequence[float]) -> float:
+    """The mean of ``scores``, 0 when there is none.
+
+    Example: ``mean_score([1.0, 0.0, 0.5])`` -> 0.5; ``mean_score([])`` -> 0.0.
+    """
+    return sum(scores) / len(scores) if scores else 0.0
 
 
 def greedy_answer(

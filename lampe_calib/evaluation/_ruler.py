@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .._checks import check_integer
-from ._generation import evaluate_generation
+from ._generation import evaluate_generation, mean_score
 from ._passkey import _encode
 from ._ruler_prompts import (
     RulerSources,
@@ -290,7 +290,7 @@ class RulerResult:
     @property
     def accuracy(self) -> float:
         """The mean score (0 with no sample)."""
-        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+        return mean_score(self.scores)
 
 
 def evaluate_ruler(
