@@ -15,10 +15,9 @@ model has a profile), the lengths to 1W and 2W, the data to the shipped PG-19 sa
 on stderr says what runs; progress goes to stderr (bars on a terminal, lines elsewhere), the
 tables to stdout (one row per method, one column per length; ``ppl`` adds each method's PPL
 ratio to the reference method with its paired bootstrap interval; ``passkey`` and ``ruler``
-each rate with its Wilson interval). ``--json`` is checked before
-the model loads and written cell by cell (``_results``); the same command resumes it. Bad input
-raises ``ValueError`` or ``KeyError`` naming the flag, which ``cli.run_cli`` turns into one line
-and exit code 2.
+each rate with its Wilson interval). ``--json`` is checked before the model loads and written
+cell by cell (``_results``); the same command resumes it. Bad input raises ``ValueError`` or
+``KeyError`` naming the flag, which ``cli.run_cli`` turns into one line and exit code 2.
 """
 
 from __future__ import annotations
