@@ -82,4 +82,4 @@ class GenerationTask(EvalTask):
             cells = {(r["method"], r["length"]): (r["accuracy"], rate_text(r)) for r in group}
             out.print(self.heading(title, task, group))
             out.print(rich_table(methods, lengths, cells, max))
-        out.print(INTERVAL_NOTE)
+        out.print(INTERVAL_NOTE, markup=False)  # "[low, high]" is not a rich tag

@@ -138,7 +138,7 @@ def test_passkey_table_and_json(model_dir, tmp_path, capsys):
     argv += ["--samples", "1", "--depths", "0,1", "--new-tokens", "4", "--json", str(out)]
     assert eval_main(argv) == 0
     printed = capsys.readouterr().out
-    assert "selfextend" in printed and "95 % Wilson interval" in printed
+    assert "selfextend" in printed and "[low, high]: 95 % Wilson interval of the rate" in printed
     results = json.loads(out.read_text())["results"]
     assert [(r["method"], r["length"], r["trials"]) for r in results] == [
         ("vanilla", 12 * W, 2),
