@@ -6,9 +6,12 @@
 Perplexity files give PPL and, where the file has them, the PPL ratio to the run's reference
 method with its paired bootstrap 95 % interval, as ``12.34 (0.987 [0.975, 0.999])``. The lowest
 PPL of a column is in bold; with intervals, only when its interval lies wholly below every other
-method's (non-overlapping intervals: a conservative reading of "best"). Passkey files give
-accuracy as correct/trials, RULER files the mean score in % with the number of prompts. Files of
-one kind may be mixed (several lengths, several runs).
+method's (non-overlapping intervals: a conservative reading of "best"). Passkey files give the
+prompts found of those run with the rate's 95 % Wilson interval, as ``3/8 [14 %, 69 %]``
+(``lampe_calib.evaluation._rates``; earlier files without per-prompt scores take it from their
+counts); RULER cells whose prompts all score 0 or 1 (the needle tasks) the same, other RULER
+cells the mean score in % with the number of prompts. Files of one kind may be mixed (several
+lengths, several runs).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from lampe_calib.evaluation._rates import binomial_counts, rate_interval
 
 
 def _separated(rows: dict[str, dict[int, dict]], length: int, lowest: float) -> bool:
@@ -26,6 +31,16 @@ def _separated(rows: dict[str, dict[int, dict]], length: int, lowest: float) -> 
         return True
     winner = next(r for r in cells if r["ppl"] == lowest)
     return all(winner["ci"][1] < r["ci"][0] for r in cells if r is not winner)
+
+
+def _rate(record: dict) -> str:
+    """A generation cell: found/prompts with the 95 % Wilson interval where every prompt scores
+    0 or 1 (passkey, the needle tasks), else the mean score in % and the number of prompts."""
+    counts = binomial_counts(record)
+    if counts is None:
+        return f"{100 * record['accuracy']:.0f} % ({record['samples']})"
+    low, high = rate_interval(record)
+    return f"{counts[0]}/{counts[1]} [{100 * low:.0f} %, {100 * high:.0f} %]"
 
 
 def table(paths: list[str]) -> str:
@@ -55,10 +70,8 @@ def table(paths: list[str]) -> str:
                     low, high = record["ci"]
                     value += f" ({record['ratio']:.3f} [{low:.3f}, {high:.3f}])"
                 shown.append(value)
-            elif "correct" in record:  # passkey: whole prompts found
-                shown.append(f"{record['correct']}/{record['trials']}")
-            else:  # RULER: the mean score over the prompts
-                shown.append(f"{100 * record['accuracy']:.0f} % ({record['samples']})")
+            else:
+                shown.append(_rate(record))
         lines.append(f"| {name} | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 

@@ -12,12 +12,14 @@ import logging
 import random
 import re
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from ._generation import evaluate_generation, greedy_answer
 
 __all__ = [
     "PasskeyPrompt",
@@ -69,6 +71,10 @@ class PasskeyPrompt:
     key: str
     depth: float
     key_position: int
+
+    def score(self, answer: str) -> float:
+        """1 when the first number of ``answer`` is the key, else 0."""
+        return float(first_number(answer) == self.key)
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -150,32 +156,6 @@ class PasskeyResult:
         return self.correct / len(self.trials) if self.trials else 0.0
 
 
-def greedy_answer(
-    model: nn.Module,
-    tokenizer: Any,
-    input_ids: torch.Tensor,
-    context: Callable[[], AbstractContextManager[Any]] | None,
-    max_new_tokens: int,
-) -> str:
-    """Greedy-decode ``max_new_tokens`` after ``input_ids`` ``(1, n)`` int64 under a fresh
-    ``context()`` (None: the stock model) and return the new text, special tokens dropped.
-
-    Shared by every generation task (passkey, RULER).
-    """
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = input_ids.to(device)
-    with context() if context is not None else nullcontext(), torch.no_grad():
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-        )
-    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-
-
 def evaluate_passkey(
     model: nn.Module,
     tokenizer: Any,
@@ -185,7 +165,8 @@ def evaluate_passkey(
     max_new_tokens: int = MAX_NEW_TOKENS,
     progress: Callable[[int, int], None] | None = None,
 ) -> PasskeyResult:
-    """Greedy-decode every prompt under a fresh ``context()`` and score the answers.
+    """Greedy-decode every prompt under a fresh ``context()`` and score the answers
+    (``_generation.evaluate_generation``, kept as trials with their keys and depths).
 
     Args:
         model: a causal LM on its device.
@@ -196,12 +177,10 @@ def evaluate_passkey(
         max_new_tokens: tokens generated per prompt.
         progress: called as ``progress(done, total)`` after each prompt.
     """
-    trials = []
-    for index, prompt in enumerate(prompts):
-        answer = greedy_answer(model, tokenizer, prompt.input_ids, context, max_new_tokens)
-        correct = first_number(answer) == prompt.key
-        trials.append(PasskeyTrial(prompt.key, prompt.depth, prompt.input_ids.shape[1], answer, correct))
-        logger.debug("passkey L=%d depth=%.2f key=%s answer=%r", length, prompt.depth, prompt.key, answer)
-        if progress is not None:
-            progress(index + 1, len(prompts))
-    return PasskeyResult(length, tuple(trials))
+    result = evaluate_generation(model, tokenizer, prompts, context, max_new_tokens, progress)
+    trials = tuple(
+        PasskeyTrial(p.key, p.depth, p.input_ids.shape[1], answer, score == 1.0)
+        for p, answer, score in zip(prompts, result.outputs, result.scores, strict=True)
+    )
+    logger.debug("passkey L=%d: %d of %d keys found", length, sum(t.correct for t in trials), len(trials))
+    return PasskeyResult(length, trials)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +161,32 @@ def token_nll_blocks(
     return blocks
 
 
+def _check_books(books: Sequence[torch.Tensor]) -> None:
+    """At least one book, each a 1-D tensor of two or more token ids."""
+    if not books:
+        raise ValueError("books must hold at least one book, got none")
+    for i, book in enumerate(books):
+        if book.dim() != 1 or book.numel() < 2:
+            raise ValueError(
+                f"books[{i}] must be a 1-D tensor of >= 2 token ids, got shape {tuple(book.shape)}"
+            )
+
+
+def _batches(books: Sequence[torch.Tensor], batch_size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of each forward pass: runs of consecutive books of equal length, at most
+    ``batch_size`` long.
+
+    Example: books of lengths (5, 5, 5, 7) with ``batch_size=2`` -> (0, 2), (2, 3), (3, 4).
+    """
+    start = 0
+    while start < len(books):
+        stop = start + 1
+        while stop < len(books) and stop - start < batch_size and books[stop].numel() == books[start].numel():
+            stop += 1
+        yield start, stop
+        start = stop
+
+
 def evaluate_perplexity(
     model: nn.Module,
     books: Sequence[torch.Tensor],
@@ -192,13 +218,7 @@ def evaluate_perplexity(
         >>> result = evaluate_perplexity(model, [ids[:1024] for ids in books])
         >>> result.ppl, result.book_ppl
     """
-    if not books:
-        raise ValueError("books must hold at least one book, got none")
-    for i, book in enumerate(books):
-        if book.dim() != 1 or book.numel() < 2:
-            raise ValueError(
-                f"books[{i}] must be a 1-D tensor of >= 2 token ids, got shape {tuple(book.shape)}"
-            )
+    _check_books(books)
     check_integer("chunk_size", chunk_size, 1)
     check_integer("batch_size", batch_size, 1)
     decoder, head = model.get_decoder(), model.get_output_embeddings()
@@ -206,19 +226,13 @@ def evaluate_perplexity(
     blocks: list[list[float]] = []
     started = time.perf_counter()
     with torch.inference_mode(), context() if context is not None else contextlib.nullcontext():
-        start = 0
-        while start < len(books):
-            length = books[start].numel()
-            stop = start + 1
-            while stop < len(books) and stop - start < batch_size and books[stop].numel() == length:
-                stop += 1
+        for start, stop in _batches(books, batch_size):
             ids = torch.stack(list(books[start:stop])).to(device)  # (B, L)
             hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, L, H)
             sums = token_nll_blocks(hidden[:, :-1], ids[:, 1:], head, chunk_size, BLOCK_SIZE)  # (B, n)
             blocks.extend(sums.tolist())
-            start = stop
             if progress is not None:
-                progress(start, len(books))
+                progress(stop, len(books))
     tokens = tuple(book.numel() - 1 for book in books)
     logger.debug("perplexity of %d books in %.2fs", len(books), time.perf_counter() - started)
     nll = tuple(math.fsum(b) for b in blocks)

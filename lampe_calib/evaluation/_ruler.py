@@ -24,41 +24,43 @@ so that "art" is not found in "party".
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from importlib import resources
-from itertools import count, cycle
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .._checks import check_integer
-from ._passkey import FILLER, _encode, greedy_answer
+from ._generation import evaluate_generation, mean_score
+from ._passkey import _encode
+from ._ruler_prompts import (
+    RulerSources,
+    assemble,
+    book_units,
+    filler_units,
+    random_name,
+    random_number,
+)
 
 __all__ = [
     "DEFAULT_NEW_TOKENS",
+    "RULER_TASKS",
     "TASKS",
     "RulerResult",
     "RulerSample",
     "RulerSources",
+    "RulerTask",
     "evaluate_ruler",
     "ruler_samples",
     "score_answer",
 ]
 
 logger = logging.getLogger(__name__)
-
-TASKS = ("niah_single", "niah_multikey", "vt", "cwe")
-# Tokens generated per prompt: room for the answers (a 7-digit number; five variable names or
-# five words with separators) and a few tokens of lead-in.
-DEFAULT_NEW_TOKENS = {"niah_single": 16, "niah_multikey": 16, "vt": 32, "cwe": 40}
 
 NIAH_TASK = (
     "Some special numbers are hidden in the text below. Memorize them: you will be asked for "
@@ -85,40 +87,6 @@ CWE_COMMON, CWE_COMMON_FREQ = 5, 6  # five words six times each; every other wor
 
 
 @dataclass(frozen=True)
-class RulerSources:
-    """The text the haystacks are cut from.
-
-    Args:
-        books: book texts (the niah_multikey haystack).
-        words: distinct lowercase words (keys and the cwe vocabulary), sorted.
-    """
-
-    books: tuple[str, ...]
-    words: tuple[str, ...]
-
-    @classmethod
-    def shipped(cls) -> RulerSources:
-        """The PG-19 sample shipped in the package: its 10 books, and the words of 4 to 10
-        letters that occur at least 5 times in them (a few thousand)."""
-        path = Path(str(resources.files("lampe_calib").joinpath("assets", "pg19_sample", "validation.jsonl")))
-        books = tuple(json.loads(line)["text"] for line in path.open(encoding="utf-8") if line.strip())
-        return cls.from_texts(books)
-
-    @classmethod
-    def from_texts(cls, books: Sequence[str], min_count: int = 5) -> RulerSources:
-        """Sources from any texts: the words of 4 to 10 letters seen ``min_count`` times or more.
-
-        Example: ``RulerSources.from_texts(["the river and the garden"] * 5).words``
-        -> ``("garden", "river")`` ("the" and "and" are too short).
-        """
-        counts: dict[str, int] = {}
-        for text in books:
-            for word in re.findall(r"\b[a-z]{4,10}\b", text):
-                counts[word] = counts.get(word, 0) + 1
-        return cls(tuple(books), tuple(sorted(w for w, n in counts.items() if n >= min_count)))
-
-
-@dataclass(frozen=True)
 class RulerSample:
     """One prompt and its answers.
 
@@ -131,6 +99,10 @@ class RulerSample:
     task: str
     input_ids: torch.Tensor
     answers: tuple[str, ...]
+
+    def score(self, answer: str) -> float:
+        """``score_answer`` of ``answer`` against this prompt's answers."""
+        return score_answer(answer, self.answers)
 
 
 def score_answer(prediction: str, answers: Sequence[str]) -> float:
@@ -149,69 +121,6 @@ def score_answer(prediction: str, answers: Sequence[str]) -> float:
     return found / len(answers)
 
 
-def _assemble(
-    tokenizer: Any,
-    budget: int,
-    task: str,
-    units: Iterator[list[int]],
-    inserts: Sequence[tuple[float, str]],
-    question: str,
-) -> list[int]:
-    """Task line, as many haystack ``units`` as fit in ``budget`` tokens, ``inserts`` placed
-    after ``round(depth · k)`` of the k units (in the given order where they tie), question.
-
-    Example: with 25-token units, 60 fixed tokens and ``budget=1000``, k = 37 units, and an
-    insert at depth 0.5 goes after 18 of them.
-    """
-    prefix = list(tokenizer("", add_special_tokens=True)["input_ids"])
-    head, tail = _encode(tokenizer, task), _encode(tokenizer, question)
-    pieces = [(depth, _encode(tokenizer, text)) for depth, text in inserts]
-    used = len(prefix) + len(head) + len(tail) + sum(len(p) for _, p in pieces)
-    chosen: list[list[int]] = []
-    for unit in units:
-        if used + len(unit) > budget:
-            break
-        chosen.append(unit)
-        used += len(unit)
-    if not chosen:
-        raise ValueError(f"length {budget} is too short for this task (it needs more than {used} tokens)")
-    after: dict[int, list[list[int]]] = {}
-    for depth, piece in pieces:
-        after.setdefault(round(depth * len(chosen)), []).append(piece)
-    ids = prefix + head
-    for index in range(len(chosen) + 1):
-        for piece in after.get(index, ()):
-            ids += piece
-        if index < len(chosen):
-            ids += chosen[index]
-    ids += tail
-    assert len(ids) == used <= budget
-    return ids
-
-
-def _filler_units(tokenizer: Any) -> Iterator[list[int]]:
-    unit = _encode(tokenizer, FILLER)
-    return (unit for _ in count())
-
-
-def _book_units(tokenizer: Any, rng: random.Random, books: Sequence[str]) -> Iterator[list[int]]:
-    """Consecutive sentences of a random book from a random sentence on (wrapping around)."""
-    text = " ".join(rng.choice(books).split())
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
-    start = rng.randrange(len(sentences))
-    order = sentences[start:] + sentences[:start]
-    # A sentence longer than 400 characters is cut, so one unit stays a small part of a prompt.
-    return (_encode(tokenizer, " " + s[:400]) for s in cycle(order))
-
-
-def _number(rng: random.Random, digits: int) -> str:
-    return str(rng.randrange(10 ** (digits - 1), 10**digits))
-
-
-def _name(rng: random.Random) -> str:
-    return "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(5))
-
-
 def _niah_single(tokenizer, budget, rng, sources):
     """One needle at a random depth of repeated filler.
 
@@ -219,13 +128,13 @@ def _niah_single(tokenizer, budget, rng, sources):
     number for harbour is 4076131. ... What is the special number for harbour? The special
     number for harbour is" -> answers ``("4076131",)``.
     """
-    key, value, depth = rng.choice(sources.words), _number(rng, 7), rng.random()
+    key, value, depth = rng.choice(sources.words), random_number(rng, 7), rng.random()
     needle = NIAH_NEEDLE.format(key=key, value=value)
-    ids = _assemble(
+    ids = assemble(
         tokenizer,
         budget,
         NIAH_TASK,
-        _filler_units(tokenizer),
+        filler_units(tokenizer),
         [(depth, needle)],
         NIAH_QUESTION.format(key=key),
     )
@@ -239,13 +148,13 @@ def _niah_multikey(tokenizer, budget, rng, sources):
     letter is 5521907. ... What is the special number for letter? ..." -> ``("5521907",)``.
     """
     keys = rng.sample(sources.words, MULTIKEY_NEEDLES)
-    values = [_number(rng, 7) for _ in keys]
+    values = [random_number(rng, 7) for _ in keys]
     asked = rng.randrange(MULTIKEY_NEEDLES)
     needles = sorted(
         (rng.random(), NIAH_NEEDLE.format(key=k, value=v)) for k, v in zip(keys, values, strict=True)
     )
-    units = _book_units(tokenizer, rng, sources.books)
-    ids = _assemble(tokenizer, budget, NIAH_TASK, units, needles, NIAH_QUESTION.format(key=keys[asked]))
+    units = book_units(tokenizer, rng, sources.books)
+    ids = assemble(tokenizer, budget, NIAH_TASK, units, needles, NIAH_QUESTION.format(key=keys[asked]))
     return ids, (values[asked],)
 
 
@@ -258,7 +167,7 @@ def _vt(tokenizer, budget, rng, sources):
     """
     names: list[str] = []
     while len(names) < VT_CHAINS * (VT_HOPS + 1):
-        name = _name(rng)
+        name = random_name(rng)
         if name not in names:
             names.append(name)
     values = rng.sample(range(10000, 100000), VT_CHAINS)
@@ -271,7 +180,7 @@ def _vt(tokenizer, budget, rng, sources):
             inserts.append((depth, VT_COPY.format(name=name, source=source)))
     inserts.sort(key=lambda item: item[0])  # stable: a chain's statements keep their order
     question = VT_QUESTION.format(value=values[0])
-    ids = _assemble(tokenizer, budget, VT_TASK, _filler_units(tokenizer), inserts, question)
+    ids = assemble(tokenizer, budget, VT_TASK, filler_units(tokenizer), inserts, question)
     return ids, tuple(names[: VT_HOPS + 1])
 
 
@@ -311,7 +220,29 @@ def _cwe(tokenizer, budget, rng, sources):
     return build(low), tuple(common)
 
 
-_GENERATORS = {"niah_single": _niah_single, "niah_multikey": _niah_multikey, "vt": _vt, "cwe": _cwe}
+@dataclass(frozen=True)
+class RulerTask:
+    """One RULER task: its name, the tokens generated per prompt by default, and the builder of
+    a prompt, ``build(tokenizer, budget, rng, sources) -> (token ids, answers)``."""
+
+    name: str
+    new_tokens: int
+    build: Callable[[Any, int, random.Random, RulerSources], tuple[list[int], tuple[str, ...]]]
+
+
+# The tasks, in the order they run. Tokens generated per prompt: room for the answers (a 7-digit
+# number; five variable names or five words with separators) and a few tokens of lead-in.
+RULER_TASKS = {
+    task.name: task
+    for task in (
+        RulerTask("niah_single", 16, _niah_single),
+        RulerTask("niah_multikey", 16, _niah_multikey),
+        RulerTask("vt", 32, _vt),
+        RulerTask("cwe", 40, _cwe),
+    )
+}
+TASKS = tuple(RULER_TASKS)
+DEFAULT_NEW_TOKENS = {name: task.new_tokens for name, task in RULER_TASKS.items()}
 
 
 def ruler_samples(
@@ -335,14 +266,14 @@ def ruler_samples(
     Example: ``[s.answers for s in ruler_samples(tok, "niah_single", 1024, samples=2)]``
     -> ``[("4076131",), ("9081234",)]``, the same on every call.
     """
-    if task not in _GENERATORS:
+    if task not in RULER_TASKS:
         raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
     check_integer("samples", samples, 1)
     sources = sources if sources is not None else RulerSources.shipped()
     result = []
     for index in range(samples):
         rng = random.Random(f"{task}:{seed}:{index}")
-        ids, answers = _GENERATORS[task](tokenizer, length, rng, sources)
+        ids, answers = RULER_TASKS[task].build(tokenizer, length, rng, sources)
         result.append(RulerSample(task, torch.tensor([ids], dtype=torch.long), answers))
     return result
 
@@ -359,7 +290,7 @@ class RulerResult:
     @property
     def accuracy(self) -> float:
         """The mean score (0 with no sample)."""
-        return sum(self.scores) / len(self.scores) if self.scores else 0.0
+        return mean_score(self.scores)
 
 
 def evaluate_ruler(
@@ -371,7 +302,8 @@ def evaluate_ruler(
     max_new_tokens: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RulerResult:
-    """Greedy-decode every sample (one task) under a fresh ``context()`` and score the outputs.
+    """Greedy-decode every sample (one task) under a fresh ``context()`` and score the outputs
+    (``_generation.evaluate_generation``).
 
     Args:
         model: a causal LM on its device.
@@ -387,12 +319,6 @@ def evaluate_ruler(
         raise ValueError(f"samples must all be of one task, got {sorted(tasks)}")
     (task,) = tasks
     new = max_new_tokens if max_new_tokens is not None else DEFAULT_NEW_TOKENS[task]
-    scores, outputs = [], []
-    for index, sample in enumerate(samples):
-        output = greedy_answer(model, tokenizer, sample.input_ids, context, new)
-        scores.append(score_answer(output, sample.answers))
-        outputs.append(output)
-        logger.debug("ruler %s L=%d answers=%s output=%r", task, length, sample.answers, output)
-        if progress is not None:
-            progress(index + 1, len(samples))
-    return RulerResult(task, length, tuple(scores), tuple(outputs))
+    result = evaluate_generation(model, tokenizer, samples, context, new, progress)
+    logger.debug("ruler %s L=%d: mean score %.3f", task, length, result.accuracy)
+    return RulerResult(task, length, result.scores, result.outputs)

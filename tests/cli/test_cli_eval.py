@@ -17,7 +17,9 @@ from conftest import TINY_WINDOW, tiny_model
 
 from lampe_calib.cli import eval_main
 from lampe_calib.cli._eval import parse_lengths, parse_methods, write_json_atomic
+from lampe_calib.evaluation._generation import evaluate_generation
 from lampe_calib.evaluation._perplexity import evaluate_perplexity
+from lampe_calib.evaluation._rates import wilson_interval
 
 W = TINY_WINDOW
 
@@ -135,15 +137,21 @@ def test_passkey_table_and_json(model_dir, tmp_path, capsys):
     argv = ["passkey", "--model", str(model_dir), "--methods", "vanilla,selfextend", "--lengths", "12W"]
     argv += ["--samples", "1", "--depths", "0,1", "--new-tokens", "4", "--json", str(out)]
     assert eval_main(argv) == 0
-    assert "selfextend" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "selfextend" in printed and "[low, high]: 95 % Wilson interval of the rate" in printed
     results = json.loads(out.read_text())["results"]
     assert [(r["method"], r["length"], r["trials"]) for r in results] == [
         ("vanilla", 12 * W, 2),
         ("selfextend", 12 * W, 2),
     ]
     for r in results:
-        assert set(r) == {"method", "length", "accuracy", "correct", "trials"}
+        assert set(r) == {"method", "length", "accuracy", "correct", "trials", "scores", "ci"}
         assert r["accuracy"] == r["correct"] / r["trials"]
+        # One outcome per prompt (depth 0, then depth 1), and the rate's Wilson interval.
+        assert len(r["scores"]) == 2 and set(r["scores"]) <= {0.0, 1.0} and sum(r["scores"]) == r["correct"]
+        assert r["ci"] == list(wilson_interval(r["correct"], r["trials"]))
+        low, high = (round(100 * x) for x in r["ci"])
+        assert f"({r['correct']}/2) [{low}%, {high}%]" in printed
 
 
 @pytest.mark.parametrize(
@@ -337,19 +345,68 @@ def test_ppl_json_made_with_other_settings_is_refused(
     assert calls == [] and out.read_bytes() == before
 
 
-def test_passkey_json_resumes(model_dir, tmp_path, monkeypatch):
-    from lampe_calib.evaluation import _passkey
+def _count_generations(monkeypatch, fail_after=None):
+    """Count the generation cells ``lampe-eval passkey``/``ruler`` run (one evaluator call each);
+    with ``fail_after``, the next one after that many crashes as a killed run would."""
+    from lampe_calib.evaluation import _generation
 
-    out = tmp_path / "passkey.json"
-    argv = ["passkey", "--model", str(model_dir), "--methods", "vanilla,selfextend", "--lengths", "12W"]
-    argv += ["--samples", "1", "--depths", "0", "--new-tokens", "4", "--json", str(out)]
-    assert eval_main(argv) == 0
-    rows = json.loads(out.read_text())["results"]
     calls = []
-    real = _passkey.evaluate_passkey
-    monkeypatch.setattr(_passkey, "evaluate_passkey", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def counted(*args, **kwargs):
+        if fail_after is not None and len(calls) == fail_after:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return evaluate_generation(*args, **kwargs)
+
+    monkeypatch.setattr(_generation, "evaluate_generation", counted)
+    return calls
+
+
+def test_passkey_json_resumes_a_half_written_file(model_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "passkey.json"
+    argv = ["passkey", "--model", str(model_dir), "--methods", "vanilla,selfextend,dca", "--lengths", "12W"]
+    argv += ["--samples", "1", "--depths", "0,1", "--new-tokens", "4", "--json", str(out)]
+    calls = _count_generations(monkeypatch)
+    assert eval_main(argv) == 0 and len(calls) == 3
+    full = json.loads(out.read_text())
+
+    # Killed during the second cell: the first is on disk with its outcomes, nothing else is.
+    out.unlink()
+    calls = _count_generations(monkeypatch, fail_after=1)
+    assert eval_main(argv) == 130 and len(calls) == 1
+    half = json.loads(out.read_text())
+    assert half["results"] == full["results"][:1] and half["settings"] == full["settings"]
+    assert [p.name for p in tmp_path.iterdir()] == ["passkey.json"]  # no temporary file left
+
+    # The same command runs the two missing cells only and gives the same file.
+    calls = _count_generations(monkeypatch)
+    capsys.readouterr()
+    assert eval_main(argv) == 0 and len(calls) == 2
+    assert "(1 of 3 cells already there)" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == full
+
+    # Complete: nothing runs; other depths are other settings, refused with the file untouched.
+    assert eval_main(argv) == 0 and len(calls) == 2
+    other = [*argv[:-6], "--depths", "0.5", *argv[-4:]]
+    assert eval_main(other) == 2 and len(calls) == 2
+    assert "--depths: file [0.0, 1.0], now [0.5]" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == full
+
+
+def test_passkey_json_of_an_earlier_version_resumes(model_dir, tmp_path, capsys, monkeypatch):
+    """A file whose passkey rows have no per-prompt scores (written before they were kept) is
+    read back: its cells are not run again, and the table shows their interval from the counts."""
+    out = tmp_path / "passkey.json"
+    argv = ["passkey", "--model", str(model_dir), "--methods", "vanilla", "--lengths", "12W"]
+    argv += ["--samples", "1", "--depths", "0,1", "--new-tokens", "4", "--json", str(out)]
+    assert eval_main(argv) == 0
+    data = json.loads(out.read_text())
+    data["results"] = [{"method": "vanilla", "length": 12 * W, "accuracy": 0.5, "correct": 1, "trials": 2}]
+    out.write_text(json.dumps(data))
+    calls = _count_generations(monkeypatch)
+    capsys.readouterr()
     assert eval_main(argv) == 0 and calls == []
-    assert json.loads(out.read_text())["results"] == rows
+    assert "50% (1/2) [9%, 91%]" in capsys.readouterr().out
 
 
 def test_progress_is_lines_off_a_terminal(model_dir, books_file, capsys):
@@ -385,3 +442,75 @@ def test_the_default_model_is_the_shipped_reference(tmp_path, capsys):
     assert record["model"] == "reference"
     assert [(r["method"], r["length"]) for r in record["results"]] == [("vanilla", 256)]
     assert "reference" in capsys.readouterr().err  # the header names the model
+
+
+def test_every_subcommand_is_a_task_of_the_dispatch_table():
+    import argparse
+
+    from lampe_calib.cli._eval import TASKS, _parser
+    from lampe_calib.cli._task import EvalTask
+
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(commands.choices) == list(TASKS) == ["ppl", "passkey", "ruler"]
+    want = {"ppl": {"data"}, "passkey": {"depths", "new_tokens"}, "ruler": {"new_tokens"}}
+    for name, task in TASKS.items():
+        assert isinstance(task, EvalTask) and task.name == name and task.help
+        for hook in ("add_arguments", "prepare", "print_tables"):  # each task defines its own
+            assert getattr(type(task), hook) is not getattr(EvalTask, hook)
+        args = parser.parse_args([name])
+        task.check(args, None)  # the defaults pass; ppl resolves its --data here
+        assert args.command == name and set(task.settings(args)) == want[name]
+
+
+def test_a_new_task_is_one_entry_of_the_table(model_dir, tmp_path, capsys, monkeypatch):
+    """A task defined outside the package runs end to end once it is in ``TASKS``: its flags
+    parse, its cells run under each method and resume from ``--json``, its table prints."""
+    from lampe_calib.cli import _eval
+    from lampe_calib.cli._task import Cell, EvalTask, Prepared
+
+    class Count(EvalTask):
+        name, help = "count", "the number of tokens of a prompt of each length"
+
+        def add_arguments(self, parser):
+            parser.add_argument("--samples", type=int, default=1)
+
+        def settings(self, args):
+            return {"unit": "tokens"}
+
+        def prepare(self, args, model, tokenizer, methods, lengths, context_for):
+            def cell(method, length):
+                def run(progress):
+                    with context_for(method, length)():
+                        progress(1, 1)
+                    return {"method": method, "length": length, "tokens": length}
+
+                return Cell((None, method, length), f"{method} L={length}", 1, run)
+
+            return Prepared("none", [cell(m, n) for n in lengths for m in methods])
+
+        def print_tables(self, out, args, title, methods, lengths, rows):
+            out.print(f"{title}: " + " ".join(f"{r['method']}={r['tokens']}" for r in rows))
+
+    monkeypatch.setitem(_eval.TASKS, "count", Count())
+    out = tmp_path / "count.json"
+    argv = [
+        "count",
+        "--model",
+        str(model_dir),
+        "--methods",
+        "vanilla,pi",
+        "--lengths",
+        "2W",
+        "--json",
+        str(out),
+    ]
+    assert eval_main(argv) == 0
+    assert f"vanilla={2 * W} pi={2 * W}" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["settings"]["unit"] == "tokens" and [r["method"] for r in data["results"]] == [
+        "vanilla",
+        "pi",
+    ]
+    assert eval_main(argv) == 0
+    assert "(2 of 2 cells already there)" in capsys.readouterr().err

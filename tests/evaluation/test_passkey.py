@@ -132,3 +132,22 @@ def test_generation_runs_under_every_method(tokenizer, name):
     (trial,) = result.trials
     assert trial.prompt_tokens <= length - new and isinstance(trial.answer, str)
     assert model.model.layers[0].self_attn.__class__.__name__ == "LlamaAttention"
+
+
+def test_one_generation_evaluator_scores_each_prompt_by_its_own_answer(tokenizer):
+    """Passkey prompts and RULER samples go through the same evaluator, each scored by itself."""
+    from lampe_calib.evaluation._generation import evaluate_generation
+    from lampe_calib.evaluation._ruler import RulerSources, ruler_samples
+
+    oracle = _Oracle(tokenizer)  # answers the first number of the prompt
+    keys = passkey_prompts(tokenizer, 800, depths=(0.0, 1.0), samples=1)
+    needle = ruler_samples(tokenizer, "niah_single", 800, sources=RulerSources.from_texts(["word " * 5]))
+    result = evaluate_generation(oracle, tokenizer, [*keys, *needle], max_new_tokens=12)
+    assert result.scores == (1.0, 1.0, 1.0) and result.accuracy == 1.0
+    assert [first_number(o) for o in result.outputs] == [keys[0].key, keys[1].key, needle[0].answers[0]]
+    wrong = evaluate_generation(_Oracle(tokenizer, wrong=True), tokenizer, keys, max_new_tokens=12)
+    assert (
+        wrong.scores == (0.0, 0.0)
+        and evaluate_passkey(_Oracle(tokenizer, wrong=True), tokenizer, keys, 800, max_new_tokens=12).correct
+        == 0
+    )
