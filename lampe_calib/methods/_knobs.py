@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Build", "Knob", "Tunable", "checked_values", "grid_values", "knob_values", "scheme_tuning"]
+__all__ = ["Build", "Knob", "Tunable", "checked_values", "grid_values", "scheme_tuning"]
 
 
 @dataclass(frozen=True)
@@ -162,11 +162,3 @@ def scheme_tuning(
 
     build.__name__ = build.__qualname__ = f"tuned_{name}"
     return Tunable(knobs, build)
-
-
-def knob_values(profile: Any, name: str, length: int) -> dict[str, float] | None:
-    """The knob values a profile calibrated for method ``name`` chose at ``length``; None when
-    the profile is not of that method (e.g. a LaMPE profile passed to every method)."""
-    if profile is None or getattr(profile, "method", "lampe") != name or name == "lampe":
-        return None
-    return profile.knob_values(length)

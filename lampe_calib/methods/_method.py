@@ -20,11 +20,13 @@ from ._rope_scaling import Rescaling, rescaled_context, rotary_tuning
 __all__ = [
     "RESCALED_BASE_FACTOR",
     "STOCK",
+    "LAMPE",
     "BaseScheme",
     "Method",
     "MethodFactory",
     "ProfileUse",
     "check_window_length",
+    "knob_values",
     "on_base",
     "rotary_method",
     "scheme_method",
@@ -38,6 +40,9 @@ BaseScheme = Callable[[Any, float, str, str], Any]
 # The rotary a method or a calibration runs on: the model's own (STOCK), or a rescaled base
 # LaMPE composes with (``BASES``, derived from the entries).
 STOCK = "stock"
+
+# LaMPE's name: the method a profile calibrates unless it names another (``profile.method``).
+LAMPE = "lampe"
 
 # LaMPE on a rescaled RoPE base (the paper's open question 1): the base is rescaled for s·W
 # positions, then LaMPE maps every distance into m = 3/4·s·W of them. s = 2 is the smallest
@@ -152,3 +157,11 @@ def on_base(base: Method, method: Method) -> Method:
         "a profile calibrated on it, else m = 3/4·s·W"
     )
     return Method(name, description, _named(factory, name, description), ProfileUse.OPTIONAL, base.name)
+
+
+def knob_values(profile: Any, name: str, length: int) -> dict[str, float] | None:
+    """The knob values a profile calibrated for method ``name`` chose at ``length``; None when
+    the profile is not of that method (e.g. a LaMPE profile passed to every method)."""
+    if profile is None or getattr(profile, "method", LAMPE) != name or name == LAMPE:
+        return None
+    return profile.knob_values(length)

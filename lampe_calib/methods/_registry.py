@@ -37,15 +37,17 @@ from typing import Any
 from torch import nn
 
 from ._dca import DualChunkConfig, dca_knobs, dual_chunk_attention
-from ._knobs import Knob, Tunable, knob_values
+from ._knobs import Knob, Tunable
 from ._lampe import FIXED_MAPPING_FRACTION, LampeConfig, apply_lampe
 from ._method import (
+    LAMPE,
     RESCALED_BASE_FACTOR,
     STOCK,
     Method,
     MethodFactory,
     ProfileUse,
     check_window_length,
+    knob_values,
     on_base,
     rotary_method,
     scheme_method,
@@ -118,7 +120,7 @@ def lampe_knobs(window: int, length: int) -> tuple[Knob, ...]:
 def _lampe_profile(profile: Any) -> Any:
     """``profile``, or None when it calibrates another method (its knobs are not LaMPE's):
     ``lampe-fixed`` and the rescaled LaMPEs then run at their defaults."""
-    return None if getattr(profile, "method", "lampe") != "lampe" else profile
+    return None if getattr(profile, "method", LAMPE) != LAMPE else profile
 
 
 def _profile_config(profile: Any, method: str) -> LampeConfig:
@@ -156,7 +158,7 @@ def lampe(model: nn.Module, window: int, length: int, profile: Any = None) -> Ab
         raise ValueError("method 'lampe' needs a calibrated profile (m(L) comes from its sigmoid)")
     if (base := profile_base(profile)) != STOCK:
         raise ValueError(f"this profile was calibrated on the {base} base: use method 'lampe-{base}'")
-    return apply_lampe(model, _profile_config(profile, "lampe"))
+    return apply_lampe(model, _profile_config(profile, LAMPE))
 
 
 def _lampe_on(profile: Any, window: float, base: str, method: str) -> LampeConfig:
@@ -188,7 +190,7 @@ _YARN = rotary_method(
     "yarn", yarn_rescaling, "YaRN with s = L/W and the paper's β and temperature (Peng et al. 2023)"
 )
 _LAMPE = Method(
-    "lampe",
+    LAMPE,
     "LaMPE with m(L) and every setting from the calibrated profile (arXiv 2508.02308)",
     lampe,
     ProfileUse.REQUIRED,

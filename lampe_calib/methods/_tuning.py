@@ -23,7 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from ._knobs import Tunable, knob_values
+from ._knobs import Tunable
+from ._method import knob_values
 from ._registry import TUNABLE, lampe_knobs, tuned_context
 
 __all__ = ["TUNABLE", "Tunable", "knob_values", "lampe_knobs", "main_knob_context", "tuned_context"]
