@@ -5,6 +5,8 @@ value the method uses by default today (its paper's rule), whether it is an inte
 the range is searched on a log scale. A method declares its knobs as a function
 ``knobs(window, length) -> tuple[Knob, ...]``, the first being its main knob (the one
 ``lampe-calibrate --method`` sweeps). ``Knob.grid`` gives the values a sweep evaluates.
+A ``Tunable`` pairs a method's knobs with its builder from chosen values (``scheme_tuning`` for
+a position scheme); each method's entry in ``methods._registry`` holds its ``Tunable``.
 
 Example::
 
@@ -14,10 +16,17 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Knob", "grid_values"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Build", "Knob", "Tunable", "checked_values", "grid_values", "scheme_tuning"]
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,8 @@ class Knob:
     def __post_init__(self) -> None:
         for field in ("low", "high", "default"):
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"knob {self.name!r}: {field} must be a finite number, got {value!r}")
-            if self.integer and value != int(value):
-                raise ValueError(f"knob {self.name!r}: {field} must be an integer, got {value!r}")
+            if (wanted := _unfit(value, self.integer)) is not None:
+                raise ValueError(f"knob {self.name!r}: {field} must be {wanted}, got {value!r}")
         if not self.low <= self.default <= self.high:
             raise ValueError(
                 f"knob {self.name!r}: default {self.default!r} must lie in [{self.low!r}, {self.high!r}]"
@@ -57,10 +64,8 @@ class Knob:
 
     def check(self, value: float) -> float:
         """``value`` if it lies in the range (an integer for an integer knob), else ``ValueError``."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{self.name} must be a finite number, got {value!r}")
-        if self.integer and value != int(value):
-            raise ValueError(f"{self.name} must be an integer, got {value!r}")
+        if (wanted := _unfit(value, self.integer)) is not None:
+            raise ValueError(f"{self.name} must be {wanted}, got {value!r}")
         if not self.low <= value <= self.high:
             raise ValueError(f"{self.name} must lie in [{self.low:g}, {self.high:g}], got {value!r}")
         return int(value) if self.integer else float(value)
@@ -72,6 +77,13 @@ class Knob:
         Example: ``Knob("w", 1, 64, 16, True, True, "").grid(4)`` -> ``(1, 8, 16, 64)``.
         """
         return grid_values(self, count)
+
+
+def _unfit(value: Any, integer: bool) -> str | None:
+    """What a knob's number should have been (``"a finite number"``, ``"an integer"``), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "a finite number"
+    return "an integer" if integer and value != int(value) else None
 
 
 def grid_values(knob: Knob, count: int) -> tuple[float, ...]:
@@ -103,3 +115,50 @@ def grid_values(knob: Knob, count: int) -> tuple[float, ...]:
             break  # an integer range with no value left between its points
         values = sorted({*values, middle})
     return tuple(int(v) if knob.integer else v for v in values)
+
+
+# (model, window, length, values) -> the method built with those knob values.
+Build = Callable[["nn.Module", int, int, Mapping[str, float]], AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A method's knobs at (W, L) and its builder with chosen knob values.
+
+    ``knobs(window, length)`` gives, as defaults, the values the method uses without
+    calibration, so ``build(model, window, length, {})`` is the method as it runs by default.
+    """
+
+    knobs: Callable[[int, int], tuple[Knob, ...]]
+    build: Build | None  # None: calibrated by its own sweep (LaMPE)
+
+
+def checked_values(knobs: tuple[Knob, ...], values: Mapping[str, float], method: str) -> dict[str, Any]:
+    """``values`` checked against ``knobs``; a name that is not a knob is a ``KeyError``.
+
+    Example: ``checked_values(selfextend_knobs(256, 1024), {"group": 8.0}, "selfextend")``
+    -> ``{"group": 8}``.
+    """
+    by_name = {k.name: k for k in knobs}
+    for name in values:
+        if name not in by_name:
+            raise KeyError(f"method {method!r} has no knob {name!r}; its knobs: {', '.join(by_name)}")
+    return {name: by_name[name].check(value) for name, value in values.items()}
+
+
+def scheme_tuning(
+    name: str,
+    config_of: Callable[[int, int], Any],
+    run: Callable[[Any, Any], AbstractContextManager[Any]],
+    knobs: Callable[[int, int], tuple[Knob, ...]],
+) -> Tunable:
+    """The ``Tunable`` of a position scheme whose knobs are fields of its config: the config
+    ``config_of(W, L)`` (the paper's settings) with the chosen values in place, run by
+    ``run(model, config)``."""
+
+    def build(model: nn.Module, window: int, length: int, values: Mapping[str, float]) -> Any:
+        chosen = checked_values(knobs(window, length), values, name)
+        return run(model, dataclasses.replace(config_of(window, length), **chosen))
+
+    build.__name__ = build.__qualname__ = f"tuned_{name}"
+    return Tunable(knobs, build)

@@ -10,146 +10,130 @@ Registry contract (``METHODS``, a plain dict like transformers' ``ROPE_INIT_FUNC
   prompt plus its generated tokens);
 - ``profile``: a calibrated profile (anything with ``to_lampe_config()``), or None; only the
   LaMPE methods read it. ``method_context`` also gives a profile calibrated for another method
-  (``profile.method``) to that method, built with the profile's knobs (``methods._tuning``).
+  (``profile.method``) to that method, built with the profile's knobs (``Method.tuning``).
 
 Entering the context runs ``model`` under the method, for a plain forward and for
 ``generate()``; leaving it restores the model exactly. Parameters default to each paper's
-recommended settings for (W, L), listed on each factory. Every method is the stock model when
+recommended settings for (W, L), cited beside each entry. Every method is the stock model when
 it has nothing to do (an input that fits the window; STRING and ReRoPE included, although
 their rules would also change such an input), except DCA and LaMPE, whose own rules
 decide (DCA chunks anything longer than a chunk; LaMPE compresses whenever L > m(L)).
+
+Each method is one ``Method`` entry of ``METHOD_ENTRIES`` (its name, a line of help, what it
+reads of a profile, the rotary base it runs on, its factory and its knobs); ``METHODS``, the
+tunable methods (``TUNABLE``), the rescaled bases (``BASES``) and the command lines' choices
+(``method_names`` and its siblings) are derived from them. LaMPE on a rescaled base is the
+composition of two entries (``on_base``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
 from torch import nn
 
-from .._checks import check_integer
-from ._dca import DualChunkConfig, dual_chunk_attention
+from ._dca import DualChunkConfig, dca_knobs, dual_chunk_attention
+from ._knobs import Knob, Tunable
 from ._lampe import FIXED_MAPPING_FRACTION, LampeConfig, apply_lampe, as_lampe_config
-from ._rerope import ReRopeConfig, rerope_attention
-from ._rope_scaling import (
-    ntk_rope_parameters,
-    pi_rope_parameters,
-    rope_parameters_of,
-    rotary_dim,
-    swap_rope_parameters,
-    yarn_rope_parameters,
+from ._method import (
+    LAMPE,
+    RESCALED_BASE_FACTOR,
+    STOCK,
+    Method,
+    MethodFactory,
+    ProfileUse,
+    check_window_length,
+    knob_values,
+    on_base,
+    rotary_method,
+    scheme_method,
 )
-from ._selfextend import SelfExtendConfig, self_extend
-from ._string import StringConfig, string_attention
-from ._tuning import knob_values, tuned_context
+from ._rerope import ReRopeConfig, rerope_attention, rerope_knobs
+from ._rope_scaling import ntk_rescaling, pi_rescaling, rescaled_context, yarn_rescaling
+from ._selfextend import SelfExtendConfig, self_extend, selfextend_knobs
+from ._string import StringConfig, string_attention, string_knobs
 
 __all__ = [
     "BASES",
     "FIXED_MAPPING_FRACTION",
     "METHODS",
+    "METHOD_ENTRIES",
     "RESCALED_BASE_FACTOR",
     "STOCK",
+    "TUNABLE",
+    "Method",
     "MethodFactory",
+    "ProfileUse",
+    "calibrated_method_names",
+    "knob_method_names",
+    "lampe_knobs",
     "method_context",
+    "method_names",
+    "on_base",
     "profile_base",
+    "profile_method_names",
     "rescaled_base",
+    "tuned_context",
 ]
-
-MethodFactory = Callable[[nn.Module, int, int, Any], AbstractContextManager[Any]]
-
-
-def _check(window: int, length: int) -> None:
-    for name, value in (("window", window), ("length", length)):
-        check_integer(name, value, 1)
 
 
 def vanilla(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
     """The stock model, unchanged (RoPE extrapolates past W)."""
-    _check(window, length)
+    check_window_length(window, length)
     return contextlib.nullcontext()
 
 
-def position_interpolation(
-    model: nn.Module, window: int, length: int, profile: Any = None
-) -> AbstractContextManager[Any]:
-    """PI (Chen et al. 2023, arXiv 2306.15595): positions divided by s = L/W, so every relative
-    position of the input lands inside the window (the paper's interpolation to W)."""
-    _check(window, length)
-    if length <= window:
-        return contextlib.nullcontext()
-    params = pi_rope_parameters(rope_parameters_of(model, "pi"), window, length)
-    return swap_rope_parameters(model, params, window)
+def _selfextend(model: nn.Module, config: SelfExtendConfig) -> Any:
+    return contextlib.nullcontext() if config.group == 1 else self_extend(model, config)
 
 
-def ntk(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
-    """NTK-aware base scaling (bloc97 2023) with s = L/W, the base that dynamic NTK (emozilla
-    2023) uses for an input of L tokens: θ' = θ·s^(D/(D−2))."""
-    _check(window, length)
-    if length <= window:
-        return contextlib.nullcontext()
-    params = ntk_rope_parameters(rope_parameters_of(model, "ntk"), rotary_dim(model), window, length)
-    return swap_rope_parameters(model, params, window)
+# --- LaMPE ---------------------------------------------------------------------------------------
 
 
-def yarn(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
-    """YaRN (Peng et al. 2023, arXiv 2309.00071) with factor s = L/W, β_fast = 32, β_slow = 1
-    and temperature 0.1·ln s + 1 (the paper's settings for LLaMA models)."""
-    _check(window, length)
-    if length <= window:
-        return contextlib.nullcontext()
-    params = yarn_rope_parameters(rope_parameters_of(model, "yarn"), window, length)
-    return swap_rope_parameters(model, params, window)
+def lampe_knobs(window: int, length: int) -> tuple[Knob, ...]:
+    """LaMPE's knobs at W: the mapping length m (main) from s1 + s2 + 1 to 1.25·W, default
+    0.75·W (``lampe-fixed``, the paper's c), then the head s1 and tail s2 at the calibration's
+    defaults W/8 and W/16 (``default_spec``).
 
-
-def selfextend(
-    model: nn.Module, window: int, length: int, profile: Any = None
-) -> AbstractContextManager[Any]:
-    """SelfExtend (Jin et al. 2024, arXiv 2401.01325): neighbour window w_n = W/4 and the
-    smallest group size G with (W − w_n)·G + w_n >= L (the authors' README, §4)."""
-    _check(window, length)
-    config = SelfExtendConfig.recommended(window, length)
-    if config.group == 1:
-        return contextlib.nullcontext()
-    return self_extend(model, config)
-
-
-def dca(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
-    """Dual Chunk Attention (An et al. 2024, arXiv 2402.17463) with the official settings:
-    c = 3W/4, local window w = W/16, chunk s = c − w (``replace_with_chunkllama``)."""
-    _check(window, length)
-    return dual_chunk_attention(model, DualChunkConfig.recommended(window))
-
-
-def string(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
-    """STRING (An et al. 2024, arXiv 2410.18745): d >= S shown as d − S + w, with w = 128 (at
-    most W/16), S ≈ L/3 raised so every shown position stays inside W where possible, and the
-    official temperature 0.1·ln 2 + 1 (``StringConfig.recommended``)."""
-    _check(window, length)
-    if length <= window:
-        return contextlib.nullcontext()
-    return string_attention(model, StringConfig.recommended(window, length))
-
-
-def rerope(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
-    """ReRoPE (Su 2023): relative positions clipped to min(d, w), w = W/4 (the author's
-    published setting, ``ReRopeConfig.recommended``)."""
-    _check(window, length)
-    if length <= window:
-        return contextlib.nullcontext()
-    return rerope_attention(model, ReRopeConfig.recommended(window))
+    Example: ``lampe_knobs(256, 1024)[0]`` -> m in [49, 320], default 192.
+    """
+    head, tail = max(1, window // 8), max(1, window // 16)
+    return (
+        Knob(
+            "mapping_length",
+            head + tail + 1,
+            round(1.25 * window),
+            round(FIXED_MAPPING_FRACTION * window),
+            True,
+            False,
+            "m: every relative position is mapped into [0, m)",
+        ),
+        Knob("head", 0, max(head, window // 4), head, True, False, "s1: the exact local band"),
+        Knob("tail", 0, max(tail, window // 8), tail, True, False, "s2: the restored tail"),
+    )
 
 
 def _lampe_profile(profile: Any) -> Any:
     """``profile``, or None when it calibrates another method (its knobs are not LaMPE's):
     ``lampe-fixed`` and the rescaled LaMPEs then run at their defaults."""
-    return None if getattr(profile, "method", "lampe") != "lampe" else profile
+    return None if getattr(profile, "method", LAMPE) != LAMPE else profile
 
 
 def _profile_config(profile: Any, method: str) -> LampeConfig:
     return as_lampe_config(profile, f"method {method!r}")
+
+
+def _fixed_config(profile: Any, mapping: float, method: str) -> LampeConfig:
+    """LaMPE at one mapping length m for every L, with head, tail, mode and attention factor
+    from a LaMPE profile when one is given, else ``LampeConfig``'s defaults."""
+    profile = _lampe_profile(profile)
+    if profile is None:
+        return LampeConfig(mapping_length=mapping)
+    return dataclasses.replace(_profile_config(profile, method), mapping_length=mapping, sigmoid=None)
 
 
 def lampe_fixed(
@@ -158,43 +142,152 @@ def lampe_fixed(
     """LaMPE with one mapping length for every L (the length-awareness ablation):
     m = 3/4·W, the paper's sigmoid ceiling c; head, tail, mode and attention factor from the
     profile when one is given, else ``LampeConfig``'s defaults."""
-    _check(window, length)
-    fixed_m = FIXED_MAPPING_FRACTION * window
-    profile = _lampe_profile(profile)
-    if profile is None:
-        return apply_lampe(model, LampeConfig(mapping_length=fixed_m))
-    calibrated = _profile_config(profile, "lampe-fixed")
-    return apply_lampe(model, dataclasses.replace(calibrated, mapping_length=fixed_m, sigmoid=None))
+    check_window_length(window, length)
+    return apply_lampe(model, _fixed_config(profile, FIXED_MAPPING_FRACTION * window, "lampe-fixed"))
 
 
 def lampe(model: nn.Module, window: int, length: int, profile: Any = None) -> AbstractContextManager[Any]:
     """LaMPE (arXiv 2508.02308) with m(L) and every other setting from the calibrated profile."""
-    _check(window, length)
+    check_window_length(window, length)
     if profile is None:
         raise ValueError("method 'lampe' needs a calibrated profile (m(L) comes from its sigmoid)")
     if (base := profile_base(profile)) != STOCK:
         raise ValueError(f"this profile was calibrated on the {base} base: use method 'lampe-{base}'")
-    return apply_lampe(model, _profile_config(profile, "lampe"))
+    return apply_lampe(model, _profile_config(profile, LAMPE))
 
 
-# LaMPE on a rescaled RoPE base (the paper's open question 1): the base is rescaled for s·W
-# positions, then LaMPE maps every distance into m = 3/4·s·W of them. s = 2 is the smallest
-# factor that doubles the usable range; YaRN and NTK are reported to hold at s = 2 without
-# fine-tuning (Peng et al. 2023, Table 1 and §3.1).
-RESCALED_BASE_FACTOR = 2
+def _lampe_on(profile: Any, window: float, base: str, method: str) -> LampeConfig:
+    """LaMPE's scheme on a rescaled ``base`` of usable window s·W: with a profile calibrated on
+    this very base, m(L) and every setting come from it; otherwise LaMPE maps every distance
+    into a fixed m = 3/4·s·W (``lampe-fixed``'s rule on the rescaled window)."""
+    profile = _lampe_profile(profile)
+    calibrated_on = profile_base(profile)
+    if calibrated_on == base:  # m(L) calibrated on this very base
+        return _profile_config(profile, method)
+    if calibrated_on != STOCK:
+        raise ValueError(f"method {method!r} cannot use a profile calibrated on the {calibrated_on} base")
+    return _fixed_config(profile, FIXED_MAPPING_FRACTION * window, method)
 
 
-# The rotary a method or a calibration runs on: the model's own (STOCK), or a rescaled base
-# LaMPE composes with.
-STOCK = "stock"
-BASES = (STOCK, "yarn", "ntk")
+def profile_base(profile: Any) -> str:
+    """The rotary a profile was calibrated on: ``STOCK``, or its ``lampe.base.type``."""
+    lampe = getattr(profile, "lampe", None) or {}
+    return (lampe.get("base") or {}).get("type", STOCK)
+
+
+# --- the table -------------------------------------------------------------------------------------
+
+_PI = rotary_method("pi", pi_rescaling, "PI: positions divided by s = L/W (Chen et al. 2023)", tunable=False)
+# NTK-aware (bloc97 2023), the base dynamic NTK (emozilla 2023) uses for an input of L tokens.
+_NTK = rotary_method("ntk", ntk_rescaling, "NTK-aware scaling: base θ·s^(D/(D−2)), s = L/W (bloc97 2023)")
+# YaRN: β_fast = 32, β_slow = 1 and temperature 0.1·ln s + 1, the paper's settings for LLaMA.
+_YARN = rotary_method(
+    "yarn", yarn_rescaling, "YaRN with s = L/W and the paper's β and temperature (Peng et al. 2023)"
+)
+_LAMPE = Method(
+    LAMPE,
+    "LaMPE with m(L) and every setting from the calibrated profile (arXiv 2508.02308)",
+    lampe,
+    ProfileUse.REQUIRED,
+    tuning=Tunable(lampe_knobs, None),  # calibrated by its own (L, m) sweep
+    base_scheme=_lampe_on,
+)
+
+# Every method once; the order is the order of evaluation tables.
+METHOD_ENTRIES: tuple[Method, ...] = (
+    Method("vanilla", "the stock model, unchanged (RoPE extrapolates past W)", vanilla),
+    _PI,
+    _NTK,
+    _YARN,
+    # SelfExtend (arXiv 2401.01325): w_n = W/4, the smallest G with (W − w_n)·G + w_n >= L (§4).
+    scheme_method(
+        "selfextend",
+        "SelfExtend: grouped positions past a neighbour window W/4 (Jin et al. 2024)",
+        SelfExtendConfig.recommended,
+        _selfextend,
+        selfextend_knobs,
+        beyond_window_only=False,
+    ),
+    # DCA (arXiv 2402.17463), the official c = 3W/4, w = W/16, s = c − w (replace_with_chunkllama).
+    scheme_method(
+        "dca",
+        "Dual Chunk Attention: chunks of 11W/16 with a local window W/16 (An et al. 2024)",
+        lambda window, length: DualChunkConfig.recommended(window),
+        dual_chunk_attention,
+        dca_knobs,
+        beyond_window_only=False,
+    ),
+    # STRING (arXiv 2410.18745): w = 128 (at most W/16), S ≈ L/3 raised to keep positions in W.
+    scheme_method(
+        "string",
+        "STRING: distances from S ≈ L/3 on shifted down to S − w (An et al. 2024)",
+        StringConfig.recommended,
+        string_attention,
+        string_knobs,
+    ),
+    # ReRoPE (Su 2023): the author's published w = W/4.
+    scheme_method(
+        "rerope",
+        "ReRoPE: relative positions clipped to min(d, W/4) (Su 2023)",
+        lambda window, length: ReRopeConfig.recommended(window),
+        rerope_attention,
+        rerope_knobs,
+    ),
+    Method(
+        "lampe-fixed",
+        "LaMPE with one m = 3/4·W for every L (the length-awareness ablation)",
+        lampe_fixed,
+        ProfileUse.OPTIONAL,
+    ),
+    _LAMPE,
+    on_base(_YARN, _LAMPE),
+    on_base(_NTK, _LAMPE),
+)
+_BY_NAME = {entry.name: entry for entry in METHOD_ENTRIES}
+
+# name -> MethodFactory; the order is the order of evaluation tables.
+METHODS: dict[str, MethodFactory] = {entry.name: entry.build for entry in METHOD_ENTRIES}
+
+# name -> Tunable: position schemes, then rotary rescalings, then LaMPE (its own sweep).
+TUNABLE: dict[str, Tunable] = dict(
+    sorted(
+        ((entry.name, entry.tuning) for entry in METHOD_ENTRIES if entry.tuning is not None),
+        key=lambda item: (item[1].build is None, _BY_NAME[item[0]].rescaling is not None),
+    )
+)
+
+# The rotary bases: the model's own, then those a method of the table is composed on.
+BASES: tuple[str, ...] = (STOCK, *(entry.base for entry in METHOD_ENTRIES if entry.base != STOCK))
+
+
+def method_names() -> tuple[str, ...]:
+    """Every method's name, in table order (``lampe-eval --methods``)."""
+    return tuple(METHODS)
+
+
+def profile_method_names() -> tuple[str, ...]:
+    """The methods that read a LaMPE profile (``lampe`` cannot run without one)."""
+    return tuple(entry.name for entry in METHOD_ENTRIES if entry.profile is not ProfileUse.NONE)
+
+
+def knob_method_names() -> tuple[str, ...]:
+    """The methods whose main knob ``lampe-calibrate --method`` sweeps, in ``TUNABLE`` order."""
+    return tuple(name for name, tuning in TUNABLE.items() if tuning.build is not None)
+
+
+def calibrated_method_names() -> tuple[str, ...]:
+    """``lampe-calibrate --method``'s choices: LaMPE (its own sweep) first, then the methods
+    with knobs (``knob_method_names``)."""
+    own = tuple(name for name, tuning in TUNABLE.items() if tuning.build is None)
+    return own + knob_method_names()
 
 
 def rescaled_base(
     model: nn.Module, window: int, base: str, config: LampeConfig | None = None
 ) -> AbstractContextManager[Any]:
-    """Run ``model`` on the ``base`` rotary (``yarn`` or ``ntk``, factor ``RESCALED_BASE_FACTOR``,
-    built for s·W tokens), under LaMPE with ``config`` when one is given; restored on exit.
+    """Run ``model`` on the ``base`` rotary (one of ``BASES`` but ``STOCK``, factor
+    ``RESCALED_BASE_FACTOR``, built for s·W tokens), under LaMPE with ``config`` when one is
+    given; restored on exit.
 
     Example::
 
@@ -203,83 +296,27 @@ def rescaled_base(
     """
     if base not in BASES[1:]:
         raise ValueError(f"base must be one of {BASES[1:]}, got {base!r}")
-    scaled = RESCALED_BASE_FACTOR * window
-    params = rope_parameters_of(model, f"lampe-{base}")
-    if base == "yarn":
-        params = yarn_rope_parameters(params, window, scaled)
-    else:
-        params = ntk_rope_parameters(params, rotary_dim(model), window, scaled)
-    return _on_rope(model, params, window, config)
+    composed = next(entry for entry in METHOD_ENTRIES if entry.base == base)
+    rescaling = _BY_NAME[base].rescaling
+    assert rescaling is not None
+    return rescaled_context(model, rescaling, window, RESCALED_BASE_FACTOR * window, composed.name, config)
 
 
-def _on_rope(
-    model: nn.Module, rope_parameters: dict[str, Any], window: int, config: LampeConfig | None
+def tuned_context(
+    name: str, model: nn.Module, window: int, length: int, values: Mapping[str, float]
 ) -> AbstractContextManager[Any]:
-    # The global layers on the rescaled rotary, under LaMPE when a config is given
-    # (``swap_rope_parameters`` yields the rotary, or LaMPE's session).
-    return swap_rope_parameters(model, rope_parameters, window, config)
+    """Method ``name`` built with knob ``values`` (the others at their defaults).
 
+    Example::
 
-def profile_base(profile: Any) -> str:
-    """The rotary a profile was calibrated on: ``"stock"``, or its ``lampe.base.type``."""
-    lampe = getattr(profile, "lampe", None) or {}
-    return (lampe.get("base") or {}).get("type", STOCK)
-
-
-def _rescaled_lampe(base: str) -> MethodFactory:
-    name = f"lampe-{base}"
-
-    def factory(
-        model: nn.Module, window: int, length: int, profile: Any = None
-    ) -> AbstractContextManager[Any]:
-        _check(window, length)
-        if length <= window:
-            return contextlib.nullcontext()
-        profile = _lampe_profile(profile)
-        calibrated_on = profile_base(profile)
-        if calibrated_on == base:  # m(L) calibrated on this very base
-            return rescaled_base(model, window, base, _profile_config(profile, name))
-        if calibrated_on != STOCK:
-            raise ValueError(f"method {name!r} cannot use a profile calibrated on the {calibrated_on} base")
-        mapping = FIXED_MAPPING_FRACTION * RESCALED_BASE_FACTOR * window
-        if profile is None:
-            config = LampeConfig(mapping_length=mapping)
-        else:
-            config = dataclasses.replace(_profile_config(profile, name), mapping_length=mapping, sigmoid=None)
-        return rescaled_base(model, window, base, config)
-
-    factory.__name__ = factory.__qualname__ = f"lampe_{base}"
-    factory.__doc__ = (
-        f"LaMPE on a {base.upper()} base of factor s = RESCALED_BASE_FACTOR (2): the rotary is the "
-        f"``{base}`` baseline's for s·W tokens. With a profile calibrated on this base "
-        f"(``lampe-calibrate --base {base}``), m(L) and every setting come from it; otherwise "
-        "LaMPE maps every distance into a fixed m = 3/4·s·W (``lampe-fixed``'s rule on the "
-        "rescaled window), with head, tail, mode and attention factor from the profile when one "
-        "is given (the attention factor multiplies the base's own temperature). Stock within the "
-        "window."
-    )
-    return factory
-
-
-lampe_yarn = _rescaled_lampe("yarn")
-lampe_ntk = _rescaled_lampe("ntk")
-
-
-# name -> MethodFactory; the order is the order of evaluation tables.
-METHODS: dict[str, MethodFactory] = {
-    "vanilla": vanilla,
-    "pi": position_interpolation,
-    "ntk": ntk,
-    "yarn": yarn,
-    "selfextend": selfextend,
-    "dca": dca,
-    "string": string,
-    "rerope": rerope,
-    "lampe-fixed": lampe_fixed,
-    "lampe": lampe,
-    "lampe-yarn": lampe_yarn,
-    "lampe-ntk": lampe_ntk,
-}
+        with tuned_context("selfextend", model, 256, 1024, {"group": 8}):
+            logits = model(input_ids).logits
+    """
+    tuning = TUNABLE.get(name)
+    if tuning is None or tuning.build is None:
+        known = ", ".join(knob_method_names())
+        raise KeyError(f"method {name!r} has no knobs to set here; methods with knobs: {known}")
+    return tuning.build(model, window, length, values)
 
 
 def method_context(
@@ -300,6 +337,6 @@ def method_context(
     # A profile calibrated for this very method (``lampe-calibrate --method``) sets its knobs.
     values = knob_values(profile, name, length)
     if values is not None:
-        _check(window, length)
+        check_window_length(window, length)
         return tuned_context(name, model, window, length, values)
     return factory(model, window, length, profile)

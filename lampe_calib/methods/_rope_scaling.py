@@ -15,14 +15,17 @@ The scale factor is s = L / W for inputs of L tokens on a model of window W:
 - YaRN (Peng et al. 2023, arXiv 2309.00071): ``rope_type="yarn"`` with factor s, the paper's
   β_fast = 32, β_slow = 1 and its temperature 0.1·ln s + 1 (transformers' default).
 
-With s <= 1 there is nothing to extend and the factories leave the model as it is.
+With s <= 1 there is nothing to extend and the factories leave the model as it is. Each scheme
+is a ``Rescaling`` (``pi_rescaling``, ``ntk_rescaling``, ``yarn_rescaling``) that the method
+registry names; ``rescaled_context`` runs a model on one, ``rotary_tuning`` tunes its factor s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from torch import nn
@@ -38,15 +41,23 @@ from ..engine._family import (
 from ..engine._hook import apply_position_scheme
 from ..engine._session import PositionScheme
 from ..engine._window import WindowScheme
+from ._knobs import Knob, Tunable, checked_values
 
 __all__ = [
+    "Rescaling",
+    "factor_knobs",
     "ntk_base",
+    "ntk_rescaling",
     "ntk_rope_parameters",
+    "pi_rescaling",
     "pi_rope_parameters",
+    "rescaled_context",
     "rescaled_rotary",
     "rope_parameters_of",
     "rotary_dim",
+    "rotary_tuning",
     "swap_rope_parameters",
+    "yarn_rescaling",
     "yarn_rope_parameters",
 ]
 
@@ -126,6 +137,69 @@ def yarn_rope_parameters(params: Mapping[str, Any], window: int, length: int) ->
 def rotary_dim(model: nn.Module) -> int:
     """Rotary dimension D of the model (head dim × partial_rotary_factor)."""
     return rotary_dim_of(model.config)
+
+
+# (the model's RoPE parameters, model, W, L) -> the parameters of a rotary rescaled for L tokens.
+Rescaling = Callable[[Mapping[str, Any], nn.Module, int, float], dict[str, Any]]
+
+
+def pi_rescaling(params: Mapping[str, Any], model: nn.Module, window: int, length: float) -> dict[str, Any]:
+    """PI as a ``Rescaling`` (``pi_rope_parameters``)."""
+    return pi_rope_parameters(params, window, length)
+
+
+def ntk_rescaling(params: Mapping[str, Any], model: nn.Module, window: int, length: float) -> dict[str, Any]:
+    """NTK-aware scaling as a ``Rescaling``, on the model's rotary dim (``ntk_rope_parameters``)."""
+    return ntk_rope_parameters(params, rotary_dim(model), window, length)
+
+
+def yarn_rescaling(params: Mapping[str, Any], model: nn.Module, window: int, length: float) -> dict[str, Any]:
+    """YaRN as a ``Rescaling`` (``yarn_rope_parameters``)."""
+    return yarn_rope_parameters(params, window, length)
+
+
+def rescaled_context(
+    model: nn.Module,
+    rescaling: Rescaling,
+    window: int,
+    length: float,
+    method: str,
+    scheme: PositionScheme | None = None,
+) -> AbstractContextManager[Any]:
+    """Run ``model`` on its rotary rescaled by ``rescaling`` for ``length`` tokens over the
+    window W, under the position ``scheme`` when one is given (``swap_rope_parameters``);
+    ``method`` names the method in errors (``rope_parameters_of``).
+
+    Example::
+
+        with rescaled_context(model, yarn_rescaling, 256, 1024, "yarn"):
+            logits = model(input_ids).logits
+    """
+    params = rescaling(rope_parameters_of(model, method), model, window, length)
+    return swap_rope_parameters(model, params, window, scheme)
+
+
+def factor_knobs(window: int, length: int) -> tuple[Knob, ...]:
+    """A rescaling's one knob: the scale factor s, default L/W (1, the stock model, for L <= W).
+
+    Example: ``factor_knobs(256, 1024)[0]`` -> s in [1, 8], default 4.
+    """
+    default = max(1.0, length / window)
+    return (Knob("factor", 1.0, max(2.0, 2 * default), default, False, True, "s: the RoPE scale factor"),)
+
+
+def rotary_tuning(name: str, rescaling: Rescaling) -> Tunable:
+    """The ``Tunable`` of a rescaling: its factor s (``factor_knobs``); s <= 1 is the stock model."""
+
+    def build(model: nn.Module, window: int, length: int, values: Mapping[str, float]) -> Any:
+        chosen = checked_values(factor_knobs(window, length), values, name)
+        factor = chosen.get("factor", max(1.0, length / window))
+        if factor <= 1.0:
+            return contextlib.nullcontext()
+        return rescaled_context(model, rescaling, window, factor * window, name)
+
+    build.__name__ = build.__qualname__ = f"tuned_{name}"
+    return Tunable(factor_knobs, build)
 
 
 def rescaled_rotary(model: nn.Module, rope_parameters: Mapping[str, Any], window: int) -> nn.Module:
