@@ -30,7 +30,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..methods._registry import METHODS
+from ..methods._method import LAMPE, ProfileUse
+from ..methods._registry import METHOD_ENTRIES, METHODS, profile_method_names
 from ._args import ArgumentParser as _Parser
 from ._args import parse_names, parse_sizes
 from ._task import EvalTask
@@ -51,8 +52,9 @@ __all__ = [
 # The subcommands, each an evaluation task (``_task.EvalTask``); a new task is one entry here.
 TASKS: dict[str, EvalTask] = {task.name: task for task in (PerplexityTask(), PasskeyTask(), RulerTasks())}
 
-# Methods that read a calibrated profile; "lampe" cannot run without one.
-PROFILE_METHODS = ("lampe-fixed", "lampe", "lampe-yarn", "lampe-ntk")
+# Methods that read a calibrated profile, and those that cannot run without one (LaMPE's m(L)).
+PROFILE_METHODS = profile_method_names()
+NEEDS_PROFILE = tuple(entry.name for entry in METHOD_ENTRIES if entry.profile is ProfileUse.REQUIRED)
 # Without --methods: the stock model, a RoPE rescaling, a position-grouping method, and LaMPE
 # when the model has a profile; a few minutes on the reference model at 1W and 2W.
 DEFAULT_METHODS = ("vanilla", "yarn", "selfextend")
@@ -139,13 +141,13 @@ def _load_profile(args: argparse.Namespace, methods: Sequence[str], alias: str |
 
     name = args.profile or alias
     if name is None:
-        if "lampe" in methods:
-            raise ValueError("--profile: method 'lampe' needs a calibrated profile for this model")
+        if needing := [name for name in methods if name in NEEDS_PROFILE]:
+            raise ValueError(f"--profile: method {needing[0]!r} needs a calibrated profile for this model")
         return None
     try:
         profile = load_profile(name)
     except (KeyError, FileNotFoundError, ValueError) as error:
-        if args.profile is None and "lampe" not in methods:
+        if args.profile is None and not any(name in NEEDS_PROFILE for name in methods):
             return None
         message = error.args[0] if error.args else error
         raise ValueError(f"--profile {name!r}: {message}") from error
@@ -213,7 +215,7 @@ def _settle_profile(
 def _default_methods(args, alias: str | None, window: int) -> tuple[str, ...]:
     """``DEFAULT_METHODS``, with ``lampe`` when a profile is found for the model."""
     found = _load_profile(args, ("lampe-fixed",), alias, window) is not None
-    return DEFAULT_METHODS + (("lampe",) if found else ())
+    return DEFAULT_METHODS + ((LAMPE,) if found else ())
 
 
 def _header(
