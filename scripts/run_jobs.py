@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,16 +40,29 @@ def _run_one(job: dict, entry: dict) -> int:
     before = os.times()
     start = time.monotonic()
     print(f"[{time.strftime('%H:%M:%S')}] {job['name']}: {job['command']}", flush=True)
-    code = subprocess.run(job["command"], shell=True, cwd=ROOT).returncode
-    after = os.times()
-    entry["wall_s"] = round(entry.get("wall_s", 0.0) + time.monotonic() - start, 1)
+    code = 143  # (what a job stopped by SIGTERM or Ctrl-C is recorded with)
+    try:
+        code = subprocess.run(job["command"], shell=True, cwd=ROOT).returncode
+    finally:  # a stopped run still records the time its job took
+        after = os.times()
+        _account(entry, job, code, time.monotonic() - start, before, after)
+    return code
+
+
+def _account(
+    entry: dict, job: dict, code: int, wall: float, before: os.times_result, after: os.times_result
+) -> None:
+    entry["wall_s"] = round(entry.get("wall_s", 0.0) + wall, 1)
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     entry["cpu_s"] = round(entry.get("cpu_s", 0.0) + cpu, 1)
     entry["attempts"] = entry.get("attempts", 0) + 1
     entry["returncode"] = code
     entry["done"] = code == 0
     entry["command"] = job["command"]
-    return code
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(143)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("jobs", type=Path, help="the jobs file (JSON)")
     parser.add_argument("--only", help="run only the job of this name")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     jobs = json.loads(args.jobs.read_text(encoding="utf-8"))["jobs"]
     names = [job["name"] for job in jobs]
     if len(set(names)) != len(names):
@@ -70,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         if (args.only and job["name"] != args.only) or log.get(job["name"], {}).get("done"):
             continue
         entry = log.setdefault(job["name"], {})
-        code = _run_one(job, entry)
-        _write_atomically(log_path, log)
+        try:
+            code = _run_one(job, entry)
+        finally:
+            _write_atomically(log_path, log)
         if code != 0:
             print(f"{job['name']} exited {code}; stopping (the same command resumes)", file=sys.stderr)
             return 1

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 from script_support import load_script
 
@@ -44,3 +48,14 @@ def test_repeated_names_and_unknown_jobs_are_refused(tmp_path, capsys):
     assert run_jobs.main([str(_jobs(tmp_path, [("a", "true"), ("a", "true")]))]) == 2
     assert run_jobs.main([str(_jobs(tmp_path, [("a", "true")])), "--only", "b"]) == 2
     assert capsys.readouterr().err.count("\n") == 2
+
+
+def test_a_stopped_run_records_the_time_of_the_job_it_stopped(tmp_path):
+    jobs = _jobs(tmp_path, [("slow", "sleep 30")])
+    runner = subprocess.Popen([sys.executable, str(run_jobs.__file__), str(jobs)])
+    log_path = tmp_path / "x.log.json"
+    time.sleep(1.5)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=20) == 143
+    entry = json.loads(log_path.read_text())["slow"]
+    assert entry["attempts"] == 1 and not entry["done"] and entry["wall_s"] >= 1.0
