@@ -108,12 +108,16 @@ def _best_curves(
 
 
 def _missing_note(missing: Sequence[MissingPoint], limit: int = 4) -> str | None:
-    """Example: ``"made without 2 sweep points: L=512 m=88 (s1=32, s2=16): out of memory ...; ..."``."""
+    """What a calibration says (and logs) of the sweep points it was made without.
+
+    Example: ``"made without 2 sweep points: L=512 m=88 (s1=32, s2=16): out of memory ...; ..."``."""
     if not missing:
         return None
     shown = "; ".join(m.describe() for m in missing[:limit])
     more = f"; and {len(missing) - limit} more" if len(missing) > limit else ""
-    return f"made without {len(missing)} sweep point(s): {shown}{more}"
+    note = f"made without {len(missing)} sweep point(s): {shown}{more}"
+    logger.warning("%s", note)
+    return note
 
 
 def calibrate(
@@ -140,20 +144,9 @@ def calibrate(
         raise ValueError(f"c_mode must be one of {C_MODES}, got {c_mode!r}")
     (head, tail, factor), curves, optima = _best_curves(sweep, refine)
     settings = {"head": head, "tail": tail, "attention_factor": factor, "c_mode": c_mode, "level": level}
-    unfitted = Calibration(
-        "degenerate",
-        None,
-        optima=tuple(optima),
-        fits={},
-        ci={},
-        resamples=0,
-        missing=sweep.missing,
-        curves=tuple(curves),
-        **settings,
-    )
+    fitless = {"fits": {}, "ci": {}, "resamples": 0, "missing": sweep.missing, "curves": tuple(curves)}
+    unfitted = Calibration("degenerate", None, optima=tuple(optima), **settings, **fitless)
     missing = _missing_note(sweep.missing)
-    if missing:
-        logger.warning("%s", missing)
     reason = _degenerate_reason(optima, sweep.spec.mappings)
     if reason is not None:
         reason = f"{reason} ({missing})" if missing else reason

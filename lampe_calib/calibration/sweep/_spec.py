@@ -17,8 +17,7 @@ from typing import Any
 import optuna
 
 from ..._checks import check_integer, is_integer
-from ...engine._config import MODES, LampeConfig
-from ...methods._registry import BASES
+from ...methods import BASES, MODES, STOCK, LampeConfig
 
 __all__ = [
     "SEARCHES",
@@ -131,7 +130,7 @@ class SweepPoint:
         if self.method != "lampe":
             return (self.length, self.method, float(self.mapping))  # type: ignore[arg-type]
         if self.stock:
-            return (self.length, "stock")
+            return (self.length, STOCK)
         assert self.mapping is not None
         if self.mapping >= self.length:  # stock positions, scaled logits
             return (self.length, "identity", self.attention_factor)
@@ -198,7 +197,7 @@ class SweepSpec:
         initial_points: gp only, log-spaced points evaluated before the GP proposes (of the
             ``evaluations``).
         seed: seed of the samplers.
-        base: the rotary every point runs on: ``"stock"`` (the model's own) or a rescaled base,
+        base: the rotary every point runs on: ``STOCK`` (the model's own) or a rescaled base,
             ``"yarn"`` or ``"ntk"`` (``methods.rescaled_base``: factor s = 2, so m may go up
             to 2·s·W); the vanilla study then measures the rescaled base alone.
     """
@@ -214,7 +213,7 @@ class SweepSpec:
     # Three points span a V well enough for the GP's first model (benchmarks/search.py).
     initial_points: int = 3
     seed: int = 0
-    base: str = "stock"
+    base: str = STOCK
     # gp only: ``(L, m)`` pairs, m(L) of a previous fit where the search at L begins
     # (``initial_mappings``' ``start``); a length without one starts from the log-spaced design.
     starts: tuple[tuple[int, float], ...] = ()
@@ -273,7 +272,7 @@ class SweepSpec:
 
         if self.method not in TUNABLE:
             raise ValueError(f"method must be one of {tuple(TUNABLE)}, got {self.method!r}")
-        if self.search != "grid" or self.base != "stock":
+        if self.search != "grid" or self.base != STOCK:
             raise ValueError(
                 f"method {self.method!r} is swept by a grid on the stock rotary, got search "
                 f"{self.search!r}, base {self.base!r}"

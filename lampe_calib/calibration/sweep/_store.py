@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from ...evaluation._perplexity import PerplexityResult
 from ._db import check_storage_url, open_storage
+from ._optuna_compat import enqueued_params
 from ._spec import SweepPoint, SweepSpec
 
 __all__ = [
@@ -124,7 +125,7 @@ class SweepResult:
 
 def trial_point(trial: optuna.trial.FrozenTrial) -> SweepPoint | None:
     """The point of a vanilla or grid trial: its parameters, or those it was enqueued with."""
-    params = trial.system_attrs.get("fixed_params") or trial.params
+    params = enqueued_params(trial) or trial.params
     try:
         return SweepPoint.from_params(params) if params else None
     except (KeyError, TypeError, ValueError):
