@@ -107,14 +107,14 @@ class Profile:
         object.__setattr__(self, "_config", config)
 
     @property
-    def settings(self) -> LampeSection:
+    def lampe_section(self) -> LampeSection:
         """The ``lampe`` section as a typed value (a LaMPE profile)."""
         if self._lampe is None:
             raise ValueError(f"profile '{self.alias}' calibrates method {self.method!r}, not LaMPE")
         return self._lampe
 
     @property
-    def fit(self) -> SigmoidSection:
+    def sigmoid_section(self) -> SigmoidSection:
         """The ``sigmoid`` section as a typed value (a LaMPE profile)."""
         if self._sigmoid is None:
             raise ValueError(f"profile '{self.alias}' calibrates method {self.method!r}, not LaMPE")

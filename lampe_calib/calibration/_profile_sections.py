@@ -126,14 +126,15 @@ class KnobSection:
     ``default`` (here ``best``, by length)."""
 
     name: str
-    single: float
+    single: float  # (an int for an integer knob, as in the JSON)
     points: int
     best: Mapping[int, float]
 
     @classmethod
     def from_dict(cls, knob: Mapping[str, Any]) -> KnobSection:
         name = text("knob.name", get(knob, "name", "knob"))
-        single = number("knob.single", get(knob, "single", "knob"))
+        number("knob.single", get(knob, "single", "knob"))
+        single = knob["single"]
         points = integer("knob.points", get(knob, "points", "knob"), 1)
         best = {}
         for i, row in enumerate(list_of("knob.lengths", get(knob, "lengths", "knob"))):
@@ -144,7 +145,8 @@ class KnobSection:
             ppl = list_of(f"{path}.ppl", get(row, "ppl", path))
             if len(values) != len(ppl) or not values:
                 raise fail(f"{path}.ppl", f"a non-empty list as long as values ({len(values)})", ppl)
-            best[length] = number(f"{path}.best", get(row, "best", path))
+            number(f"{path}.best", get(row, "best", path))
+            best[length] = row["best"]  # as written: an integer knob stays an integer
             if best[length] not in values:
                 raise fail(f"{path}.best", f"one of the values tried {values}", best[length])
             number(f"{path}.default", row.get("default"), optional=True)

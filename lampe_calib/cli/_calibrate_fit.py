@@ -23,7 +23,7 @@ def start_from_previous_fit(console: Any, spec: Any, path: Path) -> Any:
         previous = load_profile(path)
     except ValueError:
         return spec
-    if previous.status == "degenerate" or previous.to_dict().get("method", "lampe") != "lampe":
+    if previous.method != "lampe" or previous.status == "degenerate":
         return spec
     measured = {int(curve["length"]) for curve in previous.curves}
     starts = tuple((n, previous.mapping_length(n)) for n in spec.lengths if n not in measured)
