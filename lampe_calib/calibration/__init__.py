@@ -8,7 +8,8 @@ from .._lazy import lazy_exports
 
 # Module -> the public names it defines.
 _MODULES = {
-    "._calibrate": "calibrate_model default_spec profile_name",
+    "._calibrate": "calibrate_model default_spec",
+    "._runs": "profile_name",
     "._curves": "Curve FixedMapping Optimum best_fixed_mapping curve_optimum curves_of mapping_excess",
     "._fit": "C_MODES Calibration SigmoidFit calibrate fit_sigmoid",
     "._excess": "fit_sigmoid_excess held_out_excess",

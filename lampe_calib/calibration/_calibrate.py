@@ -12,41 +12,29 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import importlib.metadata
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from optuna.storages import BaseStorage
 
-from ..evaluation._books import Books, load_books
+from ..evaluation._books import Books
+from ..methods import STOCK
 from ..methods._registry import RESCALED_BASE_FACTOR
-from ..models._facts import ModelFacts, portable_source
 from ..models._registry import ModelInfo, model_info
-from ._curves import Curve, curve_optimum, curves_of
+from ._curves import Curve, Optimum
 from ._fit import Calibration, SigmoidFit, calibrate
 from ._profiles import Profile
-from .sweep._run import SweepProgress, run_sweep
+from ._runs import SweepInputs, model_dtype, model_record, profile_name, run_provenance, sweep_model
+from .sweep._run import SweepProgress
 from .sweep._spec import SweepSpec, default_lengths, default_mappings
 from .sweep._store import SweepResult
 
-__all__ = [
-    "CalibrationRun",
-    "build_profile",
-    "calibrate_model",
-    "default_spec",
-    "profile_name",
-    "study_signature",
-]
+__all__ = ["CalibrationRun", "build_profile", "calibrate_model", "default_spec", "usable_window"]
 
 logger = logging.getLogger(__name__)
-
-_VERSIONED = ("lampe-calib", "torch", "transformers", "optuna", "datasets", "scipy")
-
 
 # The largest mapping length a sweep may try, in windows: past the V's right arm (about W) a
 # mapping only shows the model positions it never saw.
@@ -58,7 +46,7 @@ def usable_window(window: int, base: str) -> int:
 
     Example: ``usable_window(256, "yarn")`` -> 512.
     """
-    return window if base == "stock" else RESCALED_BASE_FACTOR * window
+    return window if base == STOCK else RESCALED_BASE_FACTOR * window
 
 
 def default_spec(window: int, **overrides: Any) -> SweepSpec:
@@ -73,7 +61,7 @@ def default_spec(window: int, **overrides: Any) -> SweepSpec:
     """
     head = overrides.get("heads", (max(1, window // 8),))
     tail = overrides.get("tails", (max(1, window // 16),))
-    usable = usable_window(window, overrides.get("base", "stock"))
+    usable = usable_window(window, overrides.get("base", STOCK))
     fields = {
         "lengths": default_lengths(window),
         "mappings": default_mappings(usable, max(head), max(tail)),
@@ -104,32 +92,10 @@ def check_spec_window(spec: SweepSpec, window: int) -> None:
         )
     top = MAX_MAPPING_WINDOWS * usable_window(window, spec.base)
     if spec.mappings[-1] > top:
-        windows = f"{MAX_MAPPING_WINDOWS}·W" if spec.base == "stock" else f"{MAX_MAPPING_WINDOWS}·s·W"
+        windows = f"{MAX_MAPPING_WINDOWS}·W" if spec.base == STOCK else f"{MAX_MAPPING_WINDOWS}·s·W"
         raise ValueError(
             f"mappings must be <= {windows} = {top} (valid: {floor + 1} .. {top}), got {spec.mappings[-1]}"
         )
-
-
-def profile_name(info: ModelInfo, base: str = "stock") -> str:
-    """What a model's profile and study are named after: its alias, else its path's last part;
-    ``-<base>`` appended for a rescaled base.
-
-    Example: a model loaded from ``/models/my-llama`` -> ``"my-llama"``; its YaRN-base
-    calibration -> ``"my-llama-yarn"``.
-    """
-    source = (info.source or info.family).rstrip("/")
-    name = info.alias or Path(source).name.removesuffix(".gguf") or info.family
-    return name if base == "stock" else f"{name}-{base}"
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in _VERSIONED:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _fit_record(
@@ -166,8 +132,7 @@ def _objective_records(cal: Calibration) -> dict[str, Any]:
     return {"objective": cal.objective, "fits": fits}
 
 
-def _curve_record(curve: Curve, refine: bool) -> dict[str, Any]:
-    optimum = curve_optimum(curve, refine)
+def _curve_record(curve: Curve, optimum: Optimum) -> dict[str, Any]:
     first = curve.results[0] if curve.results else curve.unmapped
     assert first is not None
     return {
@@ -187,27 +152,14 @@ def _curve_record(curve: Curve, refine: bool) -> dict[str, Any]:
     }
 
 
-def model_record(info: ModelInfo) -> dict[str, Any]:
-    """A profile's ``model`` section: its name, portable source, revision and the facts its
-    positions depend on beside ``window`` and ``rope`` (``ModelFacts``)."""
-    return {
-        "alias": profile_name(info),
-        "source": portable_source(info),
-        "revision": info.revision,
-        "family": info.family,
-        "head_dim": info.head_dim,
-    }
-
-
 def build_profile(
     info: ModelInfo,
     calibration: Calibration,
     sweep: SweepResult,
     provenance: dict[str, Any],
-    refine: bool = True,
 ) -> Profile:
-    """The profile of a calibration (docs/design.md §3.4); a degenerate calibration gives a
-    degenerate profile."""
+    """The profile of a calibration (docs/design.md §3.4), with its curves and their optima; a
+    degenerate calibration gives a degenerate profile."""
     cal = calibration
     sigmoid: dict[str, Any] = {"status": cal.status, "message": cal.message}
     # Sweep points without a finished trial (failed or never run): the fit was made without them.
@@ -227,8 +179,7 @@ def build_profile(
             if mode != cal.c_mode
         ]
         sigmoid.update(_objective_records(cal))
-    curves = curves_of(sweep, cal.head, cal.tail, cal.attention_factor)
-    rescaled = sweep.spec.base != "stock"
+    rescaled = sweep.spec.base != STOCK
     base = {"base": {"type": sweep.spec.base, "factor": RESCALED_BASE_FACTOR}} if rescaled else {}
     return Profile(
         model=model_record(info),
@@ -242,58 +193,9 @@ def build_profile(
             **base,
         },
         sigmoid=sigmoid,
-        curves=tuple(_curve_record(c, refine) for c in curves),
+        curves=tuple(_curve_record(c, o) for c, o in zip(cal.curves, cal.optima, strict=True)),
         provenance=provenance,
     )
-
-
-def run_provenance(
-    books: Books, spec: SweepSpec, study: str, dtype: str, command: str | None, seconds: float
-) -> dict[str, Any]:
-    """A calibration's ``provenance`` section: its data, search, study, dtype, library
-    versions, date, command and wall time."""
-    return {
-        "imported": False,
-        "dataset": books.source.describe(),
-        "split": books.source.split,
-        "samples": books.samples,
-        "seed": books.seed,
-        "books": list(books.titles),
-        "search": spec.search,
-        "lengths": list(spec.lengths),
-        "study": study,
-        "dtype": dtype,
-        "versions": _versions(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
-        "seconds": round(seconds, 1),
-    }
-
-
-def study_model_record(info: ModelInfo, name: str) -> dict[str, Any]:
-    """How a study records its model (``run_sweep``'s ``model_record``): a portable source and
-    the position facts, never a machine path except to recognise a study stored before."""
-    return {
-        "source": portable_source(info) or name,
-        "facts": ModelFacts.from_info(info).to_dict(),
-        "path": info.source,  # only to recognise a study stored before facts were recorded
-    }
-
-
-def study_signature(model: Any, books: Books, spec: SweepSpec) -> dict[str, Any]:
-    """What a sweep's results depend on besides the model (``run_sweep``'s ``signature``, with
-    the mode, book rows and base it adds): two runs share a study only when these are equal."""
-    signature = {
-        "data": books.source.describe(),
-        "samples": books.samples,
-        "seed": books.seed,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "mode": spec.mode,
-        "rows": list(books.rows),
-    }
-    if spec.base != "stock":
-        signature["base"] = spec.base
-    return signature
 
 
 @dataclass(frozen=True)
@@ -347,26 +249,9 @@ def calibrate_model(
     started = time.perf_counter()
     info = model_info(model)
     spec = spec or default_spec(info.window, seed=seed)
-    if books is None:
-        books = load_books(data, tokenizer, max_length=spec.lengths[-1], samples=samples, seed=seed)
     name = study_name or profile_name(info, spec.base)
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    # The model is checked by its position facts (and its source is said), not by its path:
-    # the same study resumes from any install (``open_study``).
-    signature = study_signature(model, books, spec)
-    sweep = run_sweep(
-        model,
-        books,
-        spec,
-        storage,
-        name,
-        signature=signature,
-        model_record=study_model_record(info, name),
-        allow_transfer=allow_transfer,
-        batch_tokens=batch_tokens,
-        chunk_size=chunk_size,
-        progress=progress,
-    )
+    inputs = SweepInputs(books, data, samples, seed, batch_tokens, chunk_size, progress)
+    books, sweep = sweep_model(model, tokenizer, spec, storage, name, inputs, allow_transfer=allow_transfer)
     window = usable_window(info.window, spec.base)  # the fixed c is 3/4 of what m may use
     calibration = calibrate(
         sweep, window, c_mode=c_mode, refine=refine, resamples=resamples if fit else 0, seed=seed
@@ -375,6 +260,6 @@ def calibrate_model(
         message = "curves only (no fit asked for): the profile holds no m(L)"
         calibration = dataclasses.replace(calibration, status="degenerate", message=message, fits={}, ci={})
     seconds = time.perf_counter() - started
-    provenance = run_provenance(books, spec, name, dtype, command, seconds)
-    profile = build_profile(info, calibration, sweep, provenance, refine)
+    provenance = run_provenance(books, spec, name, model_dtype(model), command, seconds)
+    profile = build_profile(info, calibration, sweep, provenance)
     return CalibrationRun(profile, calibration, sweep, books, seconds)

@@ -31,8 +31,9 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.optimize import minimize
 
+from ..methods import FIXED_MAPPING_FRACTION
 from ._curves import Points, _read
-from ._sigmoid_fit import C_MODES, FIXED_C_RATIO, SigmoidFit, _sigmoid, fit_of, fit_sigmoid
+from ._sigmoid_fit import C_MODES, SigmoidFit, fit_bounds, fit_of, fit_sigmoid, sigmoid_values
 
 __all__ = [
     "OBJECTIVES",
@@ -128,35 +129,55 @@ def fit_sigmoid_excess(
         raise ValueError(f"an excess fit needs at least 2 curves, got {len(points)}")
     curves = read_curves(points)
     c_hi = (c_max or 1.25 * window) / window
-    c_fixed = FIXED_C_RATIO if c_mode == "fixed" else None
+    c_fixed = FIXED_MAPPING_FRACTION if c_mode == "fixed" else None
     lengths = np.asarray(sorted(curves), float)
 
     def full(p: Sequence[float]) -> tuple[float, float, float]:
         return (p[0], p[1], c_fixed) if c_fixed else (p[0], p[1], p[2])
 
     def loss(p: np.ndarray) -> float:
-        a, b, c = full(p)
-        ms = _sigmoid(lengths / window, a, b, c) * window
+        ms = sigmoid_values(lengths / window, *full(p)) * window
         return _mean_excess(curves, dict(zip(lengths.astype(int).tolist(), ms, strict=True)).__getitem__)
 
-    candidates = [[s.a * window, s.b, min(c_hi, s.c / window)] for s in starts]
     best_points = [(n, float(r.x[np.argmin(r.y)])) for n, r in curves.items() if r.x[np.argmin(r.y)] < n]
+    candidates = [[s.a * window, s.b, min(c_hi, s.c / window)] for s in starts]
     if not spread and not candidates:
         raise ValueError("fit_sigmoid_excess with spread=False needs at least one start")
-    if spread and len({m for _, m in best_points}) >= 2 and len(best_points) >= 3:
+    if spread:
+        candidates += _spread_starts(best_points, window, c_mode, c_max, c_hi)
+    a, b, c = full(_nelder_mead(loss, candidates, 2 if c_fixed else 3, c_hi))
+    if optima is None:
+        optima = tuple(zip(*best_points, strict=True)) if best_points else ((), ())  # type: ignore[assignment]
+    return fit_of(a, b, c, window, c_mode, *optima, objective="excess")
+
+
+def _spread_starts(
+    best_points: list[tuple[int, float]], window: int, c_mode: str, c_max: float | None, c_hi: float
+) -> list[list[float]]:
+    """More starts, in window units: the argmin fits through each curve's best point (in
+    ``c_mode`` and free c), and a few spread sigmoids."""
+    candidates = []
+    if len({m for _, m in best_points}) >= 2 and len(best_points) >= 3:
         for mode in {c_mode, "free"}:
             try:
                 fit = fit_sigmoid(*zip(*best_points, strict=True), window, mode, c_max)
             except ValueError:
                 continue
             candidates.append([fit.a * window, fit.b, min(c_hi, fit.c / window)])
-    for a0, b0 in ((0.3, 0.0), (1.0, -1.0), (3.0, -2.0)) if spread else ():
-        candidates.append([a0, b0, min(c_hi, FIXED_C_RATIO)])
-    lower, upper = [1e-6, -50.0, 1e-3], [1e3, 50.0, c_hi]
-    keep = 2 if c_fixed else 3
+    for a0, b0 in ((0.3, 0.0), (1.0, -1.0), (3.0, -2.0)):
+        candidates.append([a0, b0, min(c_hi, FIXED_MAPPING_FRACTION)])
+    return candidates
+
+
+def _nelder_mead(
+    loss: Callable[[np.ndarray], float], candidates: list[list[float]], keep: int, c_hi: float
+) -> np.ndarray:
+    """The best end point of Nelder–Mead from every candidate, over the first ``keep`` of
+    (a, b, c) within ``fit_bounds``."""
+    lower, upper = (bound[:keep] for bound in fit_bounds(c_hi))
     best: tuple[float, np.ndarray] | None = None
     for start in candidates:
-        x0 = np.clip(np.asarray(start[:keep], float), lower[:keep], upper[:keep])
+        x0 = np.clip(np.asarray(start[:keep], float), lower, upper)
         steps = np.array([0.3 * max(x0[0], 1e-3), 0.5, 0.1 * max(x0[-1], 1e-2)])[:keep]
         simplex = np.vstack([x0, x0 + np.diag(steps)])
         with warnings.catch_warnings():
@@ -165,9 +186,9 @@ def fit_sigmoid_excess(
                 loss,
                 x0,
                 method="Nelder-Mead",
-                bounds=list(zip(lower[:keep], upper[:keep], strict=True)),
+                bounds=list(zip(lower, upper, strict=True)),
                 options={
-                    "initial_simplex": np.clip(simplex, lower[:keep], upper[:keep]),
+                    "initial_simplex": np.clip(simplex, lower, upper),
                     "xatol": 1e-6,
                     "fatol": 1e-9,
                     "maxfev": 2000,
@@ -176,10 +197,7 @@ def fit_sigmoid_excess(
         if best is None or result.fun < best[0]:
             best = (float(result.fun), result.x)
     assert best is not None
-    a, b, c = full(best[1])
-    if optima is None:
-        optima = tuple(zip(*best_points, strict=True)) if best_points else ((), ())  # type: ignore[assignment]
-    return fit_of(a, b, c, window, c_mode, *optima, objective="excess")
+    return best[1]
 
 
 def held_out_excess(

@@ -13,6 +13,7 @@ happened and what to change, never a fit through points that cannot determine it
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -22,17 +23,18 @@ import numpy as np
 
 from ._curves import Curve, Optimum, curve_optimum, curves_of
 from ._excess import choose_objective, fit_sigmoid_excess, held_out_excess
-from ._sigmoid_fit import C_MODES, FIXED_C_RATIO, SigmoidFit, fit_sigmoid
+from ._sigmoid_fit import C_MODES, SigmoidFit, fit_sigmoid
 from .sweep._store import MissingPoint, SweepResult
 
-__all__ = ["C_MODES", "FIXED_C_RATIO", "Calibration", "SigmoidFit", "calibrate", "fit_sigmoid"]
+__all__ = ["C_MODES", "Calibration", "SigmoidFit", "calibrate", "fit_sigmoid"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Outcome of ``calibrate``: the optima, both fits, the chosen one, and bootstrap intervals.
+    """Outcome of ``calibrate``: the curves and their optima, both fits, the chosen one, and
+    bootstrap intervals.
 
     ``status`` is "fitted" or "degenerate" (then ``fit`` is None and ``message`` says why); a
     fitted calibration's ``message`` notes a fit at a bound of its parameters (e.g. a flat m*(L))
@@ -57,6 +59,9 @@ class Calibration:
     excess_fits: dict[str, SigmoidFit] = field(default_factory=dict)
     held_out: dict[str, dict[str, float]] = field(default_factory=dict)
     objective: str = "argmin"
+    # The V-curves of the chosen head, tail and factor, one per measured length (``optima[i]``
+    # is ``curves[i]``'s m*).
+    curves: tuple[Curve, ...] = ()
 
     @property
     def fit(self) -> SigmoidFit | None:
@@ -81,29 +86,38 @@ def _degenerate_reason(optima: Sequence[Optimum], mappings: tuple[int, ...]) -> 
     return None
 
 
-def _best_settings(sweep: SweepResult, refine: bool) -> tuple[int, int, float]:
+def _best_curves(
+    sweep: SweepResult, refine: bool
+) -> tuple[tuple[int, int, float], list[Curve], list[Optimum]]:
     """The head, tail and factor whose optima have the lowest mean log PPL over lengths (among
-    those measured at the most lengths: a length whose trials all failed is left out)."""
-    spec, scores = sweep.spec, {}
+    those measured at the most lengths: a length whose trials all failed is left out), with
+    their curves and optima."""
+    spec, scores, found = sweep.spec, {}, {}
     for h in spec.heads:
         for t in spec.tails:
             for f in spec.attention_factors:
                 curves = curves_of(sweep, h, t, f)
                 if curves:
-                    log_ppl = [math.log(curve_optimum(c, refine).ppl) for c in curves]
-                    scores[(h, t, f)] = (-len(curves), float(np.mean(log_ppl)))
+                    optima = [curve_optimum(c, refine) for c in curves]
+                    found[(h, t, f)] = (curves, optima)
+                    scores[(h, t, f)] = (-len(curves), float(np.mean([math.log(o.ppl) for o in optima])))
     if not scores:
         raise ValueError("the sweep has no measured curve (no length has a finished trial)")
-    return min(scores, key=scores.__getitem__)
+    best = min(scores, key=scores.__getitem__)
+    return (best, *found[best])
 
 
 def _missing_note(missing: Sequence[MissingPoint], limit: int = 4) -> str | None:
-    """Example: ``"made without 2 sweep points: L=512 m=88 (s1=32, s2=16): out of memory ...; ..."``."""
+    """What a calibration says (and logs) of the sweep points it was made without.
+
+    Example: ``"made without 2 sweep points: L=512 m=88 (s1=32, s2=16): out of memory ...; ..."``."""
     if not missing:
         return None
     shown = "; ".join(m.describe() for m in missing[:limit])
     more = f"; and {len(missing) - limit} more" if len(missing) > limit else ""
-    return f"made without {len(missing)} sweep point(s): {shown}{more}"
+    note = f"made without {len(missing)} sweep point(s): {shown}{more}"
+    logger.warning("%s", note)
+    return note
 
 
 def calibrate(
@@ -128,27 +142,41 @@ def calibrate(
     """
     if c_mode not in C_MODES:
         raise ValueError(f"c_mode must be one of {C_MODES}, got {c_mode!r}")
-    head, tail, factor = _best_settings(sweep, refine)
-    curves = curves_of(sweep, head, tail, factor)
-    optima = tuple(curve_optimum(c, refine) for c in curves)
-    common = dict(
-        head=head,
-        tail=tail,
-        attention_factor=factor,
-        optima=optima,
-        c_mode=c_mode,
-        level=level,
-        missing=sweep.missing,
-    )
+    (head, tail, factor), curves, optima = _best_curves(sweep, refine)
+    settings = {"head": head, "tail": tail, "attention_factor": factor, "c_mode": c_mode, "level": level}
+    fitless = {"fits": {}, "ci": {}, "resamples": 0, "missing": sweep.missing, "curves": tuple(curves)}
+    unfitted = Calibration("degenerate", None, optima=tuple(optima), **settings, **fitless)
     missing = _missing_note(sweep.missing)
-    if missing:
-        logger.warning("%s", missing)
     reason = _degenerate_reason(optima, sweep.spec.mappings)
     if reason is not None:
         reason = f"{reason} ({missing})" if missing else reason
         logger.warning("no fit: %s", reason)
-        return Calibration("degenerate", reason, fits={}, ci={}, resamples=0, **common)
+        return dataclasses.replace(unfitted, message=reason)
     c_max = float(sweep.spec.mappings[-1])
+    fits = _argmin_fits(optima, window, c_max)
+    if c_mode not in fits:
+        message = f"the {c_mode}-c sigmoid fit did not converge"
+        return dataclasses.replace(unfitted, message=message, fits=fits)
+    ci = _bootstrap(curves, window, c_max, refine, resamples, seed, level, fits) if resamples else {}
+    excess_fits, held_out, objective = _excess_fits(curves, optima, window, c_max, fits, c_mode)
+    note = _shape_note((excess_fits if objective == "excess" else fits)[c_mode], c_max)
+    if note:
+        logger.warning("fit: %s", note)
+    return dataclasses.replace(
+        unfitted,
+        status="fitted",
+        message="; ".join(n for n in (note, missing) if n) or None,
+        fits=fits,
+        ci=ci,
+        resamples=resamples,
+        excess_fits=excess_fits,
+        held_out=held_out,
+        objective=objective,
+    )
+
+
+def _argmin_fits(optima: Sequence[Optimum], window: int, c_max: float) -> dict[str, SigmoidFit]:
+    """The least-squares fit of m*(L) over the remapped lengths, in each c mode that converges."""
     used = [o for o in optima if o.remapped]
     lengths, points = [o.length for o in used], [o.mapping for o in used]
     fits: dict[str, SigmoidFit] = {}
@@ -157,33 +185,7 @@ def calibrate(
             fits[mode] = fit_sigmoid(lengths, points, window, mode, c_max)
         except ValueError as error:
             logger.warning("%s-c fit failed: %s", mode, error)
-    if c_mode not in fits:
-        return Calibration(
-            "degenerate",
-            f"the {c_mode}-c sigmoid fit did not converge",
-            fits=fits,
-            ci={},
-            resamples=0,
-            **common,
-        )
-    ci = _bootstrap(curves, window, c_max, refine, resamples, seed, level, fits) if resamples else {}
-    excess_fits, held_out, objective = _excess_fits(curves, optima, window, c_max, fits, c_mode)
-    chosen = (excess_fits if objective == "excess" else fits)[c_mode]
-    note = _shape_note(chosen, c_max)
-    if note:
-        logger.warning("fit: %s", note)
-    note = "; ".join(n for n in (note, missing) if n) or None
-    return Calibration(
-        "fitted",
-        note,
-        fits=fits,
-        ci=ci,
-        resamples=resamples,
-        excess_fits=excess_fits,
-        held_out=held_out,
-        objective=objective,
-        **common,
-    )
+    return fits
 
 
 def _excess_fits(

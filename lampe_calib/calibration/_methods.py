@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation._books import Books, load_books
+from ..evaluation._books import Books
 from ..evaluation._perplexity import PerplexityResult
 from ..methods._knobs import Knob
 from ..methods._tuning import TUNABLE
 from ..models._registry import ModelInfo, model_info
 from ._profiles import Profile
-from .sweep._run import SweepProgress, run_sweep
+from ._runs import SweepInputs, model_dtype, model_record, profile_name, run_provenance, sweep_model
+from .sweep._run import SweepProgress
 from .sweep._spec import SweepSpec, default_lengths, default_mappings
 from .sweep._store import SweepResult
 
@@ -214,8 +215,6 @@ def _row(curve: KnobCurve) -> dict[str, Any]:
 
 def build_method_profile(info: ModelInfo, cal: MethodCalibration, provenance: dict[str, Any]) -> Profile:
     """The profile of a method's calibration: ``method`` and ``knob`` (docs/design.md §6)."""
-    from ._calibrate import model_record
-
     return Profile(
         model=model_record(info),
         window=info.window,
@@ -254,14 +253,14 @@ def calibrate_method_model(
     *,
     storage: Any,
     spec: SweepSpec | None = None,
+    books: Books | None = None,
     data: str = "pg19",
     samples: int = 8,
     seed: int = 0,
     study_name: str | None = None,
+    command: str | None = None,
     batch_tokens: int = 16384,
     chunk_size: int = 1024,
-    books: Books | None = None,
-    command: str | None = None,
     progress: Callable[[SweepProgress], None] | None = None,
 ) -> MethodRun:
     """Calibrate ``method``'s main knob for ``model``: sweep (or resume) it per length on the
@@ -270,32 +269,16 @@ def calibrate_method_model(
     Args are ``calibrate_model``'s; ``spec`` defaults to ``method_spec(method, W)``, the study
     to ``<profile name>-<method>``.
     """
-    from ._calibrate import profile_name, run_provenance, study_model_record, study_signature
-
     started = time.perf_counter()
     info = model_info(model)
     spec = spec or method_spec(method, info.window)
     if spec.method != method:
         raise ValueError(f"the spec sweeps {spec.method!r}, not {method!r}")
-    if books is None:
-        books = load_books(data, tokenizer, max_length=spec.lengths[-1], samples=samples, seed=seed)
     name = study_name or f"{profile_name(info)}-{method}"
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    signature = {**study_signature(model, books, spec), "method": method}
-    sweep = run_sweep(
-        model,
-        books,
-        spec,
-        storage,
-        name,
-        signature=signature,
-        model_record=study_model_record(info, name),
-        batch_tokens=batch_tokens,
-        chunk_size=chunk_size,
-        progress=progress,
-    )
+    inputs = SweepInputs(books, data, samples, seed, batch_tokens, chunk_size, progress)
+    books, sweep = sweep_model(model, tokenizer, spec, storage, name, inputs, method=method)
     calibration = calibrate_method(sweep, info.window)
     seconds = time.perf_counter() - started
-    provenance = run_provenance(books, spec, name, dtype, command, seconds)
+    provenance = run_provenance(books, spec, name, model_dtype(model), command, seconds)
     profile = build_method_profile(info, calibration, provenance)
     return MethodRun(profile, calibration, sweep, books, seconds)

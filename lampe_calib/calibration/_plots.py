@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..methods._lampe import sigmoid_mapping_length
+from ..methods import sigmoid_mapping_length
 from ._profiles import Profile, write_atomic
 
 __all__ = ["plot_profile", "render_profile"]

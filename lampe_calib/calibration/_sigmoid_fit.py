@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from ..methods._lampe import sigmoid_mapping_length
+from ..methods import FIXED_MAPPING_FRACTION, sigmoid_mapping_length
 
-__all__ = ["C_MODES", "FIXED_C_RATIO", "SigmoidFit", "fit_sigmoid"]
+__all__ = ["C_MODES", "SigmoidFit", "fit_bounds", "fit_of", "fit_sigmoid", "sigmoid_values"]
 
 logger = logging.getLogger(__name__)
 
 C_MODES = ("fixed", "free")
-FIXED_C_RATIO = 0.75  # the paper fixes c = 3/4 · W (§3.2)
 
 
 @dataclass(frozen=True)
@@ -42,16 +41,81 @@ class SigmoidFit:
         return sigmoid_mapping_length(length, self.a, self.b, self.c)
 
 
-def _sigmoid(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    return c / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
+def fit_bounds(c_hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of (a, b, c) in window units (L/W, m/W): a > 0 (m grows with L),
+    |b| <= 50, c in (0, ``c_hi``]."""
+    return np.array([1e-6, -50.0, 1e-3]), np.array([1e3, 50.0, c_hi])
+
+
+def sigmoid_values(x: Sequence[float] | np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """``sigmoid_mapping_length`` at each of ``x`` (the one sigmoid of the package, element-wise).
+
+    Example: ``sigmoid_values([0.0], 1.0, 0.0, 2.0)`` -> ``array([1.])``.
+    """
+    return np.array([sigmoid_mapping_length(float(v), a, b, c) for v in np.asarray(x, float)])
 
 
 def _sigmoid_jacobian(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    """``(n, 3)`` derivatives of ``_sigmoid`` by a, b, c (exact: far fewer evaluations than finite
+    """``(n, 3)`` derivatives of the sigmoid by a, b, c (exact: far fewer evaluations than finite
     differences where the fit is flat, e.g. a drifting to its bound)."""
-    s = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -700, 700)))
+    s = sigmoid_values(x, a, b, 1.0)
     slope = c * s * (1 - s)
     return np.stack([slope * x, slope, s], axis=1)
+
+
+def _starts(
+    x: np.ndarray, y: np.ndarray, c_hi: float, c_fixed: float | None, start: SigmoidFit | None, window: int
+) -> list[list[float]]:
+    """Where the least squares begin, in window units: ``start``, or the linearised fits
+    ``logit(m / c) = a·L + b`` for a few c (points clipped inside (0, c))."""
+    if start is not None:
+        return [[start.a * window, start.b, c_fixed or min(c_hi, start.c / window)]]
+    c_starts = (
+        [c_fixed]
+        if c_fixed
+        else {min(c_hi, max(y) * k) for k in (1.02, 1.2, 1.5)} | {min(c_hi, FIXED_MAPPING_FRACTION)}
+    )
+    starts = []
+    for c0 in sorted(c_starts):
+        z = np.log(np.clip(y / c0, 0.02, 0.98) / (1 - np.clip(y / c0, 0.02, 0.98)))
+        slope, intercept = np.polyfit(x, z, 1) if np.ptp(x) > 0 else (1.0, 0.0)
+        starts.append([max(slope, 1e-3), float(np.clip(intercept, -49, 49)), c0])
+    return starts
+
+
+def _least_squares(
+    x: np.ndarray, y: np.ndarray, starts: list[list[float]], c_fixed: float | None, c_hi: float
+) -> tuple[float, float, float] | None:
+    """The best (a, b, c) over ``starts``: one ``curve_fit`` whose parameter mask leaves c out
+    when it is fixed (at ``c_fixed``); None when no start converges."""
+    free = np.array([True, True, c_fixed is None])
+
+    def full(p: Sequence[float]) -> list[float]:
+        return [*p, c_fixed] if c_fixed else list(p)
+
+    lower, upper = fit_bounds(c_hi)
+    best = None
+    for start_values in starts:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimizeWarning)
+                fitted, _ = curve_fit(
+                    lambda x, *p: sigmoid_values(x, *full(p)),
+                    x,
+                    y,
+                    p0=np.asarray(start_values)[free],
+                    jac=lambda x, *p: _sigmoid_jacobian(x, *full(p))[:, free],
+                    bounds=(lower[free], upper[free]),
+                    maxfev=2000,
+                )
+                params = full(fitted)
+        except (RuntimeError, ValueError) as error:
+            logger.debug("sigmoid fit from %s failed: %s", start_values, error)
+            continue
+        sse = float(np.sum((sigmoid_values(x, *params) - y) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, params)
+    return None if best is None else tuple(best[1])  # type: ignore[return-value]
 
 
 def fit_sigmoid(
@@ -82,52 +146,11 @@ def fit_sigmoid(
     x = np.asarray(lengths, float) / window
     y = np.asarray(mappings, float) / window
     c_hi = (c_max or 1.25 * window) / window
-    c_fixed = FIXED_C_RATIO if c_mode == "fixed" else None
-    starts = []
-    if start is not None:
-        starts.append([start.a * window, start.b, c_fixed or min(c_hi, start.c / window)])
-    else:
-        c_starts = (
-            [c_fixed] if c_fixed else {min(c_hi, max(y) * k) for k in (1.02, 1.2, 1.5)} | {min(c_hi, 0.75)}
-        )
-        for c0 in sorted(c_starts):
-            # The linearised fit logit(m/c) = a·L + b, points clipped inside (0, c).
-            z = np.log(np.clip(y / c0, 0.02, 0.98) / (1 - np.clip(y / c0, 0.02, 0.98)))
-            slope, intercept = np.polyfit(x, z, 1) if np.ptp(x) > 0 else (1.0, 0.0)
-            starts.append([max(slope, 1e-3), float(np.clip(intercept, -49, 49)), c0])
-    # One curve_fit for both modes: the parameters the mask leaves free are fitted, c is held
-    # at 0.75 when fixed.
-    free = np.array([True, True, c_fixed is None])
-
-    def full(p: Sequence[float]) -> list[float]:
-        return [*p, c_fixed] if c_fixed else list(p)
-
-    lower, upper = np.array([1e-6, -50, 1e-3]), np.array([1e3, 50, c_hi])
-    best = None
-    for start_values in starts:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                fitted, _ = curve_fit(
-                    lambda x, *p: _sigmoid(x, *full(p)),
-                    x,
-                    y,
-                    p0=np.asarray(start_values)[free],
-                    jac=lambda x, *p: _sigmoid_jacobian(x, *full(p))[:, free],
-                    bounds=(lower[free], upper[free]),
-                    maxfev=2000,
-                )
-                params = full(fitted)
-        except (RuntimeError, ValueError) as error:
-            logger.debug("sigmoid fit from %s failed: %s", start_values, error)
-            continue
-        sse = float(np.sum((_sigmoid(x, *params) - y) ** 2))
-        if best is None or sse < best[0]:
-            best = (sse, params)
+    c_fixed = FIXED_MAPPING_FRACTION if c_mode == "fixed" else None
+    best = _least_squares(x, y, _starts(x, y, c_hi, c_fixed, start, window), c_fixed, c_hi)
     if best is None:
         raise ValueError(f"the sigmoid fit ({c_mode} c) did not converge on {len(x)} points")
-    _, (a, b, c) = best
-    return fit_of(a, b, c, window, c_mode, lengths, mappings)
+    return fit_of(*best, window, c_mode, lengths, mappings)
 
 
 def fit_of(
@@ -143,7 +166,7 @@ def fit_of(
     """The ``SigmoidFit`` of the sigmoid (a, b, c) in units of the window (L/W, m/W), with its
     residuals and R² against the optima (``lengths``, ``mappings``) in tokens."""
     opt_l, opt_m = np.asarray(lengths, float), np.asarray(mappings, float)
-    residuals = opt_m - _sigmoid(opt_l / window, a, b, c) * window
+    residuals = opt_m - sigmoid_values(opt_l / window, a, b, c) * window
     total = float(np.sum((opt_m - opt_m.mean()) ** 2)) if opt_m.size else 0.0
     r2 = 1 - float(np.sum(residuals**2)) / total if total > 0 else None
     return SigmoidFit(

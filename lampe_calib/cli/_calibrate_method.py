@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..methods import MODES, STOCK
+from ..methods._names import LAMPE
 from ._args import parse_floats, parse_sizes
+from ._calibrate_run import open_run_storage, read_books, run_with_progress, start_run, without_passwords
 from ._outputs import sqlite_url
 
 __all__ = ["main_method"]
@@ -25,8 +28,8 @@ _LAMPE_ONLY = {
     "head": None,
     "tail": None,
     "attention_factor": ["1"],
-    "mode": "exact",
-    "base": "stock",
+    "mode": MODES[0],
+    "base": STOCK,
     "search": "grid",
 }
 
@@ -37,7 +40,7 @@ def check_method_options(args: argparse.Namespace) -> None:
 
     tunable = TUNABLE.get(args.method)
     if tunable is None or tunable.build is None:
-        known = ", ".join(["lampe", *(name for name, t in TUNABLE.items() if t.build is not None)])
+        known = ", ".join([LAMPE, *(name for name, t in TUNABLE.items() if t.build is not None)])
         raise ValueError(f"--method must be one of {known}, got {args.method!r}")
     for name, default in _LAMPE_ONLY.items():
         if getattr(args, name) != default:
@@ -49,14 +52,11 @@ def check_method_options(args: argparse.Namespace) -> None:
         raise ValueError("--points and --values are exclusive: --values gives the knob values themselves")
 
 
-def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path, storage_url: str | None) -> int:
+def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path) -> int:
     """The ``--method`` run of ``lampe-calibrate`` (``_calibrate.main`` checked the common options)."""
-    from ..calibration._calibrate import profile_name
     from ..calibration._methods import DEFAULT_POINTS, calibrate_method_model, method_knobs, method_spec
     from ..calibration._profiles import save_profile
-    from ..calibration.sweep._store import open_storage
-    from ..evaluation import load_books
-    from ._calibrate import _hide_password, _run_with_progress, _without_passwords, start_run
+    from ..calibration._runs import profile_name
 
     check_method_options(args)
     values = parse_floats("--values", args.values) if args.values else None
@@ -66,12 +66,7 @@ def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path, storag
     lengths = parse_sizes("--lengths", args.lengths, w) if args.lengths else None
     spec = method_spec(args.method, w, lengths, args.points or DEFAULT_POINTS, values)
     name = f"{profile_name(info)}-{args.method}"
-    with console.status("reading and tokenizing books"):
-        books = load_books(
-            args.data, tokenizer, max_length=spec.lengths[-1], samples=args.samples, seed=args.seed
-        )
-        for length in spec.lengths:
-            books.at_length(length)
+    books = read_books(console, args, tokenizer, spec.lengths)
     knob = method_knobs(args.method, w, spec.lengths[-1])[0]
     console.print(
         f"[bold]{name}[/]: {info.family}, W = {w}; {args.method}'s {knob.name} ({knob.description})"
@@ -79,12 +74,8 @@ def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path, storag
     console.print(f"data: {books.source.describe()}, {len(books.rows)} books")
     for length, grid in spec.values:
         console.print(f"L = {length}: {knob.name} = {', '.join(f'{v:g}' for v in grid)}")
-    url = storage_url or sqlite_url(out / f"{name}.db")
-    storage = open_storage(url, heartbeat_interval=args.heartbeat) if storage_url else None
-    out.mkdir(parents=True, exist_ok=True)
-    storage = storage or open_storage(url, heartbeat_interval=args.heartbeat)
-    console.print(f"storage: {_hide_password(url)} (study {args.study or name!r})")
-    run = _run_with_progress(
+    storage = open_run_storage(console, args, args.storage or sqlite_url(out / f"{name}.db"), out, name)
+    run = run_with_progress(
         console,
         calibrate_method_model,
         model,
@@ -96,7 +87,7 @@ def main_method(args: argparse.Namespace, argv: Sequence[str], out: Path, storag
         study_name=args.study,
         batch_tokens=args.batch_tokens,
         chunk_size=args.chunk_size,
-        command=shlex.join(["lampe-calibrate", *_without_passwords(list(argv))]),
+        command=shlex.join(["lampe-calibrate", *without_passwords(list(argv))]),
         seed=args.seed,
     )
     path = out / f"{name}.json"

@@ -12,7 +12,8 @@ _MODULES = {
         "BASES METHODS METHOD_ENTRIES TUNABLE calibrated_method_names knob_method_names method_context "
         "method_names profile_base profile_method_names rescaled_base tuned_context"
     ),
-    "._method": "LAMPE RESCALED_BASE_FACTOR STOCK Method MethodFactory ProfileUse on_base",
+    "._names": "LAMPE STOCK",
+    "._method": "RESCALED_BASE_FACTOR Method MethodFactory ProfileUse on_base",
     "._lampe": "FIXED_MAPPING_FRACTION MODES LampeConfig SigmoidMapping sigmoid_mapping_length",
     "._selfextend": "SelfExtendConfig self_extend",
     "._dca": "DualChunkConfig dual_chunk_attention",

@@ -15,6 +15,7 @@ from torch import nn
 
 from .._checks import check_integer
 from ._knobs import Knob, Tunable, scheme_tuning
+from ._names import LAMPE, STOCK
 from ._rope_scaling import Rescaling, rescaled_context, rotary_tuning
 
 __all__ = [
@@ -36,13 +37,6 @@ MethodFactory = Callable[[nn.Module, int, int, Any], AbstractContextManager[Any]
 # For a method that can run on a rescaled base (LaMPE): (profile, usable window, base, name of
 # the composed method) -> the position scheme to run there.
 BaseScheme = Callable[[Any, float, str, str], Any]
-
-# The rotary a method or a calibration runs on: the model's own (STOCK), or a rescaled base
-# LaMPE composes with (``BASES``, derived from the entries).
-STOCK = "stock"
-
-# LaMPE's name: the method a profile calibrates unless it names another (``profile.method``).
-LAMPE = "lampe"
 
 # LaMPE on a rescaled RoPE base (the paper's open question 1): the base is rescaled for s·W
 # positions, then LaMPE maps every distance into m = 3/4·s·W of them. s = 2 is the smallest

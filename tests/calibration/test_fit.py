@@ -125,6 +125,13 @@ def test_calibrate_recovers_the_sigmoid_with_a_bootstrap_interval():
     lo, hi = cal.ci["fixed"]["a"]
     assert lo <= fit.a <= hi
     assert len(curves_of(sweep, 32, 16, 1.0)) == 6
+    # The curves the optima come from are returned with them, in order (built once).
+    assert (
+        [c.length for c in cal.curves]
+        == [o.length for o in cal.optima]
+        == [c.length for c in curves_of(sweep, 32, 16, 1.0)]
+    )
+    assert [curve_optimum(c) for c in cal.curves] == list(cal.optima)
 
 
 def test_too_few_remapped_lengths_is_degenerate():
@@ -163,3 +170,13 @@ def test_a_flat_optimum_is_fitted_as_a_constant_and_said_so():
     assert cal.status == "fitted"
     assert "does not grow with L" in cal.message and "constant m = 150" in cal.message
     assert cal.fit(4096) == pytest.approx(150, abs=2)
+
+
+def test_the_fit_evaluates_the_package_sigmoid():
+    from lampe_calib.calibration._sigmoid_fit import sigmoid_values
+    from lampe_calib.methods import sigmoid_mapping_length
+
+    xs = [0.5, 1.0, 8.0, -3000.0]
+    expected = [sigmoid_mapping_length(x, 1.2, -1.0, 0.75) for x in xs]
+    assert sigmoid_values(xs, 1.2, -1.0, 0.75).tolist() == expected
+    assert expected[-1] == 0.0  # far left of the sigmoid (exp overflow) is its limit

@@ -261,3 +261,35 @@ def test_reference_profile_beats_vanilla_and_linear_interpolation():
         }
         lampe = evaluate_perplexity(model, tokens, lambda: apply_lampe(model, profile), batch_size=4).ppl
         assert lampe < ppl["vanilla"] and lampe < ppl["pi"], (length, lampe, ppl)
+
+
+def test_sections_are_typed_values_read_once():
+    from lampe_calib.calibration._profile_sections import LampeSection, SigmoidSection
+
+    profile = Profile.from_dict(VALID)
+    assert profile.lampe_section == LampeSection(
+        head=4, tail=2, mode="exact", attention_factor=1.0, base=None
+    )
+    assert profile.sigmoid_section == SigmoidSection(
+        "fitted", None, SigmoidMapping(a=1 / 32, b=-1.0, c=24.0), "fixed", "argmin"
+    )
+    config = profile.to_lampe_config()
+    assert config is profile.to_lampe_config()  # built once, when the profile was read
+    assert config == LampeConfig(head=4, tail=2, sigmoid=SigmoidMapping(a=1 / 32, b=-1.0, c=24.0))
+    rescaled = Profile.from_dict(_with("lampe.base", {"type": "yarn", "factor": 2}))
+    assert rescaled.lampe_section.base is not None and rescaled.lampe_section.base.type == "yarn"
+    with pytest.raises(ValueError, match="'lampe.base.type' must be one of \\('yarn', 'ntk'\\)"):
+        Profile.from_dict(_with("lampe.base", {"type": "stock", "factor": 2}))
+
+
+def test_a_config_error_is_named_by_its_profile_field():
+    from lampe_calib.calibration._profile_fields import as_config_errors
+
+    with pytest.raises(
+        ValueError, match="^profile field 'sigmoid.a' must be > 0 \\(m grows with L\\), got -1$"
+    ):
+        with as_config_errors("sigmoid"):
+            SigmoidMapping(a=-1, b=0.0, c=1.0)
+    with pytest.raises(ValueError, match="^profile field 'lampe.head' must be an integer >= 0, got -1$"):
+        with as_config_errors("lampe"):
+            LampeConfig(head=-1, tail=2, mapping_length=10)

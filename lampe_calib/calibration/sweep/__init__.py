@@ -19,21 +19,40 @@ and re-queued by one worker only (``SELECT ... FOR UPDATE`` on PostgreSQL); a tr
 values are written atomically; the retry keeps the trial's parameters (at most 3 retries, then a
 re-run enqueues the point again); ``optimize`` runs each trial's heartbeat thread.
 
-Guarantees from us: each point is enqueued once (under ``sweep_lock``: Optuna warns that
-``enqueue_trial(skip_if_exists=True)`` may duplicate under concurrent callers, and it would skip
-a failed point that a re-run must retry); on SQLite, which ignores ``FOR UPDATE``, each change
-of a trial's state (the pop, failing a stale trial) holds a file lock; a trial records a
-heartbeat, then its worker (user attribute ``worker``), as its objective starts, and one seen
-running with neither that nor parameters for a grace period (its worker died between Optuna's
-pop and the heartbeat thread's first beat, which ``fail_stale_trials`` never sees) is failed and
-re-queued the same way (``Reaper``; a retry carries its dead trial's attributes, so it is not
-covered). Before evaluating, a trial looks for a finished evaluation of the same thing anywhere
-in the sweep and copies it (m >= L is the stock model; re-running a command or changing the grid
-never evaluates a point twice), or waits while another worker runs the point that evaluates it
-(the vanilla point of its length, the first grid point of its key). Not guaranteed: a GP budget
-is checked before each trial, so workers racing on one GP study may run a trial or two more; a
-trial that would copy a point waiting to be retried (its worker died) evaluates it itself, and
-may race that retry.
+Guarantees from us, each with the test that checks it (tests/calibration/sweep/):
+
+- each point is enqueued once, under ``sweep_lock`` (Optuna warns that
+  ``enqueue_trial(skip_if_exists=True)`` may duplicate under concurrent callers, and it would
+  skip a failed point that a re-run must retry): ``test_workers.py::
+  test_three_workers_in_threads_take_each_point_once``;
+- on SQLite, which ignores ``FOR UPDATE``, each change of a trial's state (the pop, failing a
+  stale trial) holds a file lock (``_db._SQLiteStorage``): the same test, three workers on one
+  SQLite file;
+- a trial whose worker died on this machine is failed at once, and one seen running with
+  neither a heartbeat-time ``worker`` attribute nor parameters for a grace period (its worker
+  died between Optuna's pop and the first beat, which ``fail_stale_trials`` never sees) is
+  failed and re-queued the same way (``Reaper``; a retry carries its dead trial's attributes,
+  so it is not covered): ``test_workers.py::test_a_dead_workers_trial_is_rerun`` (both cases)
+  and ``test_crash_safety.py::test_five_sigkills_then_resume_lose_and_repeat_nothing``;
+- a retry names its immediate predecessor, not only the first failed trial
+  (``_db.retried_from``): ``test_trial_failures.py::
+  test_a_retry_names_its_immediate_predecessor_also_in_a_second_generation``;
+- no point is evaluated twice: a trial copies a finished evaluation of the same thing anywhere
+  in the sweep (m >= L is the stock model; re-running a command or changing the grid), or waits
+  while another worker runs the point that evaluates it: ``test_sweep.py::
+  test_no_remap_points_copy_the_vanilla_trial`` and
+  ``test_resume_after_interrupt_runs_only_missing_trials``; several workers give the profile
+  one worker gives: ``test_workers.py::test_three_postgres_workers_give_the_one_worker_profile``;
+- a study resumes only with the same signature (data, books, dtype, mode, base) and model
+  facts (``_store.open_study``): ``test_sweep.py::test_resume_with_other_settings_is_refused``;
+- a failed evaluation fails its trial only (next paragraph): ``test_trial_failures.py``.
+
+Optuna's undocumented names (a trial's storage id, the enqueued parameters, the retry
+history) are read in ``_optuna_compat`` only.
+
+Not guaranteed: a GP budget is checked before each trial, so workers racing on one GP study may
+run a trial or two more; a trial that would copy a point waiting to be retried (its worker died)
+evaluates it itself, and may race that retry.
 
 A trial whose evaluation fails (a non-finite loss, out of memory) is marked failed with the
 reason in its user attribute ``error``; the sweep goes on without it, and ``collect_sweep``

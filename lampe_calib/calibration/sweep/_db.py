@@ -26,6 +26,8 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ._optuna_compat import retry_history, trial_id
+
 __all__ = [
     "ERROR",
     "MACHINE",
@@ -65,11 +67,10 @@ def this_machine() -> str:
 def retried_from(trial: FrozenTrial) -> int | None:
     """The number of the failed trial that ``trial`` retries (None: not a retry).
 
-    Optuna's retry callback appends each failed ancestor to ``retry_history`` and keeps the
-    first one in ``failed_trial``: the immediate predecessor is the history's last entry.
+    The immediate predecessor is the last of the retry's history (``retry_history``).
     Example: a retry of trial 7, itself a retry of trial 3 -> 7.
     """
-    history = trial.system_attrs.get("retry_history") or ()
+    history = retry_history(trial)
     return history[-1] if history else None
 
 
@@ -300,7 +301,7 @@ class Reaper:
                 if numbers.get(previous) is not None and numbers[previous].user_attrs.get(WORKER) == worker:
                     continue
             if not _alive(int(pid)):
-                self.fail(study, trial._trial_id, f"its worker {worker} on this machine is gone")
+                self.fail(study, trial_id(trial), f"its worker {worker} on this machine is gone")
 
     def unseen(self, studies: list[optuna.Study]) -> None:
         now, seen, reason = time.monotonic(), {}, "its worker stopped before its first heartbeat"
@@ -308,8 +309,8 @@ class Reaper:
             for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if trial.params or WORKER in trial.user_attrs:
                     continue
-                if now - seen.setdefault(trial._trial_id, self.seen.get(trial._trial_id, now)) > self.grace:
-                    self.fail(study, trial._trial_id, reason)
+                if now - seen.setdefault(trial_id(trial), self.seen.get(trial_id(trial), now)) > self.grace:
+                    self.fail(study, trial_id(trial), reason)
         self.seen = seen
 
     def fail(self, study: optuna.Study, trial_id: int, reason: str) -> None:

@@ -9,7 +9,6 @@ import math
 import os
 import socket
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,24 +16,27 @@ from typing import Any
 import optuna
 import torch
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from ..._checks import check_integer
 from ...evaluation._books import Books, BooksAtLength
 from ...evaluation._perplexity import PerplexityResult, evaluate_perplexity
+from ...methods import STOCK
 from ...methods._lampe import apply_lampe
+from ...methods._names import LAMPE
 from ...methods._registry import rescaled_base
 from ...methods._tuning import main_knob_context
 from ...models._registry import model_info
 from ._db import ERROR, MACHINE, RETRIES, WORKER, Reaper, retried_from, sweep_lock, this_machine
-from ._spec import SweepPoint, SweepSpec, initial_mappings
+from ._optuna_compat import enqueued_params, retry_history, trial_id
+from ._spec import SweepPoint, SweepSpec
+from ._stages import LIVE, RUNNING, Stage, enqueue_initial_design, open_stages, stop_unless
 from ._store import (
     Measurement,
     SweepResult,
     collect_sweep,
     finished_measurements,
     open_storage,
-    open_study,
     trial_point,
 )
 
@@ -42,7 +44,6 @@ __all__ = ["SweepProgress", "TrialFailure", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
-LIVE, RUNNING = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING), (TrialState.RUNNING,)
 # What a failed evaluation at one point says about its memory (CUDA, CPU allocator, MPS).
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
 
@@ -71,23 +72,6 @@ class SweepProgress:
     waiting: int = 0
 
 
-@dataclass
-class _Stage:
-    """One study of a sweep: a queue of ``points`` (vanilla, grid) or the GP study of ``length``."""
-
-    study: optuna.Study
-    point_of: Callable[[optuna.Trial], SweepPoint]
-    points: list[SweepPoint] | None = None
-    length: int | None = None
-
-    @property
-    def name(self) -> str:
-        return self.study.study_name
-
-    def trials(self, states: tuple[TrialState, ...]) -> list[FrozenTrial]:
-        return self.study.get_trials(deepcopy=False, states=states)
-
-
 def _is_oom(message: str) -> bool:
     return any(m in message.lower() for m in _OOM_MESSAGES)
 
@@ -100,12 +84,12 @@ class _Runner:
     books: Books
     spec: SweepSpec
     storage: BaseStorage
-    base: str
+    study_name: str  # the sweep's base study name (``study_names``)
     batch_tokens: int
     chunk_size: int
     progress: Callable[[SweepProgress], None] | None
     poll_interval: float
-    stages: list[_Stage] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
     stopped: set[str] = field(default_factory=set)  # GP studies whose evaluation failed in this run
     # The study and point that evaluate each shared key (the others copy it), from ``plan``.
     evaluator: dict[tuple[Any, ...], tuple[str, SweepPoint]] = field(default_factory=dict)
@@ -122,7 +106,7 @@ class _Runner:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.machine = this_machine()
         # W of the model, read once, when the points run on a rescaled rotary.
-        self.window = None if self.spec.base == "stock" else model_info(self.model).window
+        self.window = None if self.spec.base == STOCK else model_info(self.model).window
 
     def books_at(self, length: int) -> BooksAtLength:
         if length not in self.at_length:
@@ -136,7 +120,7 @@ class _Runner:
         """What ``point`` is evaluated under: LaMPE (None for the stock model), every point on
         the rescaled rotary when the sweep has one (the vanilla point too), or another method
         with its main knob at the point's value."""
-        if point.method != "lampe":
+        if point.method != LAMPE:
             window = model_info(self.model).window
             return lambda: main_knob_context(point.method, self.model, window, point.length, point.mapping)
         config = point.config(self.spec.mode)
@@ -157,11 +141,11 @@ class _Runner:
     def plan(self) -> None:
         """Under ``sweep_lock``: enqueue the vanilla and grid points without a live trial, most
         expensive first, and the GP studies' initial designs; record the progress totals."""
-        finished = finished_measurements(self.storage, self.base)
+        finished = finished_measurements(self.storage, self.study_name)
         for stage in self.stages:  # (stale trials are reaped in ``work``: no state changes here)
             if stage.points is None:
                 assert stage.length is not None
-                _enqueue_initial_design(stage, self.spec)
+                enqueue_initial_design(stage, self.spec)
                 done = len(stage.trials((TrialState.COMPLETE,)))
                 left = max(0, self.spec.evaluations - done)
                 self.budgets[stage.name] = (done, left, self.cost(stage.length))
@@ -176,14 +160,14 @@ class _Runner:
                 if point not in live:
                     stage.study.enqueue_trial(point.params())
 
-    def objective(self, stage: _Stage) -> Callable[[optuna.Trial], float]:
+    def objective(self, stage: Stage) -> Callable[[optuna.Trial], float]:
         def objective(trial: optuna.Trial) -> float:
-            fixed = self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+            fixed = enqueued_params(trial, self.storage)
             if stage.points is not None and fixed is None:
                 stage.study.stop()  # another worker popped the last waiting trial first
                 raise optuna.TrialPruned("no waiting trial was left to pop")
             if self.reaper.grace is not None:  # never a WORKER without a heartbeat (``Reaper``)
-                self.storage.record_heartbeat(trial._trial_id)
+                self.storage.record_heartbeat(trial_id(trial))
             trial.set_user_attr(MACHINE, self.machine)
             trial.set_user_attr(WORKER, self.worker)
             point = stage.point_of(trial)
@@ -194,12 +178,12 @@ class _Runner:
 
         return objective
 
-    def measure(self, stage: _Stage, trial: optuna.Trial, point: SweepPoint) -> Measurement:
+    def measure(self, stage: Stage, trial: optuna.Trial, point: SweepPoint) -> Measurement:
         """A finished evaluation of ``point``'s key anywhere in the sweep (copied), else, once
         the point that evaluates the key runs nowhere else, a new one."""
         name, evaluator = self.evaluator.get(point.key(), (stage.name, point))
         owner = next(s for s in self.stages if s.name == name)
-        while (found := finished_measurements(self.storage, self.base).get(point.key())) is None:
+        while (found := finished_measurements(self.storage, self.study_name).get(point.key())) is None:
             if (name, evaluator) == (stage.name, point) or evaluator not in map(
                 trial_point, owner.trials(RUNNING)
             ):
@@ -210,7 +194,7 @@ class _Runner:
         trial.set_user_attr("reused_from", f"{found.study}#{found.trial}")
         return found
 
-    def evaluate_or_fail(self, stage: _Stage, trial: optuna.Trial, point: SweepPoint) -> Measurement:
+    def evaluate_or_fail(self, stage: Stage, trial: optuna.Trial, point: SweepPoint) -> Measurement:
         """Evaluate ``point``; a non-finite loss or running out of memory raises ``TrialFailure``
         after writing the reason to the trial, so that Optuna fails it and the sweep goes on."""
         try:
@@ -237,7 +221,7 @@ class _Runner:
         logger.info("%s: %s ppl %.4g (%.1fs)", stage.name, point.describe(), result.ppl, seconds)
         return Measurement(point, result, books.rows, books.skipped, seconds, stage.name, trial.number)
 
-    def has_work(self, stage: _Stage) -> bool:
+    def has_work(self, stage: Stage) -> bool:
         """Waiting trials to pop, or (GP) budget left; none in a GP study that failed here."""
         if stage.points is None and stage.name in self.stopped:
             return False
@@ -252,7 +236,7 @@ class _Runner:
             for stage in self.stages:
                 self.reaper.stale(stage.study)
                 if self.has_work(stage):
-                    stop = _stop_unless(lambda stage=stage: self.has_work(stage), self.report)
+                    stop = stop_unless(lambda stage=stage: self.has_work(stage), self.report)
                     stage.study.optimize(self.objective(stage), callbacks=[stop], catch=(TrialFailure,))
             if any(map(self.has_work, self.stages)):
                 continue
@@ -281,7 +265,7 @@ class _Runner:
                     trial.state != TrialState.FAIL
                     or trial.number in retried
                     or not reason.startswith("its worker")  # reaped: by us, or Optuna (no reason)
-                    or len(trial.system_attrs.get("retry_history", ())) >= RETRIES
+                    or len(retry_history(trial)) >= RETRIES
                 ):
                     continue
                 first = self.reaped.setdefault((stage.name, trial.number), now)
@@ -305,17 +289,6 @@ class _Runner:
             stage = f"waiting for {waiting} trial(s) of other workers" if waiting else ""
             total, cost_total = self.totals()
             self.progress(SweepProgress(count, total, cost, cost_total, self.last, stage, waiting))
-
-
-def _stop_unless(more: Callable[[], bool], report: Callable[[], None]) -> Callable[..., None]:
-    """An ``optimize`` callback: report progress, and stop the study when ``more()`` is False."""
-
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        report()
-        if not more():
-            study.stop()
-
-    return after_trial
 
 
 def run_sweep(
@@ -349,9 +322,7 @@ def run_sweep(
         model_record: ``{"source": portable id, "facts": ModelFacts.to_dict()}`` of the model,
             stored on each study; a resumed study whose facts differ is refused unless
             ``allow_transfer``, and one from another source with the same facts is logged.
-        batch_tokens: tokens per forward pass: books of length L go ``batch_tokens // L`` at a
-            time (at least one).
-        chunk_size: passed to ``evaluate_perplexity``.
+        batch_tokens, chunk_size: ``evaluate_perplexity``'s (L-token books go by ``batch_tokens // L``).
         progress: called with a ``SweepProgress`` once before the first trial (``last`` None:
             the totals), after each trial and while waiting for other workers.
         poll_interval: seconds between looks at the storage while waiting for other workers
@@ -364,33 +335,14 @@ def run_sweep(
     if poll_interval is None:
         poll_interval = min(5.0, float(getattr(storage, "heartbeat_interval", None) or 5))
     signature = {**(signature or {}), "mode": spec.mode, "rows": list(books.rows)}
-    if spec.base != "stock":  # (absent for the stock rotary: studies stored before it resume)
+    if spec.base != STOCK:  # (absent for the stock rotary: studies stored before it resume)
         signature["base"] = spec.base
     check_integer("batch_tokens", batch_tokens, 1)
     runner = _Runner(
         model, books, spec, storage, study_name, batch_tokens, chunk_size, progress, poll_interval
     )
-    queue = optuna.samplers.RandomSampler(seed=spec.seed)  # never asked: every parameter is enqueued
     with sweep_lock(storage):
-        stages = [(":vanilla", queue, spec.vanilla_point, [SweepPoint(n, None) for n in spec.lengths], None)]
-        if spec.search == "grid":
-            stages.append(("", queue, spec.grid_point, spec.grid_points(), None))
-        for length in spec.lengths if spec.search == "gp" else ():
-            lo, hi = spec.gp_range(length)
-            if hi <= lo:
-                logger.info("length %d: every mapping length is >= L (no remap); nothing to search", length)
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore", optuna.exceptions.ExperimentalWarning
-                )  # deterministic_objective
-                sampler = optuna.samplers.GPSampler(
-                    seed=spec.seed, n_startup_trials=spec.initial_points, deterministic_objective=True
-                )
-            stages.append((f":gp:L{length}", sampler, spec.gp_point(length), None, length))
-        for suffix, sampler, point_of, points, length in stages:
-            study = open_study(storage, study_name + suffix, sampler, signature, model_record, allow_transfer)
-            runner.stages.append(_Stage(study, point_of, points, length))
+        runner.stages = open_stages(storage, spec, study_name, signature, model_record, allow_transfer)
         runner.plan()
     total, cost_total = runner.totals()
     logger.info("sweep %s: %d trials to run", study_name, total)
@@ -398,18 +350,3 @@ def run_sweep(
         progress(SweepProgress(0, total, 0.0, cost_total, None, ""))
     runner.work()
     return collect_sweep(storage, study_name, spec)
-
-
-def _enqueue_initial_design(stage: _Stage, spec: SweepSpec) -> None:
-    """A GP study starts from log-spaced points: enqueue those without a trial, as long as the
-    GP has proposed nothing (a run killed while enqueuing them gets the rest next time)."""
-    assert stage.length is not None
-    initial = initial_mappings(
-        *spec.gp_range(stage.length), spec.initial_points, spec.start_for(stage.length)
-    )
-    tried = [
-        t.system_attrs.get("fixed_params", t.params).get("mapping") for t in stage.trials(tuple(TrialState))
-    ]
-    if all(m in initial for m in tried if m is not None):
-        for m in initial:
-            stage.study.enqueue_trial({"mapping": m}, skip_if_exists=True)

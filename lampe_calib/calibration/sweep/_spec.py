@@ -17,8 +17,8 @@ from typing import Any
 import optuna
 
 from ..._checks import check_integer, is_integer
-from ...methods._lampe import MODES, LampeConfig
-from ...methods._registry import BASES
+from ...methods import BASES, MODES, STOCK, LampeConfig
+from ...methods._names import LAMPE
 
 __all__ = [
     "SEARCHES",
@@ -100,11 +100,11 @@ class SweepPoint:
     head: int = 32
     tail: int = 16
     attention_factor: float = 1.0
-    method: str = "lampe"
+    method: str = LAMPE
 
     def __post_init__(self) -> None:
         check_integer("length", self.length, 2)
-        if self.method != "lampe":
+        if self.method != LAMPE:
             value = self.mapping
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"a {self.method} point's knob value must be a finite number, got {value!r}")
@@ -122,16 +122,16 @@ class SweepPoint:
     @property
     def stock(self) -> bool:
         """True when the point is the stock model: no mapping, or m >= L at attention factor 1."""
-        if self.method != "lampe":
+        if self.method != LAMPE:
             return False
         return self.mapping is None or (self.mapping >= self.length and self.attention_factor == 1.0)
 
     def key(self) -> tuple[Any, ...]:
         """Equal for points whose evaluation is the same (all m >= L coincide)."""
-        if self.method != "lampe":
+        if self.method != LAMPE:
             return (self.length, self.method, float(self.mapping))  # type: ignore[arg-type]
         if self.stock:
-            return (self.length, "stock")
+            return (self.length, STOCK)
         assert self.mapping is not None
         if self.mapping >= self.length:  # stock positions, scaled logits
             return (self.length, "identity", self.attention_factor)
@@ -143,14 +143,14 @@ class SweepPoint:
 
     def config(self, mode: str) -> LampeConfig | None:
         """The ``LampeConfig`` to evaluate under, None for the stock model."""
-        assert self.method == "lampe", "another method's point is built by methods.tuned_context"
+        assert self.method == LAMPE, "another method's point is built by methods.tuned_context"
         if self.stock:
             return None
         factor, m = self.attention_factor, float(self.mapping)
         return LampeConfig(self.head, self.tail, mapping_length=m, mode=mode, attention_factor=factor)
 
     def describe(self) -> str:
-        if self.method != "lampe":
+        if self.method != LAMPE:
             return f"L={self.length} {self.method} {self.mapping:g}"
         if self.mapping is None:
             return f"L={self.length} vanilla"
@@ -161,14 +161,14 @@ class SweepPoint:
         """The fields; ``method`` only for another method than LaMPE (so LaMPE trials stored
         before methods had a field read and compare as they were)."""
         data = dataclasses.asdict(self)
-        if self.method == "lampe":
+        if self.method == LAMPE:
             del data["method"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepPoint:
         fields = (data["length"], data["mapping"], data["head"], data["tail"], data["attention_factor"])
-        return cls(*fields, data.get("method", "lampe"))
+        return cls(*fields, data.get("method", LAMPE))
 
     def params(self) -> dict[str, Any]:
         """The point as Optuna trial parameters: ``{"length"}`` for the stock model (the vanilla
@@ -198,7 +198,7 @@ class SweepSpec:
         initial_points: gp only, log-spaced points evaluated before the GP proposes (of the
             ``evaluations``).
         seed: seed of the samplers.
-        base: the rotary every point runs on: ``"stock"`` (the model's own) or a rescaled base,
+        base: the rotary every point runs on: ``STOCK`` (the model's own) or a rescaled base,
             ``"yarn"`` or ``"ntk"`` (``methods.rescaled_base``: factor s = 2, so m may go up
             to 2·s·W); the vanilla study then measures the rescaled base alone.
     """
@@ -214,14 +214,14 @@ class SweepSpec:
     # Three points span a V well enough for the GP's first model (benchmarks/search.py).
     initial_points: int = 3
     seed: int = 0
-    base: str = "stock"
+    base: str = STOCK
     # gp only: ``(L, m)`` pairs, m(L) of a previous fit where the search at L begins
     # (``initial_mappings``' ``start``); a length without one starts from the log-spaced design.
     starts: tuple[tuple[int, float], ...] = ()
     # The method swept: "lampe" (the (L, m) grid above), or another of ``methods.TUNABLE``, whose
     # main knob takes ``values`` at each length: ``(L, (v1, v2, ...))`` pairs (grid search only;
     # ``mappings``, heads, tails and attention factors are then unused).
-    method: str = "lampe"
+    method: str = LAMPE
     values: tuple[tuple[int, tuple[float, ...]], ...] = ()
 
     def __post_init__(self) -> None:
@@ -265,7 +265,7 @@ class SweepSpec:
     def _check_method(self) -> None:
         values = tuple((length, tuple(sorted(set(vs)))) for length, vs in self.values)
         object.__setattr__(self, "values", values)
-        if self.method == "lampe":
+        if self.method == LAMPE:
             if values:
                 raise ValueError("values are a method's knob values: LaMPE sweeps mappings")
             return
@@ -273,7 +273,7 @@ class SweepSpec:
 
         if self.method not in TUNABLE:
             raise ValueError(f"method must be one of {tuple(TUNABLE)}, got {self.method!r}")
-        if self.search != "grid" or self.base != "stock":
+        if self.search != "grid" or self.base != STOCK:
             raise ValueError(
                 f"method {self.method!r} is swept by a grid on the stock rotary, got search "
                 f"{self.search!r}, base {self.base!r}"
@@ -283,7 +283,7 @@ class SweepSpec:
             raise ValueError(f"method {self.method!r} needs knob values at every length; none at {missing}")
 
     def grid_points(self) -> list[SweepPoint]:
-        if self.method != "lampe":
+        if self.method != LAMPE:
             return [
                 SweepPoint(length, value, 0, 0, 1.0, self.method)
                 for length, vs in self.values
@@ -303,7 +303,7 @@ class SweepSpec:
 
     def grid_point(self, trial: optuna.Trial) -> SweepPoint:
         """The point a grid trial samples (every parameter comes from the grid)."""
-        if self.method != "lampe":
+        if self.method != LAMPE:
             everything = [v for _, vs in self.values for v in vs]
             value = trial.suggest_float("mapping", min(everything), max(everything))
             length = trial.suggest_int("length", self.lengths[0], self.lengths[-1])

@@ -29,7 +29,9 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from ...evaluation._perplexity import PerplexityResult
+from ...methods._names import LAMPE
 from ._db import check_storage_url, open_storage
+from ._optuna_compat import enqueued_params
 from ._spec import SweepPoint, SweepSpec
 
 __all__ = [
@@ -124,7 +126,7 @@ class SweepResult:
 
 def trial_point(trial: optuna.trial.FrozenTrial) -> SweepPoint | None:
     """The point of a vanilla or grid trial: its parameters, or those it was enqueued with."""
-    params = trial.system_attrs.get("fixed_params") or trial.params
+    params = enqueued_params(trial) or trial.params
     try:
         return SweepPoint.from_params(params) if params else None
     except (KeyError, TypeError, ValueError):
@@ -244,10 +246,9 @@ def collect_sweep(storage: str | BaseStorage, study_name: str, spec: SweepSpec) 
         if m.point.length in spec.lengths
         and (
             m.point.mapping is None
-            or (m.point.method == spec.method != "lampe")  # another method's knob values
+            or (m.point.method == spec.method != LAMPE)  # another method's knob values
             or (
-                m.point.method == "lampe"
-                and (m.point.head, m.point.tail, m.point.attention_factor) in settings
+                m.point.method == LAMPE and (m.point.head, m.point.tail, m.point.attention_factor) in settings
             )
         )
     ]
