@@ -41,9 +41,15 @@ def _run_one(job: dict, entry: dict) -> int:
     start = time.monotonic()
     print(f"[{time.strftime('%H:%M:%S')}] {job['name']}: {job['command']}", flush=True)
     code = 143  # (what a job stopped by SIGTERM or Ctrl-C is recorded with)
+    # The job runs in its own process group, so that stopping the run stops the whole job
+    # (the shell and what it started) and its CPU time is counted once it is reaped.
+    process = subprocess.Popen(job["command"], shell=True, cwd=ROOT, start_new_session=True)
     try:
-        code = subprocess.run(job["command"], shell=True, cwd=ROOT).returncode
+        code = process.wait()
     finally:  # a stopped run still records the time its job took
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
         after = os.times()
         _account(entry, job, code, time.monotonic() - start, before, after)
     return code
