@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _MODULES = {
     ".engine": "SUPPORTED_MODEL_TYPES SUPPORTED_TRANSFORMERS apply_position_scheme",
     ".methods._lampe": "apply_lampe LampeConfig SigmoidMapping sigmoid_mapping_length",
-    ".methods._lampe_plan": "LampePlan position_encoding region_of",
+    ".methods._lampe_plan": "LampeFloorPlan LampePlan position_encoding region_of",
     ".calibration": "calibrate_model fit_sigmoid SCHEMA_VERSION Profile load_profile save_profile",
     ".methods": (
         "DualChunkConfig dual_chunk_attention METHODS method_context ReRopeConfig rerope_attention "

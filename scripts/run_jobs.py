@@ -49,7 +49,11 @@ def _run_one(job: dict, entry: dict) -> int:
     finally:  # a stopped run still records the time its job took
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # a job that ignores SIGTERM
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         after = os.times()
         _account(entry, job, code, time.monotonic() - start, before, after)
     return code
@@ -88,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     log_path = _log_path(args.jobs)
     log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.exists() else {}
     for job in jobs:
-        if (args.only and job["name"] != args.only) or log.get(job["name"], {}).get("done"):
+        if args.only and job["name"] != args.only:
+            continue
+        if log.get(job["name"], {}).get("done"):
+            if args.only:
+                print(f"{job['name']}: already done ({log_path}); delete its entry there to run it again")
             continue
         entry = log.setdefault(job["name"], {})
         try:

@@ -19,8 +19,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from lampe_calib.calibration._profiles import load_profile
 from lampe_calib.evaluation._bootstrap import paired_ratio, paired_ratio_interval
-from lampe_calib.methods import sigmoid_mapping_length
+from lampe_calib.methods import LAMPE
 
 
 @dataclass(frozen=True)
@@ -35,21 +36,21 @@ class Cell:
     tokens: list
 
 
-def _tuned_value(profile_path: str | None, method: str, length: int) -> str:
+def _tuned_value(profile_name: str | None, method: str, length: int) -> str:
     """What a tuned profile applies at ``length``: ``"group = 11"``, ``"m = 151"`` for LaMPE's
-    m(L), with ", the default" where tuning kept the default; "" if unknown."""
-    if not profile_path:
+    m(L), with ", the default" where tuning kept the default; "" if unknown. ``profile_name`` is
+    what the results file records: a path, or a profile's name (``load_profile`` resolves both)."""
+    if not profile_name:
         return ""
     try:
-        profile = json.loads(Path(profile_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        profile = load_profile(profile_name)
+    except (OSError, KeyError, ValueError):
         return ""
-    sigmoid = profile.get("sigmoid") or {}
-    if method.startswith("lampe") and sigmoid.get("status") == "fitted":
-        return f"m = {sigmoid_mapping_length(length, sigmoid['a'], sigmoid['b'], sigmoid['c']):.0f}"
-    if profile.get("method") != method or "knob" not in profile:
+    if method == LAMPE and profile.method == LAMPE and profile.status == "fitted":
+        return f"m = {profile.mapping_length(length):.0f}"
+    if profile.method != method or not profile.knob:
         return ""
-    knob = profile["knob"]
+    knob = profile.knob
     entry = next((e for e in knob.get("lengths", []) if e["length"] == length), {})
     value = entry.get("best", knob.get("single"))
     if value is None:

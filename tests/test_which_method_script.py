@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from script_support import load_script
 
 which = load_script("which_method")
+ROOT = Path(__file__).resolve().parents[1]
 
 TOKENS = [[1000, 1000]] * 4
 
@@ -26,9 +28,8 @@ def _file(path, rows, profile=None):
 
 
 def test_a_clearly_lower_method_is_named_best_and_a_tuned_row_gets_its_own_ratio(tmp_path, capsys):
-    profile = tmp_path / "p.json"
-    knob = {"name": "group", "single": 9, "lengths": [{"length": 512, "best": 11, "default": 3}]}
-    profile.write_text(json.dumps({"method": "selfextend", "knob": knob}))
+    # A real tuned profile (the reference model's SelfExtend, in the repository): G = 11 at L = 512.
+    profile = ROOT / "results" / "fair" / "reference" / "profiles" / "reference-selfextend.json"
     default = _file(tmp_path / "d.json", [_row("vanilla", 1.0), _row("selfextend", 0.95)])
     tuned = _file(tmp_path / "t.json", [_row("selfextend", 0.90)], profile=str(profile))
     assert which.main([default, tuned]) == 0
@@ -38,6 +39,16 @@ def test_a_clearly_lower_method_is_named_best_and_a_tuned_row_gets_its_own_ratio
     tuned_line = next(line for line in out.splitlines() if line.startswith("| `selfextend, tuned"))
     own = tuned_line.split("|")[4]  # tuned / default = exp(Σ(0.90 − 0.95)·NLL / Σ tokens) < 1
     assert float(own.split()[0]) < 1 and float(own.split("]")[0].split(", ")[1]) < 1
+
+
+def test_a_tuned_lampe_row_names_its_m_and_a_profile_name_is_resolved(tmp_path, capsys):
+    from lampe_calib import load_profile
+
+    default = _file(tmp_path / "d.json", [_row("vanilla", 1.0), _row("lampe", 0.95)])
+    tuned = _file(tmp_path / "t.json", [_row("lampe", 0.94)], profile="reference")  # a shipped name
+    assert which.main([default, tuned]) == 0
+    m = load_profile("reference").mapping_length(512)
+    assert f"`lampe, tuned (m = {m:.0f})`" in capsys.readouterr().out
 
 
 def test_rows_within_noise_are_not_called_best(tmp_path, capsys):
