@@ -241,7 +241,7 @@ class _Runner:
             if any(map(self.has_work, self.stages)):
                 continue
             if not (running := [t for stage in self.stages for t in stage.trials(RUNNING)]):
-                if self.retry_pending():
+                if self.unfinished():
                     time.sleep(self.poll_interval)
                     continue
                 return self.report()
@@ -249,15 +249,23 @@ class _Runner:
             self.report(waiting=len(running))
             time.sleep(self.poll_interval)
 
-    def retry_pending(self) -> bool:
-        """True while a trial that a worker reaped (failed as dead) has no retry yet, for at most
-        a grace period: the reaper fails the trial, then enqueues its retry, and a worker that
-        looks in between must not take the sweep for finished."""
-        if self.reaper.grace is None:
-            return False
+    def unfinished(self) -> bool:
+        """True while a stage has a trial waiting or running, or a trial that a worker reaped
+        (failed as dead) has no retry yet (for at most a grace period: the reaper fails the
+        trial, then enqueues its retry). Each stage is judged from one read of its trials, so a
+        retry that moves from waiting to running between two reads is not missed."""
         now, pending = time.monotonic(), False
         for stage in self.stages:
             trials = stage.trials(tuple(TrialState))
+            live = (
+                (TrialState.RUNNING,)
+                if stage.name in self.stopped
+                else (TrialState.WAITING, TrialState.RUNNING)
+            )
+            if any(t.state in live for t in trials):  # (a GP study stopped here leaves its waiting trials)
+                return True
+            if self.reaper.grace is None:
+                continue
             retried = {retried_from(t) for t in trials}
             for trial in trials:
                 reason = str(trial.user_attrs.get(ERROR, "its worker"))

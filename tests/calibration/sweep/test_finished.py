@@ -1,0 +1,41 @@
+"""When a worker takes a sweep for finished: from one read of each study, so that a reaped
+trial's retry is waited for whether it is waiting, running or not yet enqueued."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState, create_trial
+
+from lampe_calib.calibration.sweep._db import ERROR, Reaper
+from lampe_calib.calibration.sweep._run import _Runner
+from lampe_calib.calibration.sweep._stages import Stage
+
+REAPED = "its worker host:1 on this machine is gone"
+
+
+def _runner(*retry_states: TrialState, grace: float = 60.0, stopped: bool = False) -> _Runner:
+    study = optuna.create_study(study_name="reference-vanilla")
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={ERROR: REAPED}))
+    for state in retry_states:  # the dead trial's retry, at the state a worker reads it in
+        values = {"value": 1.0} if state == TrialState.COMPLETE else {}
+        history = {"failed_trial": 0, "retry_history": [0]}
+        study.add_trial(create_trial(state=state, system_attrs=history, **values))
+    runner = object.__new__(_Runner)  # (only what ``unfinished`` reads)
+    runner.stages = [Stage(study, point_of=None, points=None if stopped else [])]
+    runner.stopped = {study.study_name} if stopped else set()
+    runner.reaped = {}
+    runner.reaper = object.__new__(Reaper)
+    runner.reaper.grace = grace
+    return runner
+
+
+def test_a_reaped_trial_is_unfinished_until_its_retry_completes():
+    assert _runner().unfinished()  # failed, its retry not yet enqueued (within the grace period)
+    assert _runner(TrialState.WAITING).unfinished()  # enqueued: a worker that read no waiting trial
+    assert _runner(TrialState.RUNNING).unfinished()  # ... before it was, and no running one after
+    assert not _runner(TrialState.COMPLETE).unfinished()
+    assert not _runner(grace=0.0).unfinished()  # no retry after the grace period: reported missing
+
+
+def test_a_gp_study_stopped_here_does_not_wait_for_its_waiting_trials():
+    assert not _runner(TrialState.COMPLETE, TrialState.WAITING, stopped=True).unfinished()
