@@ -43,7 +43,10 @@ def _run_one(job: dict, entry: dict) -> int:
     code = 143  # (what a job stopped by SIGTERM or Ctrl-C is recorded with)
     # The job runs in its own process group, so that stopping the run stops the whole job
     # (the shell and what it started) and its CPU time is counted once it is reaped.
-    process = subprocess.Popen(job["command"], shell=True, cwd=ROOT, start_new_session=True)
+    # The shell traps SIGTERM (a no-op), so it outlives its command and reaps it: the command's
+    # CPU time then reaches this process's children times also when the run is stopped.
+    command = f"trap : TERM; {job['command']}"
+    process = subprocess.Popen(command, shell=True, cwd=ROOT, start_new_session=True)
     try:
         code = process.wait()
     finally:  # a stopped run still records the time its job took

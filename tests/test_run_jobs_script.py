@@ -53,14 +53,16 @@ def test_repeated_names_and_unknown_jobs_are_refused(tmp_path, capsys):
 
 def test_a_stopped_run_records_the_time_of_the_job_it_stopped(tmp_path):
     pids = tmp_path / "pids"
-    jobs = _jobs(tmp_path, [("slow", f"sleep 30 & echo $! > {pids}; wait")])
+    burn = f"{sys.executable} -c 'while True: pass'"
+    jobs = _jobs(tmp_path, [("slow", f"sleep 30 & echo $! > {pids}; {burn}")])
     runner = subprocess.Popen([sys.executable, str(run_jobs.__file__), str(jobs)])
     log_path = tmp_path / "x.log.json"
-    time.sleep(1.5)
+    time.sleep(2.5)
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=20) == 143
     entry = json.loads(log_path.read_text())["slow"]
     assert entry["attempts"] == 1 and not entry["done"] and entry["wall_s"] >= 1.0
+    assert entry["cpu_s"] > 0.3  # the stopped command's CPU time is counted
     sleeper = int(pids.read_text())  # the job's own child was stopped with it
     time.sleep(0.5)
     assert not Path(f"/proc/{sleeper}").exists() or "zombie" in Path(f"/proc/{sleeper}/status").read_text()
