@@ -44,9 +44,10 @@ Guarantees from us, each with the test that checks it (tests/calibration/sweep/)
   ``test_resume_after_interrupt_runs_only_missing_trials``; several workers give the profile
   one worker gives: ``test_workers.py::test_three_postgres_workers_give_the_one_worker_profile``;
 - a worker takes the sweep for finished only when one read of each study shows no trial waiting
-  or running and no reaped trial without its retry, so it never writes a profile while a dead
-  worker's point is being re-run: ``test_finished.py`` and ``test_workers.py::
-  test_three_postgres_workers_give_the_one_worker_profile``;
+  or running and no reaped trial without its retry (waited for up to a minute, or the grace
+  period if longer: the reaping worker enqueues it a few database calls after the fail), so it
+  never writes a profile while a dead worker's point is being re-run: ``test_finished.py`` and
+  ``test_workers.py::test_three_postgres_workers_give_the_one_worker_profile``;
 - a study resumes only with the same signature (data, books, dtype, mode, base) and model
   facts (``_store.open_study``): ``test_sweep.py::test_resume_with_other_settings_is_refused``;
 - a failed evaluation fails its trial only (next paragraph): ``test_trial_failures.py``.

@@ -32,6 +32,7 @@ __all__ = [
     "ERROR",
     "MACHINE",
     "RETRIES",
+    "RETRY_WAIT",
     "WORKER",
     "Reaper",
     "check_storage_url",
@@ -45,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 ERROR, WORKER = "error", "worker"  # user attributes: why a trial failed; host:pid running it
 RETRIES = 3  # a reaped trial is re-queued at most this many times (Optuna's retry callback)
+# Seconds (at least; else the grace period) a worker waits for the retry of a trial that another
+# worker failed as dead: that worker enqueues it a few database calls later, which on a loaded
+# machine can take longer than a short heartbeat's grace period.
+RETRY_WAIT = 60.0
 MACHINE = "machine"  # user attribute: the boot and PID namespace its worker's pid belongs to
 
 
@@ -275,6 +280,7 @@ class Reaper:
         interval = getattr(storage, "heartbeat_interval", None)
         self.storage, self.seen = storage, {}
         self.grace = (getattr(storage, "grace_period", None) or 2 * interval) if interval else None
+        self.retry_wait = None if self.grace is None else max(float(self.grace), RETRY_WAIT)
 
     def stale(self, study: optuna.Study) -> None:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -250,10 +250,12 @@ class _Runner:
             time.sleep(self.poll_interval)
 
     def unfinished(self) -> bool:
-        """True while a stage has a trial waiting or running, or a trial that a worker reaped
-        (failed as dead) has no retry yet (for at most a grace period: the reaper fails the
-        trial, then enqueues its retry). Each stage is judged from one read of its trials, so a
-        retry that moves from waiting to running between two reads is not missed."""
+        """True while a stage has a trial waiting or running, or a point whose trial a worker
+        reaped (failed as dead) has neither a retry nor another complete trial yet: the reaper
+        fails the trial, then enqueues its retry, and that gap is waited for (at most
+        ``Reaper.retry_wait``, in case the reaper died in it). Each stage is judged from one
+        read of its trials, so a retry that moves from waiting to running between two reads is
+        not missed."""
         now, pending = time.monotonic(), False
         for stage in self.stages:
             trials = stage.trials(tuple(TrialState))
@@ -264,20 +266,22 @@ class _Runner:
             )
             if any(t.state in live for t in trials):  # (a GP study stopped here leaves its waiting trials)
                 return True
-            if self.reaper.grace is None:
+            if self.reaper.retry_wait is None:
                 continue
             retried = {retried_from(t) for t in trials}
+            done = {trial_point(t) for t in trials if t.state == TrialState.COMPLETE} - {None}
             for trial in trials:
                 reason = str(trial.user_attrs.get(ERROR, "its worker"))
                 if (
                     trial.state != TrialState.FAIL
                     or trial.number in retried
+                    or trial_point(trial) in done  # measured by another trial (a re-run's)
                     or not reason.startswith("its worker")  # reaped: by us, or Optuna (no reason)
                     or len(retry_history(trial)) >= RETRIES
                 ):
                     continue
                 first = self.reaped.setdefault((stage.name, trial.number), now)
-                pending = pending or now - first < self.reaper.grace
+                pending = pending or now - first < self.reaper.retry_wait
         return pending
 
     def totals(self) -> tuple[int, float]:
