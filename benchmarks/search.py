@@ -24,8 +24,8 @@ import optuna
 import torch
 
 from lampe_calib.calibration._calibrate import default_spec
+from lampe_calib.calibration._space import default_mappings
 from lampe_calib.calibration.sweep._run import run_sweep
-from lampe_calib.calibration.sweep._spec import default_mappings
 from lampe_calib.calibration.sweep._store import open_storage
 from lampe_calib.cli._calibrate import parse_sizes
 from lampe_calib.evaluation import load_books

@@ -28,8 +28,8 @@ from ._curves import Curve, Optimum
 from ._fit import Calibration, SigmoidFit, calibrate
 from ._profiles import Profile
 from ._runs import SweepInputs, model_dtype, model_record, profile_name, run_provenance, sweep_model
+from ._space import SweepSpec, default_lengths, default_mappings
 from .sweep._run import SweepProgress
-from .sweep._spec import SweepSpec, default_lengths, default_mappings
 from .sweep._store import SweepResult
 
 __all__ = ["CalibrationRun", "build_profile", "calibrate_model", "default_spec", "usable_window"]

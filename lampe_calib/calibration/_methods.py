@@ -29,8 +29,8 @@ from ..methods._tuning import TUNABLE
 from ..models._registry import ModelInfo, model_info
 from ._profiles import Profile
 from ._runs import SweepInputs, model_dtype, model_record, profile_name, run_provenance, sweep_model
+from ._space import SweepSpec, default_lengths, default_mappings
 from .sweep._run import SweepProgress
-from .sweep._spec import SweepSpec, default_lengths, default_mappings
 from .sweep._store import SweepResult
 
 __all__ = [

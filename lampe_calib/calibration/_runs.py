@@ -17,8 +17,8 @@ from ..evaluation._books import Books, load_books
 from ..methods import STOCK
 from ..models._facts import ModelFacts, portable_source
 from ..models._registry import ModelInfo, model_info
+from ._space import SweepSpec
 from .sweep._run import SweepProgress, run_sweep
-from .sweep._spec import SweepSpec
 from .sweep._store import SweepResult
 
 __all__ = [

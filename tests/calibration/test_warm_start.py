@@ -13,8 +13,8 @@ from rich.console import Console
 from test_excess import LENGTHS, MAPPINGS, W, _log_ppl
 
 from lampe_calib.calibration._excess import fit_sigmoid_excess
+from lampe_calib.calibration._space import initial_mappings
 from lampe_calib.calibration.sweep import SweepSpec, open_storage, run_sweep
-from lampe_calib.calibration.sweep._spec import initial_mappings
 from lampe_calib.cli._calibrate_fit import start_from_previous_fit
 from lampe_calib.evaluation import load_books
 

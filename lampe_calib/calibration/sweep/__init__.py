@@ -71,7 +71,7 @@ from ..._lazy import lazy_exports
 # Module -> the public names it defines.
 _MODULES = {
     "._run": "SweepProgress TrialFailure run_sweep",
-    "._spec": "SEARCHES SweepPoint SweepSpec default_lengths default_mappings",
+    ".._space": "SEARCHES SweepPoint SweepSpec default_lengths default_mappings",
     "._store": "MissingPoint SweepResult collect_sweep open_storage study_names",
     "._db": "check_storage_url",
 }

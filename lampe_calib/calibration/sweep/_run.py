@@ -27,9 +27,9 @@ from ...methods._names import LAMPE
 from ...methods._registry import rescaled_base
 from ...methods._tuning import main_knob_context
 from ...models._registry import model_info
+from .._space import SweepPoint, SweepSpec
 from ._db import ERROR, MACHINE, RETRIES, WORKER, Reaper, retried_from, sweep_lock, this_machine
 from ._optuna_compat import enqueued_params, retry_history, trial_id
-from ._spec import SweepPoint, SweepSpec
 from ._stages import LIVE, RUNNING, Stage, enqueue_initial_design, open_stages, stop_unless
 from ._store import (
     Measurement,

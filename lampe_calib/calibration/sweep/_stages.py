@@ -13,8 +13,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from .._space import SweepPoint, SweepSpec, initial_mappings
 from ._optuna_compat import enqueued_params
-from ._spec import SweepPoint, SweepSpec, initial_mappings
 from ._store import open_study
 
 __all__ = ["LIVE", "RUNNING", "Stage", "enqueue_initial_design", "open_stages", "stop_unless"]

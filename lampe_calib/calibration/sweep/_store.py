@@ -30,9 +30,9 @@ from optuna.trial import TrialState
 
 from ...evaluation._perplexity import PerplexityResult
 from ...methods._names import LAMPE
+from .._space import SweepPoint, SweepSpec
 from ._db import check_storage_url, open_storage
 from ._optuna_compat import enqueued_params
-from ._spec import SweepPoint, SweepSpec
 
 __all__ = [
     "Measurement",

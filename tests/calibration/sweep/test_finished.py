@@ -51,7 +51,8 @@ def test_the_retry_is_waited_for_longer_than_a_short_grace_period(tmp_path):
     assert reaper.grace == 4 and reaper.retry_wait == RETRY_WAIT >= 60
     slow = Reaper(open_storage(f"sqlite:///{tmp_path / 'sweep.db'}", heartbeat_interval=60))
     assert slow.retry_wait == slow.grace == 120
-    assert Reaper(open_storage(f"sqlite:///{tmp_path / 'sweep.db'}", heartbeat_interval=None)).retry_wait is None
+    off = Reaper(open_storage(f"sqlite:///{tmp_path / 'sweep.db'}", heartbeat_interval=None))
+    assert off.retry_wait is None
 
 
 def test_a_gp_study_stopped_here_does_not_wait_for_its_waiting_trials():

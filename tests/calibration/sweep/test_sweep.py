@@ -8,14 +8,14 @@ from calib_support import REFERENCE_DIR, tiny_llama
 from char_tokenizer import char_tokenizer
 
 import lampe_calib.calibration.sweep._run as sweep_module
-from lampe_calib.calibration.sweep import collect_sweep, open_storage, run_sweep, study_names
-from lampe_calib.calibration.sweep._spec import (
+from lampe_calib.calibration._space import (
     SweepPoint,
     SweepSpec,
     default_lengths,
     default_mappings,
     initial_mappings,
 )
+from lampe_calib.calibration.sweep import collect_sweep, open_storage, run_sweep, study_names
 from lampe_calib.evaluation import load_books
 
 SPEC = SweepSpec(lengths=(64, 128), mappings=(24, 48), heads=(4,), tails=(2,))

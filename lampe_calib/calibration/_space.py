@@ -1,4 +1,6 @@
-"""What a calibration sweep measures: its search space, its points, and where trials are stored.
+"""What a calibration sweep measures: its search space (``SweepSpec``) and its points
+(``SweepPoint``), with the default lengths and mapping lengths. Value types: the sweep package
+(``sweep``) runs them on Optuna's studies, and re-exports them.
 
 docs/design.md §3.2: lengths L from about W/2 to k·W, mapping lengths m from s1 + s2 + 1 up to m_max
 (default 1.25·W, so the right arm of the V shows); m >= L means "no remap". A point may also
@@ -16,9 +18,9 @@ from typing import Any
 
 import optuna
 
-from ..._checks import check_integer, is_integer
-from ...methods import BASES, MODES, STOCK, LampeConfig
-from ...methods._names import LAMPE
+from .._checks import check_integer, is_integer
+from ..methods import BASES, MODES, STOCK, LampeConfig
+from ..methods._names import LAMPE
 
 __all__ = [
     "SEARCHES",
@@ -269,7 +271,7 @@ class SweepSpec:
             if values:
                 raise ValueError("values are a method's knob values: LaMPE sweeps mappings")
             return
-        from ...methods._tuning import TUNABLE
+        from ..methods._tuning import TUNABLE
 
         if self.method not in TUNABLE:
             raise ValueError(f"method must be one of {tuple(TUNABLE)}, got {self.method!r}")
