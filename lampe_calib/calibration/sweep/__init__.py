@@ -24,7 +24,10 @@ Guarantees from us, each with the test that checks it (tests/calibration/sweep/)
 - each point is enqueued once, under ``sweep_lock`` (Optuna warns that
   ``enqueue_trial(skip_if_exists=True)`` may duplicate under concurrent callers, and it would
   skip a failed point that a re-run must retry): ``test_workers.py::
-  test_three_workers_in_threads_take_each_point_once``;
+  test_three_workers_in_threads_take_each_point_once``; a dead worker's trial is re-queued
+  under the same lock, and only when its point has no live trial (a run that planned between
+  the fail and the retry has enqueued it): ``test_finished.py::
+  test_a_reaped_point_enqueued_again_by_a_run_gets_no_second_retry``;
 - on SQLite, which ignores ``FOR UPDATE``, each change of a trial's state (the pop, failing a
   stale trial) holds a file lock (``_db._SQLiteStorage``): the same test, three workers on one
   SQLite file;

@@ -26,7 +26,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ._optuna_compat import retry_history, trial_id
+from ._optuna_compat import enqueued_params, retry_history, trial_id
 
 __all__ = [
     "ERROR",
@@ -179,8 +179,7 @@ def open_storage(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = {}
             if heartbeat_interval:
-                callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
-                retry = {"heartbeat_stale_trial_callback": callback}
+                retry = {"heartbeat_stale_trial_callback": _RetryUnlessLive(url, RETRIES)}
             kind = _SQLiteStorage if _sqlite_directory(url) else RDBStorage
             return kind(
                 url.render_as_string(hide_password=False),
@@ -194,6 +193,29 @@ def open_storage(
         raise ImportError(f"--storage {shown}: database driver missing: {error.name}{hint}") from error
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as error:
         raise ValueError(f"--storage {shown}: cannot open: {' '.join(str(error).split())[:200]}") from error
+
+
+class _RetryUnlessLive(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a dead worker's trial, under ``_url_lock`` (the lock a run enqueues
+    its points under) and only when the trial's point has no waiting, running or complete
+    trial. The trial is failed first and re-queued after: a run that planned in between found
+    its point without a live trial and enqueued it already, and a second copy would run it twice.
+    """
+
+    def __init__(self, url: Any, max_retry: int):
+        super().__init__(max_retry=max_retry)
+        self.url = url
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        params = enqueued_params(trial) or trial.params
+        with _url_lock(self.url):
+            live = study.get_trials(
+                deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+            )
+            if params and any((enqueued_params(t) or t.params) == params for t in live):
+                logger.info("%s: trial %d not re-queued: its point is queued", study.study_name, trial.number)
+                return
+            super().__call__(study, trial)
 
 
 def _sqlite_directory(url: Any) -> str | None:
@@ -251,7 +273,8 @@ class _SQLiteStorage(RDBStorage):
     with ``SELECT ... FOR UPDATE``: atomic on PostgreSQL, but SQLite ignores ``FOR UPDATE``, so
     two workers could both pop one trial (Optuna's ``test_pop_waiting_trial_thread_safe`` skips
     SQLite for that reason) or both fail and re-queue one. Never called under ``sweep_lock``
-    (the same ``flock``): a run enqueues there, and changes no state.
+    (the same ``flock``): a run enqueues there, and changes no state; the retry callback
+    (``_RetryUnlessLive``) takes it after the state change, not inside it.
     """
 
     def set_trial_state_values(

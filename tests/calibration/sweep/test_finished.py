@@ -6,6 +6,7 @@ fail, which a loaded machine can stretch past the grace period)."""
 from __future__ import annotations
 
 import optuna
+import pytest
 from optuna.trial import TrialState, create_trial
 
 from lampe_calib.calibration.sweep import SweepPoint, open_storage
@@ -57,3 +58,25 @@ def test_the_retry_is_waited_for_longer_than_a_short_grace_period(tmp_path):
 
 def test_a_gp_study_stopped_here_does_not_wait_for_its_waiting_trials():
     assert not _runner(TrialState.COMPLETE, TrialState.WAITING, stopped=True).unfinished()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_reaped_point_enqueued_again_by_a_run_gets_no_second_retry(tmp_path):
+    """A worker that plans between a dead trial's fail and its retry enqueues the point (it has
+    no live trial then); the retry then sees that trial and is not added, so the point runs once.
+    Without such a run, the retry is added."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'sweep.db'}", heartbeat_interval=2)
+    study = optuna.create_study(study_name="reference:vanilla", storage=storage)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for length, planned_between in ((512, True), (1024, False)):
+        point = SweepPoint(length, None).params()
+        study.enqueue_trial(point)
+        dead = study.ask()  # popped by a worker that then died
+        storage.set_trial_state_values(dead._trial_id, TrialState.FAIL)
+        if planned_between:
+            study.enqueue_trial(point)  # a run's plan, between the fail and the retry
+        retry(study, storage.get_trial(dead._trial_id))
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        assert len(waiting) == 1, [t.number for t in waiting]
+        assert (waiting[0].system_attrs.get("failed_trial") == dead.number) is not planned_between
+        study.tell(study.ask(), 1.0)  # the point runs, once
