@@ -31,7 +31,10 @@ Guarantees from us, each with the test that checks it (tests/calibration/sweep/)
 - on SQLite, which ignores ``FOR UPDATE``, each change of a trial's state (the pop, failing a
   stale trial) holds a file lock (``_db._SQLiteStorage``): the same test, three workers on one
   SQLite file;
-- a trial whose worker died on this machine is failed at once, and one seen running with
+- a trial whose worker died on this machine is failed at once (after the current trial of a
+  worker inside ``optimize``, before Optuna's next trial start would fail it by its heartbeat
+  without a reason): ``test_workers.py::
+  test_a_dead_local_workers_trial_is_failed_between_two_trials``; one seen running with
   neither a heartbeat-time ``worker`` attribute nor parameters for a grace period (its worker
   died between Optuna's pop and the first beat, which ``fail_stale_trials`` never sees) is
   failed and re-queued the same way (``Reaper``; a retry carries its dead trial's attributes,

@@ -236,7 +236,7 @@ class _Runner:
             for stage in self.stages:
                 self.reaper.stale(stage.study)
                 if self.has_work(stage):
-                    stop = stop_unless(lambda stage=stage: self.has_work(stage), self.report)
+                    stop = stop_unless(lambda stage=stage: self.has_work(stage), self.after_trial)
                     stage.study.optimize(self.objective(stage), callbacks=[stop], catch=(TrialFailure,))
             if any(map(self.has_work, self.stages)):
                 continue
@@ -248,6 +248,14 @@ class _Runner:
             self.reaper.unseen([stage.study for stage in self.stages])
             self.report(waiting=len(running))
             time.sleep(self.poll_interval)
+
+    def after_trial(self) -> None:
+        """After each trial of this worker: fail the trials of dead workers (at once for those
+        of this machine, before Optuna's next trial start finds their heartbeat stale), and
+        report progress."""
+        for stage in self.stages:
+            self.reaper.stale(stage.study)
+        self.report()
 
     def unfinished(self) -> bool:
         """True while a stage has a trial waiting or running, or a point whose trial a worker

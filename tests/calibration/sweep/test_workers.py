@@ -24,6 +24,7 @@ from sweep_checks import assert_each_point_once, sweep_census
 import lampe_calib.calibration.sweep._run as sweep_module
 from lampe_calib.calibration import load_profile
 from lampe_calib.calibration.sweep import SweepPoint, SweepSpec, open_storage, run_sweep
+from lampe_calib.calibration.sweep._db import ERROR, MACHINE, WORKER, this_machine
 from lampe_calib.calibration.sweep._store import trial_point
 from lampe_calib.cli import calibrate_main
 from lampe_calib.evaluation import load_books
@@ -114,6 +115,37 @@ def test_a_dead_workers_trial_is_rerun(tmp_path, books, where):
         assert retried[0].user_attrs["worker"] == f"{socket.gethostname()}:{os.getpid()}"
     else:
         assert failed.user_attrs["error"] == "its worker stopped before its first heartbeat"
+
+
+def test_a_dead_local_workers_trial_is_failed_between_two_trials(tmp_path, books, monkeypatch):
+    """A worker of this machine that dies while another is inside ``optimize`` has its trial
+    failed as gone after the other's current trial, before Optuna's next trial start would find
+    its heartbeat stale and fail it without a reason."""
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    worker = f"{socket.gethostname()}:{int(gone.stdout)}"
+    original, calls, planted = sweep_module.evaluate_perplexity, [], []
+
+    def evaluate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the grid study's first trial (the vanilla study has one point)
+            study_id = storage.get_study_id_from_name("tiny")
+            trial_id = storage.create_new_trial(study_id)  # running, as a dead worker leaves it
+            storage.set_trial_system_attr(trial_id, "fixed_params", SweepPoint(64, 20, 4, 2).params())
+            storage.set_trial_user_attr(trial_id, MACHINE, this_machine())
+            storage.set_trial_user_attr(trial_id, WORKER, worker)
+            storage.record_heartbeat(trial_id)
+            planted.append(trial_id)
+            time.sleep(2.5)  # its heartbeat goes stale before this trial ends
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "evaluate_perplexity", evaluate)
+    spec = SweepSpec(lengths=(64,), mappings=(16, 24, 48), heads=(4,), tails=(2,))
+    run_sweep(tiny_llama(vocab_size=len(char_tokenizer())), books, spec, storage, "tiny")
+    failed = storage.get_trial(planted[0])
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert failed.user_attrs.get(ERROR) == f"its worker {worker} on this machine is gone"
 
 
 CALIBRATE = [
