@@ -26,7 +26,7 @@ import optuna
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ._optuna_compat import enqueued_params, retry_history, trial_id
+from ._optuna_compat import retry_history, trial_id, trial_params
 
 __all__ = [
     "ERROR",
@@ -207,12 +207,12 @@ class _RetryUnlessLive(optuna.storages.RetryHeartbeatStaleTrialCallback):
         self.url = url
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        params = enqueued_params(trial) or trial.params
+        params = trial_params(trial)
         with _url_lock(self.url):
             live = study.get_trials(
                 deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
             )
-            if params and any((enqueued_params(t) or t.params) == params for t in live):
+            if params and any(trial_params(t) == params for t in live):
                 logger.info("%s: trial %d not re-queued: its point is queued", study.study_name, trial.number)
                 return
             super().__call__(study, trial)

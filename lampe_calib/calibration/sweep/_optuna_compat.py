@@ -20,7 +20,7 @@ import optuna
 from optuna.storages import BaseStorage, RetryFailedTrialCallback
 from optuna.trial import FrozenTrial
 
-__all__ = ["enqueued_params", "retry_history", "trial_id"]
+__all__ = ["enqueued_params", "retry_history", "trial_id", "trial_params"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -37,6 +37,11 @@ def enqueued_params(
         return trial.system_attrs.get("fixed_params")
     assert storage is not None, "a running trial's enqueued parameters are read from its storage"
     return storage.get_trial_system_attrs(trial_id(trial)).get("fixed_params")
+
+
+def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters ``trial`` was enqueued with, else those it suggested (empty: neither yet)."""
+    return enqueued_params(trial) or trial.params
 
 
 def retry_history(trial: FrozenTrial) -> list[int]:

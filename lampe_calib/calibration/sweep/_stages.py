@@ -14,7 +14,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from .._space import SweepPoint, SweepSpec, initial_mappings
-from ._optuna_compat import enqueued_params
+from ._optuna_compat import trial_params
 from ._store import open_study
 
 __all__ = ["LIVE", "RUNNING", "Stage", "enqueue_initial_design", "open_stages", "stop_unless"]
@@ -98,7 +98,7 @@ def enqueue_initial_design(stage: Stage, spec: SweepSpec) -> None:
     initial = initial_mappings(
         *spec.gp_range(stage.length), spec.initial_points, spec.start_for(stage.length)
     )
-    tried = [(enqueued_params(t) or t.params).get("mapping") for t in stage.trials(tuple(TrialState))]
+    tried = [trial_params(t).get("mapping") for t in stage.trials(tuple(TrialState))]
     if all(m in initial for m in tried if m is not None):
         for m in initial:
             stage.study.enqueue_trial({"mapping": m}, skip_if_exists=True)

@@ -32,7 +32,7 @@ from ...evaluation._perplexity import PerplexityResult
 from ...methods._names import LAMPE
 from .._space import SweepPoint, SweepSpec
 from ._db import check_storage_url, open_storage
-from ._optuna_compat import enqueued_params
+from ._optuna_compat import trial_params
 
 __all__ = [
     "Measurement",
@@ -126,7 +126,7 @@ class SweepResult:
 
 def trial_point(trial: optuna.trial.FrozenTrial) -> SweepPoint | None:
     """The point of a vanilla or grid trial: its parameters, or those it was enqueued with."""
-    params = enqueued_params(trial) or trial.params
+    params = trial_params(trial)
     try:
         return SweepPoint.from_params(params) if params else None
     except (KeyError, TypeError, ValueError):
