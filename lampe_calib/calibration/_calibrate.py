@@ -165,18 +165,15 @@ def build_profile(
     # Sweep points without a finished trial (failed or never run): the fit was made without them.
     sigmoid["missing"] = [{**m.point.to_dict(), "reason": m.reason} for m in cal.missing]
     if cal.fit is not None:
-        # The bootstrap interval is the argmin fit's: none is recorded for an excess fit.
-        ci = cal.ci.get(cal.c_mode) if cal.objective == "argmin" else None
-        sigmoid.update(_fit_record(cal.fit, ci, cal))
+        intervals = cal.excess_ci if cal.objective == "excess" else cal.ci
+        sigmoid.update(_fit_record(cal.fit, intervals.get(cal.c_mode), cal))
         sigmoid["points"] = [
             {"length": length, "m_star": m, "fitted": m - r, "residual": r}
             for length, m, r in zip(cal.fit.lengths, cal.fit.mappings, cal.fit.residuals, strict=True)
         ]
         chosen = cal.excess_fits if cal.objective == "excess" else cal.fits
         sigmoid["alternatives"] = [
-            _fit_record(fit, cal.ci.get(mode) if cal.objective == "argmin" else None, cal)
-            for mode, fit in chosen.items()
-            if mode != cal.c_mode
+            _fit_record(fit, intervals.get(mode), cal) for mode, fit in chosen.items() if mode != cal.c_mode
         ]
         sigmoid.update(_objective_records(cal))
     rescaled = sweep.spec.base != STOCK

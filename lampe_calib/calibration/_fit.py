@@ -5,7 +5,9 @@ m*(L) comes from each V-curve (``_curves``). The sigmoid is fitted with
 (the paper) or free in (0, m_max] (the official release), a > 0 (``_sigmoid_fit``). R², residuals,
 and a bootstrap interval over books (books resampled with replacement at each length, m* and the
 fit redone) are reported. Beside it, the excess fit minimizes the PPL excess over the curves
-(``_excess``); the calibration uses the one with the lower leave-one-length-out excess.
+(``_excess``); the calibration uses the one with the lower leave-one-length-out excess. When
+that is the excess fit, it too gets a bootstrap interval, from the same resampled books (each
+resample's curves refitted from the full data's excess fit).
 
 Degenerate cases give a ``Calibration`` with ``status == "degenerate"`` and a message saying what
 happened and what to change, never a fit through points that cannot determine it.
@@ -16,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._curves import Curve, Optimum, curve_optimum, curves_of
+from ._curves import Curve, Optimum, Points, curve_optimum, curves_of
 from ._excess import choose_objective, fit_sigmoid_excess, held_out_excess
 from ._sigmoid_fit import C_MODES, SigmoidFit, fit_sigmoid
 from .sweep._store import MissingPoint, SweepResult
@@ -39,7 +41,9 @@ class Calibration:
     ``status`` is "fitted" or "degenerate" (then ``fit`` is None and ``message`` says why); a
     fitted calibration's ``message`` notes a fit at a bound of its parameters (e.g. a flat m*(L))
     and the sweep points it was made without (``missing``: their trials failed or never ran).
-    ``ci[c_mode][name]`` is the ``level`` bootstrap interval of a, b or c.
+    ``ci[c_mode][name]`` is the ``level`` bootstrap interval of a, b or c of the argmin fit;
+    ``excess_ci[c_mode]`` that of the excess fit, made when the profile uses it (``objective``),
+    on the same resampled books.
     """
 
     status: str
@@ -62,6 +66,7 @@ class Calibration:
     # The V-curves of the chosen head, tail and factor, one per measured length (``optima[i]``
     # is ``curves[i]``'s m*).
     curves: tuple[Curve, ...] = ()
+    excess_ci: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def fit(self) -> SigmoidFit | None:
@@ -157,8 +162,11 @@ def calibrate(
     if c_mode not in fits:
         message = f"the {c_mode}-c sigmoid fit did not converge"
         return dataclasses.replace(unfitted, message=message, fits=fits)
-    ci = _bootstrap(curves, window, c_max, refine, resamples, seed, level, fits) if resamples else {}
     excess_fits, held_out, objective = _excess_fits(curves, optima, window, c_max, fits, c_mode)
+    fitters = {("argmin", mode): _argmin_fitter(window, c_max, fit) for mode, fit in fits.items()}
+    if objective == "excess":  # (Nelder–Mead per resample: only for the fit the profile uses)
+        fitters["excess", c_mode] = _excess_fitter(window, c_max, excess_fits[c_mode])
+    intervals = _bootstrap(curves, refine, resamples, seed, level, fitters) if resamples else {}
     note = _shape_note((excess_fits if objective == "excess" else fits)[c_mode], c_max)
     if note:
         logger.warning("fit: %s", note)
@@ -167,7 +175,8 @@ def calibrate(
         status="fitted",
         message="; ".join(n for n in (note, missing) if n) or None,
         fits=fits,
-        ci=ci,
+        ci={mode: v for (kind, mode), v in intervals.items() if kind == "argmin"},
+        excess_ci={mode: v for (kind, mode), v in intervals.items() if kind == "excess"},
         resamples=resamples,
         excess_fits=excess_fits,
         held_out=held_out,
@@ -177,8 +186,7 @@ def calibrate(
 
 def _argmin_fits(optima: Sequence[Optimum], window: int, c_max: float) -> dict[str, SigmoidFit]:
     """The least-squares fit of m*(L) over the remapped lengths, in each c mode that converges."""
-    used = [o for o in optima if o.remapped]
-    lengths, points = [o.length for o in used], [o.mapping for o in used]
+    lengths, points = _remapped(optima)
     fits: dict[str, SigmoidFit] = {}
     for mode in C_MODES:
         try:
@@ -202,8 +210,7 @@ def _excess_fits(
     by_length = {o.length: o for o in optima}
 
     def used(lengths: Sequence[int]) -> tuple[list[int], list[float]]:
-        chosen = [by_length[n] for n in sorted(lengths) if by_length[n].remapped]
-        return [o.length for o in chosen], [o.mapping for o in chosen]
+        return _remapped([by_length[n] for n in sorted(lengths)])
 
     def argmin_fit(rest: dict, mode: str) -> SigmoidFit | None:
         lengths, mappings = used(list(rest))
@@ -260,43 +267,72 @@ def _shape_note(fit: SigmoidFit, c_max: float) -> str | None:
     return None
 
 
+# A refit of resampled optima and curves (``_bootstrap``); None when it cannot be made.
+Fitter = Callable[[list[Optimum], Points], "SigmoidFit | None"]
+
+
+def _remapped(optima: Sequence[Optimum]) -> tuple[list[int], list[float]]:
+    used = [o for o in optima if o.remapped]
+    return [o.length for o in used], [o.mapping for o in used]
+
+
+def _argmin_fitter(window: int, c_max: float, start: SigmoidFit) -> Fitter:
+    """The argmin fit of resampled optima, from the full data's fit (None: too few remapped)."""
+
+    def fit(optima: list[Optimum], points: Points) -> SigmoidFit | None:
+        lengths, mappings = _remapped(optima)
+        if len(lengths) < 3:
+            return None
+        try:
+            return fit_sigmoid(lengths, mappings, window, start.c_mode, c_max, start=start)
+        except ValueError:
+            return None
+
+    return fit
+
+
+def _excess_fitter(window: int, c_max: float, start: SigmoidFit) -> Fitter:
+    """The excess fit of resampled curves, from the full data's excess fit only."""
+
+    def fit(optima: list[Optimum], points: Points) -> SigmoidFit:
+        remapped = _remapped(optima)
+        return fit_sigmoid_excess(points, window, start.c_mode, c_max, [start], remapped, spread=False)
+
+    return fit
+
+
 def _bootstrap(
     curves: list[Curve],
-    window: int,
-    c_max: float,
     refine: bool,
     resamples: int,
     seed: int,
     level: float,
-    fits: dict[str, SigmoidFit],
-) -> dict[str, dict[str, tuple[float, float]]]:
-    """Percentile intervals of a, b, c over fits to resampled books (each from the full-data fit)."""
+    fitters: dict[tuple[str, str], Fitter],
+) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
+    """Percentile intervals of a, b, c of each of ``fitters`` over resampled books: at every
+    length the books are drawn with replacement, and each fitter refits the resampled optima
+    and curves (the same draws for all)."""
     rng = np.random.default_rng(seed)
-    samples: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in fits}
+    samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {key: [] for key in fitters}
     for _ in range(resamples):
-        optima = []
+        optima, points = [], {}
         for curve in curves:
             n = len(curve.results[0].nll) if curve.results else len(curve.unmapped.nll)  # type: ignore[union-attr]
-            optima.append(curve_optimum(curve, refine, rng.integers(0, n, n).tolist()))
-        used = [o for o in optima if o.remapped]
-        if len(used) < 3:
-            continue
-        for mode in fits:
-            try:
-                points = ([o.length for o in used], [o.mapping for o in used])
-                fit = fit_sigmoid(*points, window, mode, c_max, start=fits[mode])
-            except ValueError:
-                continue
-            samples[mode].append((fit.a, fit.b, fit.c))
+            books = rng.integers(0, n, n).tolist()
+            optima.append(curve_optimum(curve, refine, books))
+            points[curve.length] = curve.points(books)
+        for key, fitter in fitters.items():
+            fit = fitter(optima, points)
+            if fit is not None:
+                samples[key].append((fit.a, fit.b, fit.c))
     tail = (1 - level) / 2 * 100
     out = {}
-    for mode, values in samples.items():
+    for key, values in samples.items():
         if len(values) < max(10, resamples // 2):
-            logger.warning(
-                "bootstrap (%s c): only %d of %d resamples fitted; no interval", mode, len(values), resamples
-            )
+            note = "bootstrap (%s fit, %s c): only %d of %d resamples fitted; no interval"
+            logger.warning(note, *key, len(values), resamples)
             continue
         arr = np.asarray(values)
         lo, hi = np.percentile(arr, [tail, 100 - tail], axis=0)
-        out[mode] = {name: (float(lo[i]), float(hi[i])) for i, name in enumerate("abc")}
+        out[key] = {name: (float(lo[i]), float(hi[i])) for i, name in enumerate("abc")}
     return out

@@ -151,3 +151,30 @@ def test_the_profile_records_both_fits_and_the_choice():
     bad["sigmoid"]["objective"] = "median"
     with pytest.raises(ValueError, match="sigmoid.objective"):
         Profile.from_dict(bad)
+
+
+def test_the_excess_fit_the_profile_uses_gets_a_bootstrap_interval():
+    from calib_support import tiny_llama
+
+    from lampe_calib.calibration import Profile
+    from lampe_calib.calibration._calibrate import build_profile
+    from lampe_calib.models import model_info
+
+    width = {}
+    for noise in (0.02, 0.05):
+        sweep = _sweep(4, noise=noise)  # (a seed whose leave-one-length-out picks the excess fit)
+        cal = calibrate(sweep, W, c_mode="fixed", resamples=40, seed=0)
+        assert cal.objective == "excess"
+        fit, ci = cal.fit, cal.excess_ci["fixed"]
+        assert ci["c"] == (C, C)  # c is fixed
+        for name, true in (("a", A), ("b", B)):
+            low, high = ci[name]
+            assert low < getattr(fit, name) < high and low < true < high, (noise, name, ci[name])
+        width[noise] = ci["a"][1] - ci["a"][0]
+        assert set(cal.ci) == {"fixed", "free"}  # the argmin fits' intervals, from the same draws
+    assert width[0.02] < width[0.05]  # noisier curves, a wider interval
+    # The profile records the interval of the fit it uses.
+    profile = build_profile(model_info(tiny_llama(window=W)), cal, sweep, {"imported": False})
+    s = Profile.from_dict(profile.to_dict()).sigmoid
+    assert s["objective"] == "excess" and s["a"] == fit.a
+    assert s["ci"] == {"level": 0.95, "resamples": 40, **{k: list(v) for k, v in ci.items()}}
