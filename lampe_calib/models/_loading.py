@@ -227,4 +227,15 @@ def load_model(
     model, tokenizer = _LOADERS[kind](location, resolved_dtype)
     model.to(resolved_device)
     model.eval()
+    _attend_with_soft_cap(model)
     return model, tokenizer
+
+
+def _attend_with_soft_cap(model: PreTrainedModel) -> None:
+    """Give a model whose attention logits are soft-capped (Gemma 2) eager attention when it
+    was loaded with SDPA, which has no soft-cap: transformers 5.0 does that by default, and the
+    stock model's PPL would then be another model's (later releases choose eager themselves)."""
+    config = model.config
+    if getattr(config, "attn_logit_softcapping", None) and config._attn_implementation == "sdpa":
+        logger.info("soft-capped attention logits: eager attention instead of SDPA")
+        model.set_attn_implementation("eager")

@@ -237,3 +237,27 @@ def test_what_the_engine_cannot_serve_is_refused(family, overrides, message):
     with pytest.raises(ValueError, match=message):
         with apply_lampe(model, LampeConfig(head=4, tail=2, mapping_length=24)):
             pass
+
+
+def test_a_loaded_soft_capped_model_attends_with_its_soft_cap(tmp_path):
+    """``load_model`` gives Gemma 2 eager attention: SDPA, transformers 5.0's default for it,
+    leaves the soft-cap out (the stock model's logits would be another model's)."""
+    from char_tokenizer import char_tokenizer
+
+    from lampe_calib import load_model
+    from lampe_calib.models._loading import _attend_with_soft_cap
+
+    ids = _ids(2 * W)
+    eager = tiny_model("gemma2")
+    want = _logits(eager, ids)
+    # Saved without an attention choice: loading takes the library's default, then ours.
+    tiny_model("gemma2", attn_implementation=None).save_pretrained(tmp_path)
+    char_tokenizer().save_pretrained(tmp_path)
+    model, _ = load_model(tmp_path)
+    assert model.config._attn_implementation == "eager"
+    torch.testing.assert_close(_logits(model, ids), want, rtol=0, atol=0)
+    # A model that holds SDPA (whatever the release) is switched to eager.
+    eager.config._attn_implementation = "sdpa"
+    _attend_with_soft_cap(eager)
+    assert eager.config._attn_implementation == "eager"
+    torch.testing.assert_close(_logits(eager, ids), want, rtol=0, atol=0)
