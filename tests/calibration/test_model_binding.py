@@ -85,8 +85,7 @@ def test_apply_lampe_refuses_a_profile_of_other_facts_unless_transfer_is_asked(c
     with caplog.at_level(logging.WARNING), apply_lampe(model, _profile(source="elsewhere")):
         assert torch.equal(model(ids).logits, expected)
     assert (
-        "fitted on elsewhere; using it on LlamaForCausalLM, whose position facts are the same"
-        in caplog.text
+        "fitted on elsewhere; using it on LlamaForCausalLM, whose position facts are the same" in caplog.text
     )
 
 
