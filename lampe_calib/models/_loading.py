@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from ..engine._family import logit_softcap
 from ._cache import cached_conversion, save_dense
 from ._registry import HUB_ID_PATTERN, MODELS, known_aliases
 
@@ -235,7 +236,6 @@ def _attend_with_soft_cap(model: PreTrainedModel) -> None:
     """Give a model whose attention logits are soft-capped (Gemma 2) eager attention when it
     was loaded with SDPA, which has no soft-cap: transformers 5.0 does that by default, and the
     stock model's PPL would then be another model's (later releases choose eager themselves)."""
-    config = model.config
-    if getattr(config, "attn_logit_softcapping", None) and config._attn_implementation == "sdpa":
+    if logit_softcap(model.config) is not None and model.config._attn_implementation == "sdpa":
         logger.info("soft-capped attention logits: eager attention instead of SDPA")
         model.set_attn_implementation("eager")
